@@ -1,0 +1,37 @@
+"""fastnet: fast feedforward neural networks for MNIST-scale data, on a CUDA GPU or the CPU.
+
+>>> import fastnet
+>>> net = fastnet.Network([784, 30, 10], device="cpu", seed=0)
+>>> net.sizes
+[784, 30, 10]
+
+Importing fastnet imports neither CuPy nor Numba's CUDA support.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from fastnet.backend import get_backend
+from fastnet.history import History
+from fastnet.io import ModelFileError, load
+from fastnet.network import DivergenceError, Network
+
+__all__ = ["Network", "load", "History", "get_backend", "warmup", "DivergenceError",
+           "ModelFileError", "__version__"]
+
+
+def warmup(dtype="float32") -> str:
+    """Compile the CPU kernels for ``dtype`` now (cached on disk), so training starts warm.
+
+    Returns the kernel path that will run on NumPy arrays ("njit" or "xp").
+    """
+    from fastnet import _validate, ops
+
+    dtype = _validate.check_dtype(dtype)
+    import numpy as np
+
+    if ops.kernel_path(np.zeros(1)) == "njit":
+        from fastnet.kernels import cpu
+
+        cpu.warmup(dtype)
+    return ops.kernel_path(np.zeros(1))

@@ -1,0 +1,156 @@
+"""Input checks at the public boundary: host side, before any upload or kernel launch.
+
+Each error is one line: what was expected, what was received, and the fix.
+``ValueError`` for bad values, ``TypeError`` for wrong types.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+COSTS = ("quadratic", "cross_entropy")
+INITS = ("nielsen", "scaled")
+DTYPES = ("float32", "float64")
+
+
+def check_choice(name: str, value, allowed) -> str:
+    """``value`` must be a string in ``allowed``; returns it lower-cased."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {allowed}. Actual: {value!r} ({type(value).__name__})")
+    v = value.strip().lower().replace("-", "_")
+    if name == "cost" and v in ("crossentropy", "xent", "ce"):
+        v = "cross_entropy"
+    if v not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}. Actual: {value!r}")
+    return v
+
+
+def check_dtype(dtype) -> str:
+    """Accepts "float32"/"float64" or the NumPy dtypes; returns the name."""
+    try:
+        name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype.strip().lower()
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}. Actual: {dtype!r}")
+    return name
+
+
+def check_sizes(sizes) -> list[int]:
+    """Layer sizes: a sequence of at least two positive ints, e.g. ``[784, 30, 10]``."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+        raise TypeError(f"sizes must be a list of layer widths like [784, 30, 10]. Actual: {sizes!r}")
+    out = []
+    for i, s in enumerate(sizes):
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"sizes[{i}] must be an int. Actual: {s!r} ({type(s).__name__})")
+        if s < 1:
+            raise ValueError(f"sizes[{i}] must be >= 1. Actual: {s}")
+        out.append(int(s))
+    if len(out) < 2:
+        raise ValueError(
+            f"sizes needs at least 2 layers (input and output), e.g. [784, 30, 10]. Actual: {list(sizes)!r}"
+        )
+    return out
+
+
+def check_positive_int(name: str, value, *, upper: int | None = None, upper_name: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int. Actual: {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1. Actual: {value}")
+    if upper is not None and value > upper:
+        raise ValueError(f"{name} must be <= {upper_name} ({upper}). Actual: {value}")
+    return int(value)
+
+
+def check_real(name: str, value, *, positive: bool = False) -> float:
+    """A finite real number, > 0 when ``positive`` else >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number. Actual: {value!r} ({type(value).__name__})")
+    v = float(value)
+    if not math.isfinite(v) or (v <= 0 if positive else v < 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}. Actual: {value!r}")
+    return v
+
+
+def _numeric_kind(arr, name: str) -> str:
+    kind = getattr(getattr(arr, "dtype", None), "kind", None)
+    if kind is None:  # Array API namespaces other than NumPy/CuPy: ask by name
+        dt = str(arr.dtype)
+        kind = "f" if "float" in dt else "u" if "uint" in dt else "i" if "int" in dt else "b" if "bool" in dt else "?"
+    if kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers. Actual dtype: {arr.dtype}")
+    return kind
+
+
+def check_X(X, n_features: int, name: str = "X"):
+    """X: 2-D (n_samples, n_features), real, finite, non-empty. Returns its dtype kind.
+
+    Rule: uint8 images are scaled by 1/255 to [0, 1]; any other real dtype is used as is.
+    """
+    if not hasattr(X, "shape") or not hasattr(X, "dtype"):
+        raise TypeError(f"{name} must be an array of shape (n_samples, {n_features}). Actual: {type(X).__name__}")
+    kind = _numeric_kind(X, name)
+    if len(X.shape) != 2:
+        raise ValueError(
+            f"{name} must be 2-D (n_samples, {n_features}). Actual: {len(X.shape)}-D shape {tuple(X.shape)}; "
+            f"fix: X.reshape(len(X), -1)"
+        )
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 samples); need at least 1 row of {n_features} features")
+    if X.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {X.shape[1]} features per sample, the network's input layer expects {n_features}"
+        )
+    if kind == "f":
+        xp = _xp(X)
+        bad = ~xp.all(xp.isfinite(X), axis=1)
+        nbad = int(xp.sum(xp.astype(bad, xp.int64)) if hasattr(xp, "astype") else bad.sum())
+        if nbad:
+            first = int(xp.argmax(xp.astype(bad, xp.int8)))
+            raise ValueError(
+                f"{name} must be finite: {nbad} row(s) hold NaN or inf, the first at index {first}; "
+                "fix: drop or impute those rows"
+            )
+    return kind
+
+
+def check_y(y, n_samples: int, n_out: int, name: str = "y"):
+    """y: 1-D integer class ids in [0, n_out), one per sample."""
+    if not hasattr(y, "shape") or not hasattr(y, "dtype"):
+        raise TypeError(f"{name} must be an integer array of shape ({n_samples},). Actual: {type(y).__name__}")
+    kind = _numeric_kind(y, name)
+    if kind not in "iu":
+        raise TypeError(
+            f"{name} must hold integer class ids in [0, {n_out}). Actual dtype: {y.dtype}; "
+            f"fix: y.astype(int) if the values are whole numbers"
+        )
+    if len(y.shape) != 1:
+        raise ValueError(f"{name} must be 1-D ({n_samples},) class ids. Actual: shape {tuple(y.shape)}")
+    if y.shape[0] != n_samples:
+        raise ValueError(f"X and {name} lengths differ: X has {n_samples} samples, {name} has {y.shape[0]}")
+    xp = _xp(y)
+    bad = (y < 0) | (y >= n_out)
+    nbad = int(xp.sum(xp.astype(bad, xp.int64)))
+    if nbad:
+        first = int(xp.argmax(xp.astype(bad, xp.int8)))
+        raise ValueError(
+            f"{name} must be class ids in [0, {n_out}): {nbad} label(s) out of range, the first "
+            f"{name}[{first}] = {int(y[first])}; fix: the output layer needs one unit per class"
+        )
+
+
+def check_targets(Y, n_samples: int, n_out: int, name: str = "Y"):
+    """Y: 2-D float target matrix (n_samples, n_out), finite."""
+    if len(Y.shape) != 2 or tuple(Y.shape) != (n_samples, n_out):
+        raise ValueError(f"{name} must have shape ({n_samples}, {n_out}). Actual: {tuple(Y.shape)}")
+    check_X(Y, n_out, name)
+
+
+def _xp(a):
+    from array_api_compat import array_namespace
+
+    return array_namespace(a)

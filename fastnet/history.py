@@ -1,0 +1,76 @@
+"""Per-epoch training history: what ``Network.fit`` returns and ``--history`` writes."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+class History:
+    """Records of a training run, one dict per epoch, plus the run's configuration.
+
+    Each record has ``epoch``, ``loss``, ``accuracy`` (on the training data, after the
+    epoch), ``seconds``, ``samples_per_s`` and, with validation data, ``val_loss`` and
+    ``val_accuracy``.
+
+    >>> h = History(config={"eta": 3.0})
+    >>> h.append({"epoch": 1, "loss": 0.1, "accuracy": 0.9, "seconds": 2.0, "samples_per_s": 5.0})
+    >>> h["accuracy"], len(h)
+    ([0.9], 1)
+    """
+
+    def __init__(self, records=None, config=None):
+        self.records: list[dict] = list(records or [])
+        self.config: dict = dict(config or {})
+
+    def append(self, record: dict) -> None:
+        """Add one epoch's record."""
+        self.records.append(dict(record))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __getitem__(self, key):
+        """``h[i]`` is epoch record i; ``h["accuracy"]`` is that column as a list."""
+        if isinstance(key, str):
+            return [r.get(key) for r in self.records]
+        return self.records[key]
+
+    def __repr__(self) -> str:
+        return f"History({len(self)} epochs, config={self.config})"
+
+    def to_dict(self) -> dict:
+        """JSON-ready ``{"config": ..., "epochs": [...]}``."""
+        return {"config": self.config, "epochs": self.records}
+
+    def save(self, path) -> None:
+        """Write the history as JSON to ``path`` (atomically)."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.to_dict(), f, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path) -> "History":
+        """Read a history written by :meth:`save`."""
+        d = json.loads(Path(path).read_text())
+        if not isinstance(d, dict) or "epochs" not in d:
+            raise ValueError(f"{path} is not a fastnet history (no 'epochs' key)")
+        return cls(d["epochs"], d.get("config"))
+
+    def format_line(self, r: dict) -> str:
+        """``Epoch 3: 9458 / 10000`` style line with loss, seconds and samples/s."""
+        acc_key = "val_accuracy" if "val_accuracy" in r else "accuracy"
+        n = self.config.get("n_val" if acc_key == "val_accuracy" else "n_train")
+        score = f"{round(r[acc_key] * n)} / {n}" if n else f"{r[acc_key]:.4f}"
+        return (f"Epoch {r['epoch']}: {score}  loss {r['loss']:.4f}  "
+                f"{r['seconds']:.2f} s  {r['samples_per_s']:,.0f} samples/s")

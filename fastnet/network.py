@@ -1,0 +1,457 @@
+"""The feedforward network: parameters, forward pass, backprop and minibatch SGD.
+
+Layout (DESIGN.md): batches are rows, ``X`` is ``(n_samples, n_features)``, ``W`` is
+``(n_in, n_out)``, ``z = a_prev @ W + b``. Hidden layers are sigmoid; the output layer is
+sigmoid for the quadratic cost and softmax for the cross-entropy cost.
+
+The backward pass for one batch of ``m`` samples (seed 002's equations, in matrix form)::
+
+    delta_L = (a_L - y) * a_L * (1 - a_L)        # quadratic cost, sigmoid output
+    delta_L = a_L - y                            # cross-entropy cost, softmax output
+    grad_W_l = a_{l-1}.T @ delta_l / m           # GEMM
+    grad_b_l = sum(delta_l, axis=0) / m          # reduction kernel
+    delta_{l-1} = (delta_l @ W_l.T) * a_{l-1} * (1 - a_{l-1})   # GEMM + fused kernel
+
+and the SGD step with L2 decay (Nielsen, chapter 3)::
+
+    W_l <- (1 - eta * lmbda / n) * W_l - (eta / m) * (a_{l-1}.T @ delta_l)
+    b_l <- b_l - (eta / m) * sum(delta_l, axis=0)
+
+Every element-wise and reduction step goes through :mod:`fastnet.ops`, which picks the
+Numba twin from the array type; the matrix products are BLAS / cuBLAS GEMMs.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from fastnet import _validate as V
+from fastnet import ops
+from fastnet.backend import Backend, get_backend
+from fastnet.history import History
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the last finite weights were restored."""
+
+
+class _Workspace:
+    """Buffers for one batch size, made once and reused by every step (no per-step allocation)."""
+
+    def __init__(self, xp, sizes: Sequence[int], m: int, dtype, *, grads: bool = True):
+        self.m = m
+        self.X = xp.empty((m, sizes[0]), dtype=dtype)
+        self.y = xp.empty((m,), dtype=xp.int64)
+        self.a = [xp.empty((m, n), dtype=dtype) for n in sizes[1:]]
+        self.d = [xp.empty((m, n), dtype=dtype) for n in sizes[1:]]
+        self.gW = [xp.empty((i, o), dtype=dtype) for i, o in zip(sizes[:-1], sizes[1:])] if grads else []
+        self.gb = [xp.empty((o,), dtype=dtype) for o in sizes[1:]] if grads else []
+
+    def rows(self, bufs: list, m: int) -> list:
+        """The first ``m`` rows of each buffer (views; the buffers themselves when full)."""
+        return bufs if m == self.m else [b[:m] for b in bufs]
+
+
+class Network:
+    """A fully connected feedforward network trained by minibatch SGD.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, input first, e.g. ``[784, 30, 10]``.
+    cost : {"quadratic", "cross_entropy"}
+        Quadratic cost with a sigmoid output layer, or cross-entropy with softmax.
+    init : {"nielsen", "scaled"}
+        ``W ~ N(0, 1)`` (Nielsen's chapter 1) or ``W ~ N(0, 1/n_in)`` (chapter 3);
+        biases ``~ N(0, 1)`` in both.
+    dtype : {"float32", "float64"}
+    device : "auto", "cpu", "cuda" or an Array API namespace module
+        See :func:`fastnet.backend.get_backend`.
+    seed : int or None
+        Seeds the initial parameters and the shuffle order; float64 runs with the same
+        seed give the same result every time.
+
+    Attributes
+    ----------
+    weights : list of arrays, ``weights[l]`` shape ``(sizes[l], sizes[l+1])``
+    biases : list of arrays, ``biases[l]`` shape ``(sizes[l+1],)``
+
+    Example
+    -------
+    >>> import numpy as np, fastnet
+    >>> net = fastnet.Network([4, 8, 2], cost="cross_entropy", device="cpu", seed=0)
+    >>> X = np.eye(4); y = np.array([0, 1, 0, 1])
+    >>> hist = net.fit(X, y, epochs=200, batch_size=2, eta=1.0)
+    >>> net.predict(X).tolist()
+    [0, 1, 0, 1]
+    """
+
+    def __init__(self, sizes, *, cost="quadratic", init="nielsen", dtype="float32",
+                 device="auto", seed=None):
+        self.sizes = V.check_sizes(sizes)
+        self.cost = V.check_choice("cost", cost, V.COSTS)
+        self.init = V.check_choice("init", init, V.INITS)
+        self.dtype = V.check_dtype(dtype)
+        self.backend: Backend = get_backend(device)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"seed must be an int or None. Actual: {seed!r}")
+        self.seed = None if seed is None else int(seed)
+        rng = np.random.default_rng(self.seed)
+        biases = [rng.standard_normal(n) for n in self.sizes[1:]]
+        weights = [rng.standard_normal((i, o)) for i, o in zip(self.sizes[:-1], self.sizes[1:])]
+        if self.init == "scaled":
+            weights = [w / math.sqrt(w.shape[0]) for w in weights]
+        self._W = [self._to_device(w) for w in weights]
+        self._b = [self._to_device(b) for b in biases]
+        self._shuffle_rng = np.random.default_rng(rng.integers(2**63))
+        self._ws: dict[int, _Workspace] = {}
+
+    # --- construction helpers -----------------------------------------------------------
+
+    @classmethod
+    def from_params(cls, weights, biases, **kw) -> "Network":
+        """A network with the given parameters; ``sizes`` come from the weight shapes.
+
+        weights: list of ``(n_in, n_out)`` arrays; biases: list of ``(n_out,)`` arrays.
+        Other keywords as in :class:`Network` (``seed`` only seeds the shuffle order).
+
+        >>> import numpy as np, fastnet
+        >>> net = fastnet.Network.from_params([np.array([[1.58]])], [np.array([-0.14])],
+        ...                                   dtype="float64", device="cpu")
+        >>> round(float(net.feedforward(np.array([[0.8]]))[0, 0]), 12)
+        0.754729921358
+        """
+        weights = [np.asarray(w) if not hasattr(w, "shape") else w for w in weights]
+        biases = [np.asarray(b) if not hasattr(b, "shape") else b for b in biases]
+        if len(weights) != len(biases) or not weights:
+            raise ValueError(f"need one bias vector per weight matrix (at least one). "
+                             f"Actual: {len(weights)} weights, {len(biases)} biases")
+        sizes = [int(weights[0].shape[0])] + [int(w.shape[-1]) for w in weights]
+        net = cls(sizes, **kw)
+        net.weights = weights
+        net.biases = biases
+        return net
+
+    def _to_device(self, a):
+        """Host (or same-device) array -> this network's device and dtype."""
+        return self.backend.asarray(a, dtype=self.dtype)
+
+    # --- parameters ---------------------------------------------------------------------
+
+    @property
+    def weights(self) -> list:
+        """``weights[l]``: ``(sizes[l], sizes[l+1])`` arrays on the network's device."""
+        return list(self._W)
+
+    @weights.setter
+    def weights(self, values) -> None:
+        self._W = self._check_params("weights", values,
+                                     [(i, o) for i, o in zip(self.sizes[:-1], self.sizes[1:])])
+
+    @property
+    def biases(self) -> list:
+        """``biases[l]``: ``(sizes[l+1],)`` arrays on the network's device."""
+        return list(self._b)
+
+    @biases.setter
+    def biases(self, values) -> None:
+        self._b = self._check_params("biases", values, [(o,) for o in self.sizes[1:]])
+
+    def _check_params(self, name, values, shapes):
+        values = list(values)
+        if len(values) != len(shapes):
+            raise ValueError(f"{name}: expected {len(shapes)} arrays. Actual: {len(values)}")
+        out = []
+        for l, (v, shape) in enumerate(zip(values, shapes)):
+            v = np.asarray(v) if not hasattr(v, "shape") else v
+            if tuple(v.shape) != shape:
+                raise ValueError(f"{name}[{l}] must have shape {shape}. Actual: {tuple(v.shape)}")
+            self._check_same_device(v, f"{name}[{l}]", allow_host=True)
+            V.check_X(v.reshape(1, -1) if hasattr(v, "reshape") else v, int(np.prod(shape)), f"{name}[{l}]")
+            out.append(self.backend.xp.asarray(self._to_device(v), copy=True))  # never alias the caller's
+        return out
+
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers (``len(sizes) - 1``)."""
+        return len(self.sizes) - 1
+
+    @property
+    def xp(self):
+        """The array namespace the network lives in."""
+        return self.backend.xp
+
+    def __repr__(self) -> str:
+        return (f"Network({self.sizes}, cost={self.cost!r}, init={self.init!r}, dtype={self.dtype!r}, "
+                f"device={self.backend.device!r}, backend={self.backend.name!r})")
+
+    # --- input conversion ---------------------------------------------------------------
+
+    def _check_same_device(self, a, name: str, *, allow_host: bool) -> None:
+        if self.backend.owns(a):
+            return
+        if allow_host and isinstance(a, np.ndarray):
+            return
+        raise TypeError(
+            f"Arrays from two different devices ({type(a).__module__}.{type(a).__name__} and this "
+            f"network's {self.backend.name}) can not be combined; fix: pass host NumPy data to fit/"
+            f"evaluate/predict, or move the array with network.backend.asarray(...)"
+        )
+
+    def _prepare_X(self, X, name="X", *, allow_host=True):
+        """Validate X and return it on the device in the network's dtype (uint8 / 255)."""
+        if not hasattr(X, "shape"):
+            X = np.asarray(X)
+        self._check_same_device(X, name, allow_host=allow_host)
+        kind = V.check_X(X, self.sizes[0], name)
+        Xd = self._to_device(X)
+        if kind == "u" and str(X.dtype).endswith("uint8"):
+            Xd *= 1.0 / 255.0  # a fresh float array here, never the caller's
+        return Xd
+
+    def _prepare_y(self, y, n, name="y", *, allow_host=True):
+        if not hasattr(y, "shape"):
+            y = np.asarray(y)
+        self._check_same_device(y, name, allow_host=allow_host)
+        V.check_y(y, n, self.sizes[-1], name)
+        return self.backend.asarray(y, dtype=self.xp.int64)
+
+    def _prepare_target(self, Y, n, name="Y", *, allow_host=True):
+        """Integer labels (n,) or a float target matrix (n, n_out)."""
+        if not hasattr(Y, "shape"):
+            Y = np.asarray(Y)
+        if len(Y.shape) == 2 and V._numeric_kind(Y, name) == "f":
+            self._check_same_device(Y, name, allow_host=allow_host)
+            V.check_targets(Y, n, self.sizes[-1], name)
+            return self._to_device(Y)
+        return self._prepare_y(Y, n, name, allow_host=allow_host)
+
+    # --- forward ------------------------------------------------------------------------
+
+    def _activate(self, l: int, Z):
+        if l == self.n_layers - 1 and self.cost == "cross_entropy":
+            return ops.bias_softmax(Z, self._b[l])
+        return ops.bias_sigmoid(Z, self._b[l])
+
+    def _forward(self, X, outs=None) -> list:
+        """Activations of every layer after the input; into ``outs`` buffers when given."""
+        acts = []
+        a = X
+        for l in range(self.n_layers):
+            Z = ops.matmul(a, self._W[l], out=None if outs is None else outs[l])
+            a = self._activate(l, Z)
+            acts.append(a)
+        return acts
+
+    def feedforward(self, X):
+        """Output-layer activations for a batch.
+
+        X: ``(n, sizes[0])`` array (uint8 is scaled by 1/255). Returns ``(n, sizes[-1])``
+        in the network's dtype, on its device.
+        """
+        return self._forward(self._prepare_X(X, allow_host=True))[-1]
+
+    def predict_proba(self, X):
+        """Output activations (softmax probabilities for the cross-entropy cost). Shape ``(n, n_out)``."""
+        return self.feedforward(X)
+
+    def predict(self, X):
+        """Predicted class ids, ``(n,)`` int64 on the network's device."""
+        return self.xp.argmax(self.feedforward(X), axis=1)
+
+    # --- backward -----------------------------------------------------------------------
+
+    def _workspace(self, m: int) -> _Workspace:
+        ws = self._ws.get(m)
+        if ws is None:
+            ws = self._ws[m] = _Workspace(self.xp, self.sizes, m, self.backend.dtype(self.dtype))
+        return ws
+
+    def _backward(self, X, y, acts, ws, m, eta=None, decay=1.0):
+        """Backprop one batch. With ``eta`` update in place (fused SGD); else return grads."""
+        L = self.n_layers
+        ds = ws.rows(ws.d, m)
+        delta = ops.output_delta(acts[-1], y, self.cost, out=ds[-1])
+        grads_W, grads_b = [None] * L, [None] * L
+        scale = None if eta is None else eta / m
+        for l in range(L - 1, -1, -1):
+            a_prev = X if l == 0 else acts[l - 1]
+            gW = ops.matmul(a_prev.T, delta, out=ws.gW[l])          # unscaled sum over the batch
+            if l > 0:  # uses the old W_l, so it comes before the update
+                G = ops.matmul(delta, self._W[l].T, out=ds[l - 1])
+                delta_prev = ops.backward_delta(G, acts[l - 1])
+            if eta is None:
+                grads_W[l] = gW * (1.0 / m)
+                grads_b[l] = self.xp.asarray(ops.bias_grad(delta, ws.gb[l], 1.0 / m), copy=True)
+            else:
+                self._W[l] = ops.sgd_update(self._W[l], gW, scale, decay)
+                self._b[l] = ops.bias_update(self._b[l], delta, scale)
+            if l > 0:
+                delta = delta_prev
+        return grads_W, grads_b
+
+    def backprop(self, X, Y):
+        """Gradients of the cost averaged over the batch.
+
+        X: ``(m, sizes[0])``. Y: ``(m,)`` integer labels or an ``(m, sizes[-1])`` float
+        target matrix. Returns ``(grads_W, grads_b)``, lists shaped like ``weights`` and
+        ``biases``. The network is not changed.
+        """
+        Xd = self._prepare_X(X)
+        yd = self._prepare_target(Y, Xd.shape[0])
+        m = Xd.shape[0]
+        ws = _Workspace(self.xp, self.sizes, m, self.backend.dtype(self.dtype))
+        acts = self._forward(Xd, ws.a)
+        return self._backward(Xd, yd, acts, ws, m)
+
+    def train_step(self, X, Y, eta, lmbda=0.0, n=None):
+        """One SGD step on one batch, in place.
+
+        X: ``(m, sizes[0])``; Y: labels ``(m,)`` or targets ``(m, sizes[-1])``; eta > 0;
+        lmbda >= 0 with ``n`` (the training-set size, default ``m``) for L2 decay.
+        """
+        eta = V.check_real("eta", eta, positive=True)
+        lmbda = V.check_real("lmbda", lmbda)
+        Xd = self._prepare_X(X)
+        m = Xd.shape[0]
+        yd = self._prepare_target(Y, m)
+        n = m if n is None else V.check_positive_int("n", n)
+        ws = self._workspace(m)
+        acts = self._forward(Xd, ws.a)
+        self._backward(Xd, yd, acts, ws, m, eta, 1.0 - eta * lmbda / n)
+
+    # --- metrics ------------------------------------------------------------------------
+
+    def _metrics(self, Xd, yd, lmbda=0.0, chunk=10_000):
+        """(mean cost incl. L2 term, accuracy) over device data; one sync at the end."""
+        xp = array_namespace(Xd)
+        n = Xd.shape[0]
+        cost_sum = xp.zeros((), dtype=self.backend.dtype(self.dtype))
+        correct = xp.zeros((), dtype=xp.int64)
+        for k in range(0, n, chunk):
+            a = self._forward(Xd[k:k + chunk])[-1]
+            yk = yd[k:k + chunk]
+            t = ops._ref.one_hot(yk, self.sizes[-1], a.dtype, xp)
+            if self.cost == "quadratic":
+                cost_sum = cost_sum + 0.5 * xp.sum((a - t) ** 2)
+            else:
+                tiny = float(np.finfo(self.dtype).tiny)
+                cost_sum = cost_sum - xp.sum(t * xp.log(xp.clip(a, tiny, None)))
+            correct = correct + xp.sum(xp.astype(xp.argmax(a, axis=1) == yk, xp.int64))
+        loss = float(cost_sum) / n
+        if lmbda:
+            loss += 0.5 * lmbda / n * sum(float(xp.sum(w * w)) for w in self._W)
+        return loss, int(correct) / n
+
+    def evaluate(self, X, y) -> float:
+        """Fraction of samples whose predicted class equals ``y``; X ``(n, sizes[0])``, y ``(n,)``."""
+        Xd = self._prepare_X(X)
+        yd = self._prepare_y(y, Xd.shape[0])
+        return self._metrics(Xd, yd)[1]
+
+    def loss(self, X, y, lmbda: float = 0.0) -> float:
+        """Mean cost over ``(X, y)`` (plus Nielsen's L2 term ``lmbda/(2n) sum W**2``)."""
+        Xd = self._prepare_X(X)
+        yd = self._prepare_y(y, Xd.shape[0])
+        return self._metrics(Xd, yd, V.check_real("lmbda", lmbda))[0]
+
+    # --- training -----------------------------------------------------------------------
+
+    def fit(self, X, y, *, epochs, batch_size, eta, lmbda=0.0, validation_data=None,
+            shuffle=True, verbose=0, callbacks: Iterable[Callable] = (),
+            on_divergence="stop") -> History:
+        """Train by minibatch SGD; returns the per-epoch :class:`fastnet.history.History`.
+
+        X: ``(n, sizes[0])`` (uint8 is scaled by 1/255); y: ``(n,)`` integer class ids.
+        The data moves to the device once; every step reuses buffers made here. The last
+        minibatch of an epoch holds the ``n % batch_size`` leftover samples.
+        validation_data: optional ``(X_val, y_val)``, scored after each epoch.
+        verbose: 0 silent, 1 one line per epoch. callbacks: each called as
+        ``cb(network, record)`` after every epoch (``record`` is that epoch's dict).
+        on_divergence: "stop" (restore the last finite weights and raise
+        :class:`DivergenceError`) or "continue".
+
+        Nothing is changed when an argument is refused.
+        """
+        Xd = self._prepare_X(X)
+        n = Xd.shape[0]
+        yd = self._prepare_y(y, n)
+        epochs = V.check_positive_int("epochs", epochs)
+        batch_size = V.check_positive_int("batch_size", batch_size, upper=n, upper_name="the number of samples")
+        eta = V.check_real("eta", eta, positive=True)
+        lmbda = V.check_real("lmbda", lmbda)
+        on_divergence = V.check_choice("on_divergence", on_divergence, ("stop", "continue"))
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            if not callable(cb):
+                raise TypeError(f"callbacks must be callables cb(network, record). Actual: {cb!r}")
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (X_val, y_val)")
+            Xv = self._prepare_X(validation_data[0], "X_val")
+            val = (Xv, self._prepare_y(validation_data[1], Xv.shape[0], "y_val"))
+
+        history = History(config=self.config() | {
+            "epochs": epochs, "batch_size": batch_size, "eta": eta, "lmbda": lmbda,
+            "n_train": n, "device": self.backend.device, "backend": self.backend.name,
+            "kernels": ops.kernel_path(self._W[0]),
+            "n_val": None if val is None else int(val[0].shape[0]),
+        })
+        xp = self.xp
+        ws = self._workspace(batch_size)
+        decay = 1.0 - eta * lmbda / n
+        order = xp.arange(n, dtype=xp.int64)
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            saved = [xp.asarray(w, copy=True) for w in self._W] + [xp.asarray(b, copy=True) for b in self._b]
+            if shuffle:
+                order = self.backend.asarray(self._shuffle_rng.permutation(n), dtype=xp.int64)
+            for k in range(0, n, batch_size):
+                m = min(batch_size, n - k)
+                idx = order[k:k + m]
+                Xb = ops.take_rows(Xd, idx, out=ws.X if m == batch_size else ws.X[:m])
+                yb = ops.take_rows(yd, idx, out=ws.y if m == batch_size else ws.y[:m])
+                acts = self._forward(Xb, ws.rows(ws.a, m))
+                self._backward(Xb, yb, acts, ws, m, eta, decay)
+            self.backend.synchronize()
+            seconds = time.perf_counter() - t0
+            loss, acc = self._metrics(Xd, yd, lmbda)
+            record = {"epoch": epoch, "loss": loss, "accuracy": acc, "seconds": seconds,
+                      "samples_per_s": n / seconds if seconds > 0 else float("inf")}
+            if val is not None:
+                record["val_loss"], record["val_accuracy"] = self._metrics(*val, lmbda)
+            history.append(record)
+            if not math.isfinite(loss) and on_divergence == "stop":
+                self._W = saved[:self.n_layers]
+                self._b = saved[self.n_layers:]
+                raise DivergenceError(
+                    f"training diverged in epoch {epoch}: loss is {loss}; the weights from before that "
+                    f"epoch were restored. Fix: lower eta (now {eta}) or use cost='cross_entropy'"
+                )
+            if verbose:
+                print(history.format_line(record), flush=True)
+            for cb in callbacks:
+                cb(self, record)
+        return history
+
+    def config(self) -> dict:
+        """The constructor arguments that describe this network (JSON-ready)."""
+        return {"sizes": list(self.sizes), "cost": self.cost, "init": self.init, "dtype": self.dtype,
+                "seed": self.seed}
+
+    def copy(self) -> "Network":
+        """A deep copy on the same device."""
+        return copy.deepcopy(self)
+
+    def save(self, path) -> None:
+        """Write weights, biases and metadata to ``path`` (``.npz``, no pickle, atomic)."""
+        from fastnet.io import save_model
+
+        save_model(self, path)
+

@@ -1,0 +1,149 @@
+"""Plain-``xp`` reference of every kernel step: the oracle and the fallback.
+
+Each function takes arrays from one array namespace (NumPy, CuPy, or any namespace that
+follows the Python Array API standard), asks them for that namespace, writes its result
+into the output argument where the namespace allows in-place updates, and returns the
+result. Callers always use the return value, so namespaces without in-place writes
+(e.g. ``array_api_strict``) work through the same code.
+
+Shapes: batches are ``(m, n)`` with one row per sample; ``W`` is ``(n_in, n_out)``,
+``b`` is ``(n_out,)``. Labels ``y`` are integer class ids of shape ``(m,)``; a float
+target matrix of shape ``(m, n_out)`` is accepted too.
+"""
+from __future__ import annotations
+
+from array_api_compat import array_namespace, is_numpy_namespace, is_cupy_namespace
+
+
+def _inplace(xp) -> bool:
+    """True when ``xp`` supports ``out=`` and slice assignment without copies."""
+    return is_numpy_namespace(xp) or is_cupy_namespace(xp)
+
+
+def sigmoid(z, xp=None):
+    """Logistic sigmoid in its tanh form, ``0.5 * tanh(0.5 z) + 0.5`` (no overflow)."""
+    xp = xp or array_namespace(z)
+    return 0.5 * xp.tanh(0.5 * z) + 0.5
+
+
+def bias_sigmoid(Z, b):
+    """Forward step of a sigmoid layer: ``Z <- sigmoid(Z + b)``.
+
+    Z: (m, n) float, overwritten with the activations ``a``. b: (n,), same dtype.
+    """
+    xp = array_namespace(Z, b)
+    if _inplace(xp):
+        Z += b
+        Z *= 0.5
+        xp.tanh(Z, out=Z)
+        Z *= 0.5
+        Z += 0.5
+        return Z
+    return sigmoid(Z + b, xp)
+
+
+def bias_softmax(Z, b):
+    """Forward step of a softmax layer: ``Z <- softmax(Z + b)`` row by row (max-shifted).
+
+    Z: (m, n) float, overwritten with the activations. b: (n,).
+    """
+    xp = array_namespace(Z, b)
+    if _inplace(xp):
+        Z += b
+        Z -= xp.max(Z, axis=1, keepdims=True)
+        xp.exp(Z, out=Z)
+        Z /= xp.sum(Z, axis=1, keepdims=True)
+        return Z
+    Z = Z + b
+    Z = xp.exp(Z - xp.max(Z, axis=1, keepdims=True))
+    return Z / xp.sum(Z, axis=1, keepdims=True)
+
+
+def one_hot(y, n_out, dtype, xp=None):
+    """(m,) integer labels -> (m, n_out) one-hot matrix of ``dtype`` (reference only)."""
+    xp = xp or array_namespace(y)
+    classes = xp.arange(n_out, dtype=y.dtype)
+    return xp.astype(y[:, None] == classes[None, :], dtype)
+
+
+def _targets(a, y, xp):
+    if y.ndim == 2:
+        return y
+    return one_hot(y, a.shape[1], a.dtype, xp)
+
+
+def output_delta(a, y, cost, out):
+    """Output-layer error ``delta_L`` for one batch.
+
+    a: (m, n_out) output activations. y: (m,) integer labels or (m, n_out) targets.
+    cost: ``"quadratic"`` (sigmoid output): ``(a - y) * a * (1 - a)``;
+    ``"cross_entropy"`` (softmax output): ``a - y``. out: (m, n_out), may be ``a``.
+    """
+    xp = array_namespace(a, out)
+    t = _targets(a, y, xp)
+    d = a - t
+    if cost == "quadratic":
+        d = d * a * (1 - a)
+    elif cost != "cross_entropy":
+        raise ValueError(f"cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}")
+    if _inplace(xp):
+        out[...] = d
+        return out
+    return d
+
+
+def backward_delta(G, a):
+    """Fused sigmoid-derivative Hadamard step: ``G <- G * a * (1 - a)``.
+
+    G: (m, n) = ``delta_next @ W.T``, overwritten with this layer's ``delta``.
+    a: (m, n) this layer's stored activation.
+    """
+    xp = array_namespace(G, a)
+    if _inplace(xp):
+        G *= a * (1 - a)
+        return G
+    return G * (a * (1 - a))
+
+
+def bias_grad(delta, out, scale, accumulate=False):
+    """Minibatch bias gradient: ``out <- scale * sum(delta, axis=0)`` (``+=`` to accumulate).
+
+    delta: (m, n). out: (n,). scale: usually ``1 / m``.
+    """
+    xp = array_namespace(delta, out)
+    g = scale * xp.sum(delta, axis=0)
+    if _inplace(xp):
+        if accumulate:
+            out += g
+        else:
+            out[...] = g
+        return out
+    return out + g if accumulate else g
+
+
+def sgd_update(P, grad, scale, decay=1.0):
+    """Fused SGD step with L2 decay: ``P <- decay * P - scale * grad``.
+
+    P: parameters (any shape). grad: same shape, the *unscaled* minibatch sum (e.g. the
+    GEMM output ``A_prev.T @ delta``). scale: ``eta / m``. decay: ``1 - eta * lmbda / n``.
+    """
+    xp = array_namespace(P, grad)
+    if _inplace(xp):
+        if decay != 1.0:
+            P *= decay
+        P -= scale * grad
+        return P
+    return (P * decay if decay != 1.0 else P) - scale * grad
+
+
+def bias_update(b, delta, scale):
+    """Fused bias step: ``b <- b - scale * sum(delta, axis=0)``; no gradient array kept.
+
+    b: (n,). delta: (m, n). scale: ``eta / m``.
+    """
+    xp = array_namespace(b, delta)
+    g = xp.sum(delta, axis=0)
+    if _inplace(xp):
+        b -= scale * g
+        return b
+    return b - scale * g

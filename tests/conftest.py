@@ -1,0 +1,52 @@
+"""Shared test helpers.
+
+``FASTNET_REQUIRE_DATA=1`` (set by .ci/run) turns a skip for missing data into a
+failure; ``FASTNET_REQUIRE_GPU=1`` does the same for a missing GPU.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip() not in ("", "0", "false", "no")
+
+
+def skip_or_fail(reason: str, *, gpu: bool = False) -> None:
+    """Skip with ``reason``, or fail when CI demands the data (or GPU) be present."""
+    if _flag("FASTNET_REQUIRE_GPU" if gpu else "FASTNET_REQUIRE_DATA"):
+        pytest.fail(f"required but absent: {reason}")
+    pytest.skip(reason)
+
+
+def gpu_usable() -> tuple[bool, str]:
+    """Whether CuPy can really run a kernel here (the CUDA simulator does not count)."""
+    from fastnet import backend
+
+    return backend.cuda_status()
+
+
+@pytest.fixture
+def fashion_dir() -> Path:
+    """Full Fashion-MNIST from Debian's dataset-fashion-mnist package."""
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
+        skip_or_fail(
+            f"full Fashion-MNIST not found in {FASHION_DIR}: apt-get install dataset-fashion-mnist"
+        )
+    return FASHION_DIR
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def backend_name(request) -> str:
+    """Runs a test body on NumPy and on CuPy; the CuPy case skips where no GPU is usable."""
+    if request.param == "cupy":
+        ok, why = gpu_usable()
+        if not ok:
+            skip_or_fail(f"no usable CUDA GPU: {why}", gpu=True)
+    return request.param
