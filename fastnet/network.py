@@ -54,7 +54,7 @@ class _Workspace:
 
     def rows(self, bufs: list, m: int) -> list:
         """The first ``m`` rows of each buffer (views; the buffers themselves when full)."""
-        return bufs if m == self.m else [b[:m] for b in bufs]
+        return bufs if m == self.m else [b[:m, ...] for b in bufs]
 
 
 class Network:
@@ -334,8 +334,9 @@ class Network:
         cost_sum = xp.zeros((), dtype=self.backend.dtype(self.dtype))
         correct = xp.zeros((), dtype=xp.int64)
         for k in range(0, n, chunk):
-            a = self._forward(Xd[k:k + chunk])[-1]
-            yk = yd[k:k + chunk]
+            stop = min(k + chunk, n)  # no out-of-bounds slice stops in the Array API
+            a = self._forward(Xd[k:stop, ...])[-1]
+            yk = yd[k:stop]
             t = ops._ref.one_hot(yk, self.sizes[-1], a.dtype, xp)
             if self.cost == "quadratic":
                 cost_sum = cost_sum + 0.5 * xp.sum((a - t) ** 2)
@@ -415,7 +416,7 @@ class Network:
             for k in range(0, n, batch_size):
                 m = min(batch_size, n - k)
                 idx = order[k:k + m]
-                Xb = ops.take_rows(Xd, idx, out=ws.X if m == batch_size else ws.X[:m])
+                Xb = ops.take_rows(Xd, idx, out=ws.X if m == batch_size else ws.X[:m, ...])
                 yb = ops.take_rows(yd, idx, out=ws.y if m == batch_size else ws.y[:m])
                 acts = self._forward(Xb, ws.rows(ws.a, m))
                 self._backward(Xb, yb, acts, ws, m, eta, decay)
