@@ -428,12 +428,13 @@ class Network:
             if val is not None:
                 record["val_loss"], record["val_accuracy"] = self._metrics(*val, lmbda)
             history.append(record)
-            if not math.isfinite(loss) and on_divergence == "stop":
+            finite = math.isfinite(loss) and all(math.isfinite(float(xp.sum(w))) for w in self._W)
+            if not finite and on_divergence == "stop":
                 self._W = saved[:self.n_layers]
                 self._b = saved[self.n_layers:]
                 raise DivergenceError(
-                    f"training diverged in epoch {epoch}: loss is {loss}; the weights from before that "
-                    f"epoch were restored. Fix: lower eta (now {eta}) or use cost='cross_entropy'"
+                    f"training diverged in epoch {epoch}: loss {loss}, weights not finite; the weights from before that "
+                    f"epoch were restored. Fix: lower eta (now {eta})"
                 )
             if verbose:
                 print(history.format_line(record), flush=True)
