@@ -92,8 +92,8 @@ def test_constructor_refuses(kw, exc, fragment):
 
 
 def test_divergence_stops_with_finite_weights():
-    Xr = rng.random((40, 4))
-    yr = rng.integers(0, 3, 40)
+    r = np.random.default_rng(0)
+    Xr, yr = r.random((40, 4)), r.integers(0, 3, 40)
     # float32 softmax with a huge step overflows the weights to inf, then NaN
     net = fastnet.Network([4, 5, 3], cost="cross_entropy", dtype="float32", device="cpu", seed=0)
     with pytest.raises(fastnet.DivergenceError, match="diverged in epoch 1.*lower eta"), np.errstate(all="ignore"):
