@@ -14,10 +14,10 @@ __version__ = "0.1.0"
 from fastnet.backend import get_backend
 from fastnet.history import History
 from fastnet.io import ModelFileError, load
-from fastnet.network import DivergenceError, Network
+from fastnet.network import DivergenceError, Network, TrainingInterrupted
 
 __all__ = ["Network", "load", "History", "get_backend", "warmup", "DivergenceError",
-           "ModelFileError", "__version__"]
+           "ModelFileError", "TrainingInterrupted", "__version__"]
 
 
 def warmup(dtype="float32") -> str:

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
+import threading
 import time
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -38,6 +41,34 @@ from fastnet.history import History
 
 class DivergenceError(FloatingPointError):
     """Training produced a NaN or infinite loss; the last finite weights were restored."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``fit``: the current step finished and, with a checkpoint, was saved."""
+
+
+class _SigintFlag:
+    """During ``fit``: the first SIGINT sets ``flag`` (the loop stops after the current
+    step); a second one interrupts at once. Only in the main thread."""
+
+    def __init__(self):
+        self.flag = False
+        self._old = None
+
+    def _handler(self, signum, frame):
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
 
 
 class _Workspace:
@@ -365,7 +396,7 @@ class Network:
 
     def fit(self, X, y, *, epochs, batch_size, eta, lmbda=0.0, validation_data=None,
             shuffle=True, verbose=0, callbacks: Iterable[Callable] = (),
-            on_divergence="stop") -> History:
+            on_divergence="stop", checkpoint=None, checkpoint_every=1, resume=False) -> History:
         """Train by minibatch SGD; returns the per-epoch :class:`fastnet.history.History`.
 
         X: ``(n, sizes[0])`` (uint8 is scaled by 1/255); y: ``(n,)`` integer class ids.
@@ -376,6 +407,12 @@ class Network:
         ``cb(network, record)`` after every epoch (``record`` is that epoch's dict).
         on_divergence: "stop" (restore the last finite weights and raise
         :class:`DivergenceError`) or "continue".
+        checkpoint: a path; every ``checkpoint_every`` epochs the weights, the shuffle RNG
+        state, the position and the history are written there atomically. ``resume=True``
+        continues from that file when it exists (same data and hyperparameters), giving
+        bit-for-bit the weights of an uninterrupted run. Ctrl-C (SIGINT) finishes the
+        current step, writes the checkpoint (when one is set) and raises
+        :class:`TrainingInterrupted`.
 
         Nothing is changed when an argument is refused.
         """
@@ -387,6 +424,9 @@ class Network:
         eta = V.check_real("eta", eta, positive=True)
         lmbda = V.check_real("lmbda", lmbda)
         on_divergence = V.check_choice("on_divergence", on_divergence, ("stop", "continue"))
+        checkpoint_every = V.check_positive_int("checkpoint_every", checkpoint_every)
+        if resume and checkpoint is None:
+            raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
         callbacks = list(callbacks)
         for cb in callbacks:
             if not callable(cb):
@@ -398,28 +438,49 @@ class Network:
             Xv = self._prepare_X(validation_data[0], "X_val")
             val = (Xv, self._prepare_y(validation_data[1], Xv.shape[0], "y_val"))
 
-        history = History(config=self.config() | {
-            "epochs": epochs, "batch_size": batch_size, "eta": eta, "lmbda": lmbda,
-            "n_train": n, "device": self.backend.device, "backend": self.backend.name,
+        run = {"epochs": epochs, "batch_size": batch_size, "eta": eta, "lmbda": lmbda, "n_train": n,
+               "shuffle": bool(shuffle)}
+        history = History(config=self.config() | run | {
+            "device": self.backend.device, "backend": self.backend.name,
             "kernels": ops.kernel_path(self._W[0]),
             "n_val": None if val is None else int(val[0].shape[0]),
         })
+        start_epoch, start_step = 1, 0
+        if resume and Path(checkpoint).exists():
+            start_epoch, start_step = self._restore_checkpoint(checkpoint, run, history)
+        with _SigintFlag() as interrupted:
+            self._epochs(Xd, yd, val, history, run, start_epoch, start_step, on_divergence, verbose,
+                         callbacks, checkpoint, checkpoint_every, interrupted)
+        return history
+
+    def _epochs(self, Xd, yd, val, history, run, start_epoch, start_step, on_divergence, verbose,
+                callbacks, checkpoint, checkpoint_every, interrupted):
         xp = self.xp
+        n, batch_size, eta, lmbda = run["n_train"], run["batch_size"], run["eta"], run["lmbda"]
         ws = self._workspace(batch_size)
         decay = 1.0 - eta * lmbda / n
         order = xp.arange(n, dtype=xp.int64)
-        for epoch in range(1, epochs + 1):
+        for epoch in range(start_epoch, run["epochs"] + 1):
             t0 = time.perf_counter()
             saved = [xp.asarray(w, copy=True) for w in self._W] + [xp.asarray(b, copy=True) for b in self._b]
-            if shuffle:
+            rng_state = self._shuffle_rng.bit_generator.state  # replaying from here redraws this epoch's order
+            if run["shuffle"]:
                 order = self.backend.asarray(self._shuffle_rng.permutation(n), dtype=xp.int64)
-            for k in range(0, n, batch_size):
+            for k in range(start_step if epoch == start_epoch else 0, n, batch_size):
                 m = min(batch_size, n - k)
                 idx = order[k:k + m]
                 Xb = ops.take_rows(Xd, idx, out=ws.X if m == batch_size else ws.X[:m, ...])
                 yb = ops.take_rows(yd, idx, out=ws.y if m == batch_size else ws.y[:m])
                 acts = self._forward(Xb, ws.rows(ws.a, m))
                 self._backward(Xb, yb, acts, ws, m, eta, decay)
+                if interrupted.flag:
+                    where = f"epoch {epoch}, sample {k + m} of {n}"
+                    if checkpoint is not None:
+                        self._write_checkpoint(checkpoint, run, history, epoch, k + m, rng_state)
+                        raise TrainingInterrupted(f"interrupted in {where}; checkpoint written to {checkpoint}; "
+                                                  "resume with fit(..., checkpoint=PATH, resume=True) or "
+                                                  "fastnet train ... --checkpoint PATH --resume")
+                    raise TrainingInterrupted(f"interrupted in {where} (no checkpoint was set)")
             self.backend.synchronize()
             seconds = time.perf_counter() - t0
             loss, acc = self._metrics(Xd, yd, lmbda)
@@ -433,14 +494,44 @@ class Network:
                 self._W = saved[:self.n_layers]
                 self._b = saved[self.n_layers:]
                 raise DivergenceError(
-                    f"training diverged in epoch {epoch}: loss {loss}, weights not finite; the weights from before that "
-                    f"epoch were restored. Fix: lower eta (now {eta})"
+                    f"training diverged in epoch {epoch}: loss {loss}, weights not finite; the weights from before "
+                    f"that epoch were restored. Fix: lower eta (now {eta})"
                 )
+            if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == run["epochs"]):
+                self._write_checkpoint(checkpoint, run, history, epoch + 1, 0,
+                                       self._shuffle_rng.bit_generator.state)
             if verbose:
                 print(history.format_line(record), flush=True)
             for cb in callbacks:
                 cb(self, record)
-        return history
+
+    def _write_checkpoint(self, path, run, history, epoch, step, rng_state) -> None:
+        """Save weights plus where to go on: next ``epoch`` and ``step``, the RNG state then."""
+        from fastnet.io import save_model
+
+        save_model(self, path, extra={"checkpoint": {"run": run, "epoch": epoch, "step": step,
+                                                     "rng_state": rng_state, "history": history.records}})
+
+    def _restore_checkpoint(self, path, run, history) -> tuple[int, int]:
+        from fastnet.io import ModelFileError, read_model
+
+        meta, weights, biases = read_model(path)
+        ck = (meta.get("extra") or {}).get("checkpoint")
+        if not isinstance(ck, dict):
+            raise ModelFileError(f"{path} is a model, not a training checkpoint (no checkpoint state)")
+        for key in ("sizes", "cost", "dtype"):
+            if meta.get(key) != self.config()[key]:
+                raise ValueError(f"checkpoint {path} is for {key}={meta.get(key)!r}, this network has "
+                                 f"{self.config()[key]!r}")
+        saved_run = ck["run"]
+        diff = {k: (saved_run.get(k), v) for k, v in run.items() if k != "epochs" and saved_run.get(k) != v}
+        if diff:
+            raise ValueError(f"checkpoint {path} was written with other settings (saved, now): {diff}; "
+                             "resume with the same data and hyperparameters")
+        self.weights, self.biases = weights, biases
+        self._shuffle_rng.bit_generator.state = ck["rng_state"]
+        history.records[:] = ck["history"]
+        return int(ck["epoch"]), int(ck["step"])
 
     def config(self) -> dict:
         """The constructor arguments that describe this network (JSON-ready)."""
