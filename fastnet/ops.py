@@ -11,11 +11,20 @@ array arguments and calls
 All results are equal to the reference (float64 to 1e-12 relative). Callers always use
 the returned array: in-place namespaces return the output argument itself, others
 (e.g. ``array_api_strict``) return a new array.
+
+Dispatch is cheap because it is decided once per array type: the first call with a
+given type resolves the implementation table for it (importing the twin module at that
+moment), later calls are one dictionary look-up (~50 ns). ``FASTNET_KERNELS`` is read
+once per process; :func:`refresh` forgets the mode and the tables (tests that
+monkeypatch the variable call it). :mod:`fastnet.kernels.cuda` (and with it
+``numba.cuda``) is imported only when a CuPy array is first seen; CuPy never by this
+module.
 """
 from __future__ import annotations
 
 import os
 
+import numpy as np
 from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
 
 from fastnet.kernels import reference as _ref
@@ -30,13 +39,41 @@ KERNEL_OPS = (
     "bias_update",
 )
 
+_ndarray = np.ndarray
+_mode: str | None = None          # FASTNET_KERNELS, read once (see refresh)
+_tables: dict[type, "_Table"] = {}  # array type -> implementations for it
+
+
+class _Table:
+    """The implementation of every kernel op for one array type, and its path name."""
+
+    __slots__ = ("path",) + KERNEL_OPS
+
+    def __init__(self, path: str, module, suffix: str):
+        self.path = path
+        for name in KERNEL_OPS:
+            setattr(self, name, getattr(module, name + suffix))
+
+
+def refresh() -> None:
+    """Forget the cached kernel mode and dispatch tables (re-read ``FASTNET_KERNELS``)."""
+    global _mode
+    _mode = None
+    _tables.clear()
+
 
 def kernel_mode() -> str:
-    """The kernel path asked for by ``FASTNET_KERNELS``: ``"auto"`` (default) or ``"xp"``."""
-    mode = os.environ.get("FASTNET_KERNELS", "auto").strip().lower() or "auto"
-    if mode not in ("auto", "xp"):
-        raise ValueError(f"FASTNET_KERNELS must be 'auto' or 'xp'. Actual: {mode!r}")
-    return mode
+    """The kernel path asked for by ``FASTNET_KERNELS``: ``"auto"`` (default) or ``"xp"``.
+
+    Read from the environment on first use, then cached; :func:`refresh` re-reads it.
+    """
+    global _mode
+    if _mode is None:
+        mode = os.environ.get("FASTNET_KERNELS", "auto").strip().lower() or "auto"
+        if mode not in ("auto", "xp"):
+            raise ValueError(f"FASTNET_KERNELS must be 'auto' or 'xp'. Actual: {mode!r}")
+        _mode = mode
+    return _mode
 
 
 def _twin_module(kind: str):
@@ -51,6 +88,24 @@ def _twin_module(kind: str):
     return mod
 
 
+def _resolve(a) -> _Table:
+    """Build (and cache) the implementation table for ``type(a)``."""
+    table = None
+    if kernel_mode() != "xp":
+        if is_numpy_array(a):
+            mod = _twin_module("cpu")
+            if mod is not None:
+                table = _Table("njit", mod, "_cpu")
+        elif is_cupy_array(a):
+            mod = _twin_module("cuda")
+            if mod is not None:
+                table = _Table("cuda", mod, "_cuda")
+    if table is None:
+        table = _Table("xp", _ref, "")
+    _tables[type(a)] = table
+    return table
+
+
 def kernel_path(a) -> str:
     """Which implementation runs for array ``a``: ``"njit"``, ``"cuda"`` or ``"xp"``.
 
@@ -58,63 +113,70 @@ def kernel_path(a) -> str:
     >>> kernel_path(np.zeros(3)) in ("njit", "xp")
     True
     """
-    if kernel_mode() == "xp":
-        return "xp"
-    if is_numpy_array(a) and _twin_module("cpu") is not None:
-        return "njit"
-    if is_cupy_array(a) and _twin_module("cuda") is not None:
-        return "cuda"
-    return "xp"
+    return (_tables.get(type(a)) or _resolve(a)).path
 
 
 def _impl(name: str, a):
-    path = kernel_path(a)
-    if path == "njit":
-        return getattr(_twin_module("cpu"), name + "_cpu")
-    if path == "cuda":
-        return getattr(_twin_module("cuda"), name + "_cuda")
-    return getattr(_ref, name)
+    """The function that runs kernel op ``name`` for array ``a``."""
+    return getattr(_tables.get(type(a)) or _resolve(a), name)
+
+
+def cuda_implementation() -> str:
+    """Which package provides Numba's CUDA target, or ``"unavailable: <reason>"``.
+
+    E.g. ``"numba-cuda (NVIDIA package) 0.22.1"`` or ``"numba built-in (numba 0.61.2)"``.
+    Imports ``numba.cuda`` (no GPU needed) but never CuPy.
+    """
+    try:
+        from fastnet.kernels import _cuda_api
+    except Exception as exc:  # ImportError, or numba-cuda raising on a broken install
+        return f"unavailable: {type(exc).__name__}: {exc}"
+    return _cuda_api.implementation()
 
 
 def bias_sigmoid(Z, b):
     """``Z <- sigmoid(Z + b)``; Z (m, n), b (n,). Returns the activations."""
-    return _impl("bias_sigmoid", Z)(Z, b)
+    return (_tables.get(type(Z)) or _resolve(Z)).bias_sigmoid(Z, b)
 
 
 def bias_softmax(Z, b):
     """``Z <- softmax(Z + b)`` by rows; Z (m, n), b (n,). Returns the activations."""
-    return _impl("bias_softmax", Z)(Z, b)
+    return (_tables.get(type(Z)) or _resolve(Z)).bias_softmax(Z, b)
 
 
 def output_delta(a, y, cost, out):
     """Output-layer delta into ``out`` (m, n_out); see :func:`fastnet.kernels.reference.output_delta`."""
-    return _impl("output_delta", a)(a, y, cost, out)
+    return (_tables.get(type(a)) or _resolve(a)).output_delta(a, y, cost, out)
 
 
 def backward_delta(G, a):
     """Fused ``G <- G * a * (1 - a)``; G and a (m, n). Returns ``delta``."""
-    return _impl("backward_delta", G)(G, a)
+    return (_tables.get(type(G)) or _resolve(G)).backward_delta(G, a)
 
 
 def bias_grad(delta, out, scale, accumulate=False):
     """``out <- scale * sum(delta, 0)`` (or ``+=``); delta (m, n), out (n,)."""
-    return _impl("bias_grad", delta)(delta, out, scale, accumulate)
+    return (_tables.get(type(delta)) or _resolve(delta)).bias_grad(delta, out, scale, accumulate)
 
 
 def sgd_update(P, grad, scale, decay=1.0):
     """``P <- decay * P - scale * grad`` in one pass; P and grad the same shape."""
-    return _impl("sgd_update", P)(P, grad, scale, decay)
+    return (_tables.get(type(P)) or _resolve(P)).sgd_update(P, grad, scale, decay)
 
 
 def bias_update(b, delta, scale):
     """``b <- b - scale * sum(delta, 0)`` in one pass; b (n,), delta (m, n)."""
-    return _impl("bias_update", b)(b, delta, scale)
+    return (_tables.get(type(b)) or _resolve(b)).bias_update(b, delta, scale)
 
 
 # --- generic in-place helpers (no kernels: BLAS / the namespace do the work) -----------
+# NumPy arrays take a direct path: array_namespace() alone costs about 2 us, as much as
+# the whole product at minibatch 10.
 
 def matmul(A, B, out=None):
     """``A @ B`` written into ``out`` where the namespace supports ``out=``."""
+    if type(A) is _ndarray and type(B) is _ndarray:
+        return np.matmul(A, B) if out is None else np.matmul(A, B, out=out)
     xp = array_namespace(A, B)
     if out is not None and (is_numpy_array(A) or is_cupy_array(A)):
         return xp.matmul(A, B, out=out)
@@ -123,6 +185,8 @@ def matmul(A, B, out=None):
 
 def take_rows(X, idx, out=None):
     """``X[idx]`` (rows) written into ``out`` where the namespace supports ``out=``."""
+    if type(X) is _ndarray and type(idx) is _ndarray:
+        return np.take(X, idx, axis=0) if out is None else np.take(X, idx, axis=0, out=out)
     xp = array_namespace(X, idx)
     if out is not None and (is_numpy_array(X) or is_cupy_array(X)):
         return xp.take(X, idx, axis=0, out=out)

@@ -1,0 +1,708 @@
+"""``@njit`` twins of the kernel steps, for NumPy arrays (``*_cpu``).
+
+Every public function here has the name, arguments and semantics of its namesake in
+:mod:`fastnet.kernels.reference` plus a ``_cpu`` suffix, works in place on the caller's
+buffers, allocates nothing, and returns the output array itself (``out is returned``).
+
+Two compiled kernels stand behind each wrapper:
+
+- a serial loop, used below :data:`PARALLEL_MIN_SIZE` elements (by default always: see
+  there why): at Nielsen's minibatch of 10 a whole step is a few hundred floats, and
+  opening a parallel region costs about 2 us with the OpenMP layer;
+- a ``parallel=True`` version that gives each thread one contiguous chunk of rows (or
+  of columns, for the column sums), used at and above that size.
+
+Validation happens before anything is written, in two layers, so that the common call
+costs little (0.2-0.3 us on top of Numba's own 0.4-0.6 us dispatch, measured at batch
+10 on the dev machine: 0.6-0.9 us per call in all, against 2-3 us for the NumPy
+expressions the kernels replace):
+
+1. the wrapper checks, in one Python expression, what Numba would otherwise silently
+   compile a new version for: NumPy arrays (exact type), float32/float64, one dtype;
+2. the serial kernel starts with a compiled prologue that checks dimensions, shapes
+   and C-contiguity and returns a status code before touching any element
+   (:data:`_OK`, :data:`_PARALLEL` = "valid but large: use the parallel kernel",
+   :data:`_BAD`).
+
+Anything else (a CuPy array, a list, mixed dtypes, a read-only output, a bad shape, an
+ndarray subclass, or simply a large array) takes the slow path: a complete check in
+Python that raises ``TypeError``/``ValueError`` saying what was expected, what was
+received and how to fix it, then the right kernel. A wrong-dimension or non-contiguous
+array makes Numba compile one extra (validating-only) version the first time it is
+seen; that cost falls on the error path only.
+
+Compiled code is cached on disk (``cache=True``, in ``kernels/__pycache__``), so a second
+process loads machine code instead of compiling. Numba keys that cache on this file
+only: after editing ``_math.py``, touch this file (or clear the cache). Nothing is
+compiled with ``fastmath``: float64 results equal the reference to 1e-12 relative
+(bitwise, in both precisions, for the purely arithmetic steps), float32 to 1e-5.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from fastnet.kernels import _math
+
+__all__ = [
+    "bias_sigmoid_cpu",
+    "bias_softmax_cpu",
+    "output_delta_cpu",
+    "backward_delta_cpu",
+    "bias_grad_cpu",
+    "sgd_update_cpu",
+    "bias_update_cpu",
+    "warmup",
+    "PARALLEL_MIN_SIZE",
+]
+
+#: Arrays with at least this many elements go to the ``parallel=True`` kernels. Off by
+#: default (the largest int64): on the 2-core dev machine the parallel kernels lose in
+#: the setting that matters. Alone, a fused backward step on 100,000+ float32 elements
+#: ran 1.3-1.6x faster on two threads; but in training every kernel sits between two
+#: OpenBLAS GEMMs whose threads keep spinning after they return, and Numba's OpenMP
+#: threads then fight them for the two cores. Measured on the shared dev machine (other
+#: test runs busy at the same time, as they will be on users' laptops): GEMM + parallel
+#: kernel took 17.5 ms against 0.42 ms for GEMM + serial kernel at 1000 x 100 float32,
+#: and with OMP_WAIT_POLICY=passive still 185 us against 146 us. Set it (e.g. to 100_000) on machines with cores to spare; tests set it to 0
+#: to exercise the parallel kernels.
+PARALLEL_MIN_SIZE = np.iinfo(np.int64).max
+
+_ndarray = np.ndarray
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+_I64 = np.dtype(np.int64)
+_FLOATS = (_F32, _F64)
+COSTS = ("quadratic", "cross_entropy")
+
+# Status codes of the serial kernels' prologue.
+_OK = 0
+_PARALLEL = 1
+_BAD = -1
+_NEVER = np.iinfo(np.int64).max     # a par_min that keeps a serial kernel serial
+
+_threads = numba.get_num_threads    # read per parallel call: numba.set_num_threads is honoured
+
+
+# =====================================================================================
+# Compiled kernels. `*_s` serial (with the validating prologue), `*_p` parallel (one
+# chunk per thread, called only after the Python check). The loop body is written once,
+# as a range helper that both call, so the two cannot disagree. Constants are made in
+# the data's dtype (see kernels/_math.py).
+# =====================================================================================
+
+@njit(cache=True)
+def _chunk(k, nchunks, n):
+    """Bounds [lo, hi) of chunk k when n items are split into nchunks contiguous chunks."""
+    return (k * n) // nchunks, ((k + 1) * n) // nchunks
+
+
+@njit(cache=True)
+def _check_Z_b(Z, b, par_min):
+    """Prologue for (m, n) Z and (n,) b: _BAD, _PARALLEL or _OK."""
+    if Z.ndim != 2 or b.ndim != 1:
+        return _BAD
+    if b.shape[0] != Z.shape[1] or not (Z.flags.c_contiguous and b.flags.c_contiguous):
+        return _BAD
+    return _PARALLEL if Z.size >= par_min else _OK
+
+
+@njit(cache=True)
+def _check_delta_vec(delta, vec, par_min):
+    """Prologue for (m, n) delta and (n,) vec: _BAD, _PARALLEL or _OK."""
+    if delta.ndim != 2 or vec.ndim != 1:
+        return _BAD
+    if vec.shape[0] != delta.shape[1] or not (delta.flags.c_contiguous
+                                              and vec.flags.c_contiguous):
+        return _BAD
+    return _PARALLEL if delta.size >= par_min else _OK
+
+
+# --- forward: Z <- sigmoid(Z + b) ----------------------------------------------------
+
+@njit(cache=True)
+def _bias_sigmoid_rows(Z, b, lo, hi):
+    one = Z.dtype.type(1)
+    n = Z.shape[1]
+    for i in range(lo, hi):
+        for j in range(n):
+            Z[i, j] = _math.sigmoid(Z[i, j] + b[j], one)
+
+
+@njit(cache=True)
+def _bias_sigmoid_s(Z, b, par_min):
+    rc = _check_Z_b(Z, b, par_min)
+    if rc == _OK:
+        _bias_sigmoid_rows(Z, b, 0, Z.shape[0])
+    return rc
+
+
+@njit(cache=True, parallel=True)
+def _bias_sigmoid_p(Z, b, nchunks):
+    for k in prange(nchunks):
+        lo, hi = _chunk(k, nchunks, Z.shape[0])
+        _bias_sigmoid_rows(Z, b, lo, hi)
+
+
+# --- forward: Z <- softmax(Z + b) by rows ---------------------------------------------
+
+@njit(cache=True)
+def _bias_softmax_rows(Z, b, lo, hi):
+    n = Z.shape[1]
+    for i in range(lo, hi):
+        # Z += b and the row max; starting at -inf keeps n == 0 and NaN rows safe.
+        mx = Z.dtype.type(-np.inf)
+        for j in range(n):
+            v = Z[i, j] + b[j]
+            Z[i, j] = v
+            if v > mx:
+                mx = v
+        s = Z.dtype.type(0)
+        for j in range(n):
+            e = math.exp(Z[i, j] - mx)
+            Z[i, j] = e
+            s += e
+        for j in range(n):
+            Z[i, j] = Z[i, j] / s     # divide, not multiply by 1/s: the reference's rounding
+
+
+@njit(cache=True)
+def _bias_softmax_s(Z, b, par_min):
+    rc = _check_Z_b(Z, b, par_min)
+    if rc == _OK:
+        _bias_softmax_rows(Z, b, 0, Z.shape[0])
+    return rc
+
+
+@njit(cache=True, parallel=True)
+def _bias_softmax_p(Z, b, nchunks):
+    for k in prange(nchunks):
+        lo, hi = _chunk(k, nchunks, Z.shape[0])
+        _bias_softmax_rows(Z, b, lo, hi)
+
+
+# --- output delta, integer labels (the one-hot matrix is never built) ----------------
+
+@njit(cache=True)
+def _delta_labels_rows(a, y, out, quadratic, lo, hi):
+    one = a.dtype.type(1)
+    zero = a.dtype.type(0)
+    n = a.shape[1]
+    for i in range(lo, hi):
+        label = y[i]        # outside [0, n): an all-zero target row, as reference.one_hot
+        if quadratic:
+            for j in range(n):
+                out[i, j] = _math.quadratic_delta(a[i, j], one if j == label else zero, one)
+        else:
+            for j in range(n):
+                out[i, j] = _math.cross_entropy_delta(a[i, j], one if j == label else zero)
+
+
+@njit(cache=True)
+def _delta_labels_s(a, y, out, quadratic, par_min):
+    if a.ndim != 2 or y.ndim != 1 or out.ndim != 2:
+        return _BAD
+    if (out.shape != a.shape or y.shape[0] != a.shape[0]
+            or not (a.flags.c_contiguous and out.flags.c_contiguous)):
+        return _BAD
+    if a.size >= par_min:
+        return _PARALLEL
+    _delta_labels_rows(a, y, out, quadratic, 0, a.shape[0])
+    return _OK
+
+
+@njit(cache=True, parallel=True)
+def _delta_labels_p(a, y, out, quadratic, nchunks):
+    for k in prange(nchunks):
+        lo, hi = _chunk(k, nchunks, a.shape[0])
+        _delta_labels_rows(a, y, out, quadratic, lo, hi)
+
+
+# --- output delta, float target matrix (flat: all three arrays are C-contiguous) -----
+
+@njit(cache=True)
+def _delta_targets_flat(a, t, out, quadratic, lo, hi):
+    one = a.dtype.type(1)
+    if quadratic:
+        for k in range(lo, hi):
+            out[k] = _math.quadratic_delta(a[k], t[k], one)
+    else:
+        for k in range(lo, hi):
+            out[k] = _math.cross_entropy_delta(a[k], t[k])
+
+
+@njit(cache=True)
+def _delta_targets_s(a, t, out, quadratic, par_min):
+    if a.ndim != 2 or t.ndim != 2 or out.ndim != 2:
+        return _BAD
+    if (out.shape != a.shape or t.shape != a.shape or not (
+            a.flags.c_contiguous and t.flags.c_contiguous and out.flags.c_contiguous)):
+        return _BAD
+    if a.size >= par_min:
+        return _PARALLEL
+    _delta_targets_flat(a.ravel(), t.ravel(), out.ravel(), quadratic, 0, a.size)
+    return _OK
+
+
+@njit(cache=True, parallel=True)
+def _delta_targets_p(a, t, out, quadratic, nchunks):
+    af, tf, of = a.ravel(), t.ravel(), out.ravel()
+    for k in prange(nchunks):
+        lo, hi = _chunk(k, nchunks, af.size)
+        _delta_targets_flat(af, tf, of, quadratic, lo, hi)
+
+
+# --- backward: G <- G * a * (1 - a) ---------------------------------------------------
+
+@njit(cache=True)
+def _backward_delta_flat(g, a, lo, hi):
+    one = g.dtype.type(1)
+    for k in range(lo, hi):
+        g[k] = _math.backward_delta(g[k], a[k], one)
+
+
+@njit(cache=True)
+def _backward_delta_s(G, a, par_min):
+    if G.ndim != 2 or a.ndim != 2:
+        return _BAD
+    if G.shape != a.shape or not (G.flags.c_contiguous and a.flags.c_contiguous):
+        return _BAD
+    if G.size >= par_min:
+        return _PARALLEL
+    _backward_delta_flat(G.ravel(), a.ravel(), 0, G.size)   # ravel of a C array: a view
+    return _OK
+
+
+@njit(cache=True, parallel=True)
+def _backward_delta_p(G, a, nchunks):
+    g, av = G.ravel(), a.ravel()
+    for k in prange(nchunks):
+        lo, hi = _chunk(k, nchunks, g.size)
+        _backward_delta_flat(g, av, lo, hi)
+
+
+# --- SGD: P <- decay * P - scale * grad (any shape) -----------------------------------
+
+@njit(cache=True)
+def _sgd_flat(p, g, scale, decay, lo, hi):
+    s = p.dtype.type(scale)        # NumPy computes a Python float with float32 data in float32
+    d = p.dtype.type(decay)
+    for k in range(lo, hi):
+        p[k] = _math.sgd_step(p[k], g[k], s, d)
+
+
+@njit(cache=True)
+def _sgd_s(P, grad, scale, decay, par_min):
+    if P.shape != grad.shape or not (P.flags.c_contiguous and grad.flags.c_contiguous):
+        return _BAD
+    if P.size >= par_min:
+        return _PARALLEL
+    _sgd_flat(P.ravel(), grad.ravel(), scale, decay, 0, P.size)
+    return _OK
+
+
+@njit(cache=True, parallel=True)
+def _sgd_p(P, grad, scale, decay, nchunks):
+    p, g = P.ravel(), grad.ravel()
+    for k in prange(nchunks):
+        lo, hi = _chunk(k, nchunks, p.size)
+        _sgd_flat(p, g, scale, decay, lo, hi)
+
+
+# --- column sums: out <- scale * sum(delta, 0) ----------------------------------------
+# Streams delta row by row (contiguous) and accumulates in out itself: NumPy's own order
+# for an axis-0 sum of a C array, so float64 results match it bitwise.
+
+@njit(cache=True)
+def _colsum_set_cols(delta, out, scale, j0, j1):
+    s = out.dtype.type(scale)
+    zero = out.dtype.type(0)
+    for j in range(j0, j1):
+        out[j] = zero
+    for i in range(delta.shape[0]):
+        for j in range(j0, j1):
+            out[j] += delta[i, j]
+    for j in range(j0, j1):
+        out[j] = s * out[j]
+
+
+@njit(cache=True)
+def _colsum_set_s(delta, out, scale, par_min):
+    rc = _check_delta_vec(delta, out, par_min)
+    if rc == _OK:
+        _colsum_set_cols(delta, out, scale, 0, delta.shape[1])
+    return rc
+
+
+@njit(cache=True, parallel=True)
+def _colsum_set_p(delta, out, scale, nchunks):
+    for k in prange(nchunks):
+        j0, j1 = _chunk(k, nchunks, delta.shape[1])
+        _colsum_set_cols(delta, out, scale, j0, j1)
+
+
+# --- column sums added: out <- out + scale * sum(delta, 0) ----------------------------
+# The sum is needed apart from out and nothing may be allocated, so 8 columns at a time
+# are summed in registers over all rows, then added. bias_update passes -scale:
+# out + (-scale) * S equals the reference's out - scale * S bitwise.
+
+@njit(cache=True)
+def _colsum_add_cols(delta, out, scale, j0, j1):
+    s = out.dtype.type(scale)
+    zero = out.dtype.type(0)
+    m = delta.shape[0]
+    j = j0
+    while j + 8 <= j1:
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+        for i in range(m):
+            s0 += delta[i, j]
+            s1 += delta[i, j + 1]
+            s2 += delta[i, j + 2]
+            s3 += delta[i, j + 3]
+            s4 += delta[i, j + 4]
+            s5 += delta[i, j + 5]
+            s6 += delta[i, j + 6]
+            s7 += delta[i, j + 7]
+        out[j] = out[j] + s * s0
+        out[j + 1] = out[j + 1] + s * s1
+        out[j + 2] = out[j + 2] + s * s2
+        out[j + 3] = out[j + 3] + s * s3
+        out[j + 4] = out[j + 4] + s * s4
+        out[j + 5] = out[j + 5] + s * s5
+        out[j + 6] = out[j + 6] + s * s6
+        out[j + 7] = out[j + 7] + s * s7
+        j += 8
+    while j < j1:
+        acc = zero
+        for i in range(m):
+            acc += delta[i, j]
+        out[j] = out[j] + s * acc
+        j += 1
+
+
+@njit(cache=True)
+def _colsum_add_s(delta, out, scale, par_min):
+    rc = _check_delta_vec(delta, out, par_min)
+    if rc == _OK:
+        _colsum_add_cols(delta, out, scale, 0, delta.shape[1])
+    return rc
+
+
+@njit(cache=True, parallel=True)
+def _colsum_add_p(delta, out, scale, nthreads):
+    n = delta.shape[1]
+    ntiles = (n + 7) // 8
+    nchunks = min(nthreads, ntiles)
+    for k in prange(nchunks):
+        t0, t1 = _chunk(k, nchunks, ntiles)   # whole 8-column tiles per thread
+        _colsum_add_cols(delta, out, scale, t0 * 8, min(t1 * 8, n))
+
+
+# =====================================================================================
+# The slow path: complete checks in Python, with expected / received / fix.
+# =====================================================================================
+
+def _type_name(x) -> str:
+    t = type(x)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _check_array(fn, name, x, ndim=None, writable=False):
+    """Raise unless ``x`` is a C-contiguous float32/float64 NumPy array (of ``ndim``)."""
+    if not isinstance(x, _ndarray):
+        if hasattr(x, "__cuda_array_interface__"):
+            stem = fn[: -len("_cpu")]
+            raise TypeError(
+                f"{fn}: {name} must be a NumPy array. Actual: {_type_name(x)} (a GPU "
+                f"array). Fix: use fastnet.kernels.cuda.{stem}_cuda for CuPy arrays, or "
+                f"call fastnet.ops.{stem}, which picks the twin from the array type."
+            )
+        raise TypeError(
+            f"{fn}: {name} must be a NumPy array (numpy.ndarray). Actual: "
+            f"{_type_name(x)}. Fix: convert with numpy.asarray(..., dtype=numpy.float32)."
+        )
+    if x.dtype not in _FLOATS:
+        raise TypeError(
+            f"{fn}: {name} must be float32 or float64 (native byte order). "
+            f"Actual: {x.dtype}. Fix: {name}.astype(numpy.float32)."
+        )
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{fn}: {name} must be {ndim}-D. Actual: shape {x.shape}.")
+    if not x.flags.c_contiguous:
+        raise ValueError(
+            f"{fn}: {name} must be C-contiguous. Actual: strides {x.strides} for shape "
+            f"{x.shape}. Fix: numpy.ascontiguousarray({name}) (a copy: use the result)."
+        )
+    if writable and not x.flags.writeable:
+        raise ValueError(f"{fn}: {name} is written in place but is read-only.")
+
+
+def _check_same_dtype(fn, names, arrays):
+    dt = arrays[0].dtype
+    for name, x in zip(names[1:], arrays[1:]):
+        if x.dtype != dt:
+            raise TypeError(
+                f"{fn}: float arrays must share one dtype. Actual: {names[0]} is {dt}, "
+                f"{name} is {x.dtype}. Fix: {name}.astype({names[0]}.dtype)."
+            )
+
+
+def _check_shape(fn, name, x, expected, why):
+    if x.shape != expected:
+        raise ValueError(f"{fn}: {name} must have shape {expected} ({why}). Actual: {x.shape}.")
+
+
+def _real(fn, name, v) -> float:
+    """``float(v)`` for a real number; TypeError otherwise (bools are refused)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.integer, np.floating)):
+        raise TypeError(f"{fn}: {name} must be a real number. Actual: {_type_name(v)} {v!r}.")
+    return float(v)
+
+
+def _run(serial, parallel, size, *args):
+    """After the Python checks passed: the serial or the parallel kernel by size."""
+    if size >= PARALLEL_MIN_SIZE:
+        parallel(*args, _threads())
+    elif serial(*args, _NEVER) != _OK:      # pragma: no cover - the checks above agree
+        raise RuntimeError(f"{serial.__name__} refused arguments the Python checks accepted")
+
+
+def _slow_Z_b(fn, serial, parallel, Z, b):
+    _check_array(fn, "Z", Z, 2, writable=True)
+    _check_array(fn, "b", b, 1)
+    _check_same_dtype(fn, ("Z", "b"), (Z, b))
+    _check_shape(fn, "b", b, (Z.shape[1],), "one bias per column of Z")
+    _run(serial, parallel, Z.size, Z, b)
+    return Z
+
+
+def _slow_delta_vec(fn, serial, parallel, delta, vec, vec_name, scale):
+    _check_array(fn, "delta", delta, 2)
+    _check_array(fn, vec_name, vec, 1, writable=True)
+    _check_same_dtype(fn, ("delta", vec_name), (delta, vec))
+    _check_shape(fn, vec_name, vec, (delta.shape[1],), "one entry per column of delta")
+    _run(serial, parallel, delta.size, delta, vec, scale)
+    return vec
+
+
+# =====================================================================================
+# Public wrappers. Fast path: exact ndarray types and one float dtype, then the serial
+# kernel, whose prologue validates the rest; any other outcome goes to the slow path.
+# =====================================================================================
+
+def bias_sigmoid_cpu(Z, b):
+    """Forward step of a sigmoid layer in place: ``Z <- sigmoid(Z + b)``.
+
+    Z: (m, n) float32/float64, C-contiguous, overwritten with the activations.
+    b: (n,), same dtype. Returns ``Z``.
+    """
+    if (type(Z) is _ndarray and type(b) is _ndarray
+            and ((dt := Z.dtype) is _F32 or dt is _F64) and b.dtype is dt):
+        try:
+            if _bias_sigmoid_s(Z, b, PARALLEL_MIN_SIZE) == _OK:
+                return Z
+        except Exception:       # e.g. Numba refusing a read-only Z: say why below
+            pass
+    return _slow_Z_b("bias_sigmoid_cpu", _bias_sigmoid_s, _bias_sigmoid_p, Z, b)
+
+
+def bias_softmax_cpu(Z, b):
+    """Forward step of a softmax layer in place: ``Z <- softmax(Z + b)`` by rows.
+
+    Max-shifted, so it never overflows. Z: (m, n), overwritten. b: (n,). Returns ``Z``.
+    """
+    if (type(Z) is _ndarray and type(b) is _ndarray
+            and ((dt := Z.dtype) is _F32 or dt is _F64) and b.dtype is dt):
+        try:
+            if _bias_softmax_s(Z, b, PARALLEL_MIN_SIZE) == _OK:
+                return Z
+        except Exception:
+            pass
+    return _slow_Z_b("bias_softmax_cpu", _bias_softmax_s, _bias_softmax_p, Z, b)
+
+
+def output_delta_cpu(a, y, cost, out):
+    """Output-layer error ``delta_L`` into ``out``; see ``reference.output_delta``.
+
+    a: (m, n_out) activations. y: (m,) integer class ids (read directly, no one-hot
+    matrix is built; a label outside [0, n_out) gives an all-zero target row, as in the
+    reference) or an (m, n_out) target matrix of a's dtype. cost: ``"quadratic"``
+    (``(a - y) * a * (1 - a)``) or ``"cross_entropy"`` (``a - y``). out: (m, n_out),
+    may be ``a`` itself. Returns ``out``.
+    """
+    quadratic = cost == "quadratic"
+    if ((quadratic or cost == "cross_entropy")
+            and type(a) is _ndarray and type(out) is _ndarray and type(y) is _ndarray
+            and ((dt := a.dtype) is _F32 or dt is _F64) and out.dtype is dt):
+        try:
+            if y.dtype is _I64:
+                rc = _delta_labels_s(a, y, out, quadratic, PARALLEL_MIN_SIZE)
+            elif y.dtype is dt:
+                rc = _delta_targets_s(a, y, out, quadratic, PARALLEL_MIN_SIZE)
+            else:
+                rc = _BAD
+            if rc == _OK:
+                return out
+        except Exception:
+            pass
+    fn = "output_delta_cpu"
+    if cost not in COSTS:
+        raise ValueError(f"{fn}: cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}.")
+    _check_array(fn, "a", a, 2)
+    _check_array(fn, "out", out, 2, writable=True)
+    _check_same_dtype(fn, ("a", "out"), (a, out))
+    _check_shape(fn, "out", out, a.shape, "the shape of a")
+    if not isinstance(y, _ndarray):
+        _check_array(fn, "y", y)                        # raises the TypeError
+    if y.ndim == 1:
+        if y.dtype.kind not in "iu":
+            raise TypeError(
+                f"{fn}: labels y must be integer class ids. Actual: dtype {y.dtype}. "
+                f"Fix: y.astype(numpy.int64), or pass an (m, n_out) float target matrix."
+            )
+        _check_shape(fn, "y", y, (a.shape[0],), "one label per row of a")
+        _run(_delta_labels_s, _delta_labels_p, a.size, a, y, out, quadratic)
+    elif y.ndim == 2:
+        _check_array(fn, "y", y, 2)
+        _check_same_dtype(fn, ("a", "y"), (a, y))
+        _check_shape(fn, "y", y, a.shape, "a target matrix has the shape of a")
+        _run(_delta_targets_s, _delta_targets_p, a.size, a, y, out, quadratic)
+    else:
+        raise ValueError(
+            f"{fn}: y must be (m,) integer labels or an (m, n_out) target matrix. "
+            f"Actual: shape {y.shape}."
+        )
+    return out
+
+
+def backward_delta_cpu(G, a):
+    """Fused sigmoid-derivative Hadamard step in place: ``G <- G * a * (1 - a)``.
+
+    G: (m, n) = ``delta_next @ W.T``, overwritten with this layer's delta. a: (m, n),
+    this layer's activation, same dtype. One pass, no temporaries. Returns ``G``.
+    """
+    if (type(G) is _ndarray and type(a) is _ndarray
+            and ((dt := G.dtype) is _F32 or dt is _F64) and a.dtype is dt):
+        try:
+            if _backward_delta_s(G, a, PARALLEL_MIN_SIZE) == _OK:
+                return G
+        except Exception:
+            pass
+    fn = "backward_delta_cpu"
+    _check_array(fn, "G", G, 2, writable=True)
+    _check_array(fn, "a", a, 2)
+    _check_same_dtype(fn, ("G", "a"), (G, a))
+    _check_shape(fn, "a", a, G.shape, "the shape of G")
+    _run(_backward_delta_s, _backward_delta_p, G.size, G, a)
+    return G
+
+
+def bias_grad_cpu(delta, out, scale, accumulate=False):
+    """Minibatch bias gradient: ``out <- scale * sum(delta, 0)``, or ``+=`` to accumulate.
+
+    delta: (m, n). out: (n,), same dtype, written in place. scale: usually ``1 / m``.
+    Returns ``out``.
+    """
+    if type(scale) is not float:
+        scale = _real("bias_grad_cpu", "scale", scale)
+    serial = _colsum_add_s if accumulate else _colsum_set_s
+    if (type(delta) is _ndarray and type(out) is _ndarray
+            and ((dt := delta.dtype) is _F32 or dt is _F64) and out.dtype is dt):
+        try:
+            if serial(delta, out, scale, PARALLEL_MIN_SIZE) == _OK:
+                return out
+        except Exception:
+            pass
+    parallel = _colsum_add_p if accumulate else _colsum_set_p
+    return _slow_delta_vec("bias_grad_cpu", serial, parallel, delta, out, "out", scale)
+
+
+def sgd_update_cpu(P, grad, scale, decay=1.0):
+    """Fused SGD step with L2 decay, in place: ``P <- decay * P - scale * grad``.
+
+    P: parameters, any shape, C-contiguous. grad: same shape and dtype, the *unscaled*
+    minibatch sum. scale: ``eta / m``. decay: ``1 - eta * lmbda / n``. Evaluated in the
+    reference's order with no FMA, so float64 results equal the reference bitwise.
+    Returns ``P``.
+    """
+    if type(scale) is not float:
+        scale = _real("sgd_update_cpu", "scale", scale)
+    if type(decay) is not float:
+        decay = _real("sgd_update_cpu", "decay", decay)
+    if (type(P) is _ndarray and type(grad) is _ndarray
+            and ((dt := P.dtype) is _F32 or dt is _F64) and grad.dtype is dt):
+        try:
+            if _sgd_s(P, grad, scale, decay, PARALLEL_MIN_SIZE) == _OK:
+                return P
+        except Exception:
+            pass
+    fn = "sgd_update_cpu"
+    _check_array(fn, "P", P, writable=True)
+    _check_array(fn, "grad", grad)
+    _check_same_dtype(fn, ("P", "grad"), (P, grad))
+    _check_shape(fn, "grad", grad, P.shape, "the shape of P")
+    _run(_sgd_s, _sgd_p, P.size, P, grad, scale, decay)
+    return P
+
+
+def bias_update_cpu(b, delta, scale):
+    """Fused bias step in place: ``b <- b - scale * sum(delta, 0)``; no gradient array.
+
+    b: (n,). delta: (m, n), same dtype. scale: ``eta / m``. Returns ``b``.
+    """
+    if type(scale) is not float:
+        scale = _real("bias_update_cpu", "scale", scale)
+    if (type(b) is _ndarray and type(delta) is _ndarray
+            and ((dt := delta.dtype) is _F32 or dt is _F64) and b.dtype is dt):
+        try:
+            if _colsum_add_s(delta, b, -scale, PARALLEL_MIN_SIZE) == _OK:
+                return b
+        except Exception:
+            pass
+    return _slow_delta_vec("bias_update_cpu", _colsum_add_s, _colsum_add_p, delta, b, "b",
+                           -scale)
+
+
+# =====================================================================================
+
+def warmup(dtype="float32", parallel=None) -> int:
+    """Compile (or load from the on-disk cache) every CPU kernel for ``dtype``.
+
+    dtype: "float32" / "float64" (or the NumPy dtype). Compiles the serial kernels and,
+    with ``parallel`` (default: only when :data:`PARALLEL_MIN_SIZE` can be reached), the
+    parallel ones, for 2-D activations, 1-D and 2-D parameters and int64 labels (other
+    label dtypes compile on first use). Returns the number of specialisations touched.
+    Cold, the serial kernels take about 3 s per dtype on the dev machine and the
+    parallel ones 7 s more; from the on-disk cache well under a second.
+    """
+    if parallel is None:
+        parallel = PARALLEL_MIN_SIZE < _NEVER
+    dt = np.dtype(dtype)
+    if dt not in _FLOATS:
+        raise TypeError(f"warmup: dtype must be float32 or float64. Actual: {dt}.")
+    Z = np.zeros((2, 3), dt)
+    b = np.zeros(3, dt)
+    y = np.zeros(2, np.int64)
+    calls = [
+        (_bias_sigmoid_s, _bias_sigmoid_p, (Z, b)),
+        (_bias_softmax_s, _bias_softmax_p, (Z, b)),
+        (_delta_labels_s, _delta_labels_p, (Z, y, Z, True)),
+        (_delta_targets_s, _delta_targets_p, (Z, Z, Z, True)),
+        (_backward_delta_s, _backward_delta_p, (Z, Z)),
+        (_sgd_s, _sgd_p, (Z, Z, 0.0, 1.0)),
+        (_sgd_s, _sgd_p, (b, b, 0.0, 1.0)),
+        (_colsum_set_s, _colsum_set_p, (Z, b, 0.0)),
+        (_colsum_add_s, _colsum_add_p, (Z, b, 0.0)),
+    ]
+    n = 0
+    for serial, par, args in calls:
+        serial(*args, _NEVER)
+        n += 1
+        if parallel:
+            par(*args, 2)
+            n += 1
+    return n

@@ -1,0 +1,361 @@
+"""``@cuda.jit`` twins of the kernel steps, for CuPy arrays (``*_cuda``).
+
+Same stems, arguments and semantics as :mod:`fastnet.kernels.reference` and the CPU
+twins in :mod:`fastnet.kernels.cpu`: in place, nothing allocated, the output array
+returned. The per-element maths is the very same ``@njit`` functions of
+:mod:`fastnet.kernels._math` that the CPU loops call.
+
+Launching
+    Arrays come in as CuPy arrays (any object with ``__cuda_array_interface__``) and are
+    viewed by Numba without a copy (:func:`fastnet.kernels._cuda_api.device_view`); the
+    kernel is queued on CuPy's current stream, after the CuPy work that produced its
+    inputs, with no host synchronisation. One thread per element for the element-wise
+    steps, one thread per row for the softmax, one per column for the bias sums (the
+    rows loop inside the thread; neighbouring threads read neighbouring columns, so the
+    reads coalesce). Grid: ``math.ceil(n / THREADS_PER_BLOCK)`` blocks; every kernel
+    guards its index. An empty array launches nothing.
+
+Simulator
+    Under ``NUMBA_ENABLE_CUDASIM=1`` (set before Numba is first imported) the same
+    functions take NumPy arrays and run the kernels in Numba's CUDA simulator, which is
+    how CI tests them without a GPU. Outside the simulator a NumPy array is a
+    ``TypeError`` pointing to the CPU twin.
+
+Importing this module imports ``numba.cuda`` (through ``_cuda_api``) but not CuPy;
+``fastnet.ops`` imports it only when it meets a CuPy array.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fastnet.kernels import _math
+from fastnet.kernels._cuda_api import SIMULATOR, cuda, current_stream, device_view
+
+__all__ = [
+    "bias_sigmoid_cuda",
+    "bias_softmax_cuda",
+    "output_delta_cuda",
+    "backward_delta_cuda",
+    "bias_grad_cuda",
+    "sgd_update_cuda",
+    "bias_update_cuda",
+    "THREADS_PER_BLOCK",
+]
+
+#: Threads per block of every launch; read at each launch, so tests can patch it small
+#: (4 in the simulator tests, which exercises multi-block grids and partial blocks).
+THREADS_PER_BLOCK = 256
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+COSTS = ("quadratic", "cross_entropy")
+
+
+# =====================================================================================
+# Kernels. Scalars that meet the data (one, zero, scale, ...) arrive typed like the
+# data (see kernels/_math.py on why).
+# =====================================================================================
+
+@cuda.jit
+def _bias_sigmoid_k(Z, b, one):
+    k = cuda.grid(1)
+    n = Z.shape[1]
+    if k < Z.shape[0] * n:
+        i = k // n
+        j = k - i * n
+        Z[i, j] = _math.sigmoid(Z[i, j] + b[j], one)
+
+
+@cuda.jit
+def _bias_softmax_k(Z, b, neg_inf, zero):
+    i = cuda.grid(1)                     # one thread per row
+    if i < Z.shape[0]:
+        n = Z.shape[1]
+        mx = neg_inf
+        for j in range(n):
+            v = Z[i, j] + b[j]
+            Z[i, j] = v
+            if v > mx:
+                mx = v
+        s = zero
+        for j in range(n):
+            e = math.exp(Z[i, j] - mx)
+            Z[i, j] = e
+            s += e
+        for j in range(n):
+            Z[i, j] = Z[i, j] / s
+
+
+@cuda.jit
+def _delta_labels_k(a, y, out, quadratic, one, zero):
+    k = cuda.grid(1)
+    n = a.shape[1]
+    if k < a.shape[0] * n:
+        i = k // n
+        j = k - i * n
+        t = one if j == y[i] else zero   # labels read directly: no one-hot matrix
+        if quadratic:
+            out[i, j] = _math.quadratic_delta(a[i, j], t, one)
+        else:
+            out[i, j] = _math.cross_entropy_delta(a[i, j], t)
+
+
+@cuda.jit
+def _delta_targets_k(a, t, out, quadratic, one):
+    k = cuda.grid(1)
+    n = a.shape[1]
+    if k < a.shape[0] * n:
+        i = k // n
+        j = k - i * n
+        if quadratic:
+            out[i, j] = _math.quadratic_delta(a[i, j], t[i, j], one)
+        else:
+            out[i, j] = _math.cross_entropy_delta(a[i, j], t[i, j])
+
+
+@cuda.jit
+def _backward_delta_k(G, a, one):
+    k = cuda.grid(1)
+    n = G.shape[1]
+    if k < G.shape[0] * n:
+        i = k // n
+        j = k - i * n
+        G[i, j] = _math.backward_delta(G[i, j], a[i, j], one)
+
+
+@cuda.jit
+def _sgd_k(p, g, scale, decay):
+    k = cuda.grid(1)                     # p, g: flat 1-D views
+    if k < p.shape[0]:
+        p[k] = _math.sgd_step(p[k], g[k], scale, decay)
+
+
+@cuda.jit
+def _colsum_k(delta, out, scale, accumulate, zero):
+    j = cuda.grid(1)                     # one thread per column, rows in sequence
+    if j < delta.shape[1]:
+        acc = zero
+        for i in range(delta.shape[0]):
+            acc += delta[i, j]
+        if accumulate:
+            out[j] = out[j] + scale * acc
+        else:
+            out[j] = scale * acc
+
+
+def _launch(kernel, n, *args):
+    """``kernel`` over ``n`` threads on CuPy's current stream (nothing when n == 0)."""
+    if n <= 0:
+        return
+    tpb = THREADS_PER_BLOCK
+    blocks = math.ceil(n / tpb)
+    stream = current_stream()
+    if stream is None:
+        kernel[blocks, tpb](*args)
+    else:
+        kernel[blocks, tpb, stream](*args)
+
+
+# =====================================================================================
+# Validation: done on the array metadata before any launch.
+# =====================================================================================
+
+def _type_name(x) -> str:
+    t = type(x)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+class _Arg:
+    """Metadata of one array argument and the object to pass to the kernel."""
+
+    __slots__ = ("name", "dtype", "shape", "c_contiguous", "writable", "handle")
+
+    def __init__(self, fn, name, x):
+        self.name = name
+        if SIMULATOR and isinstance(x, np.ndarray):
+            self.dtype, self.shape = x.dtype, x.shape
+            self.c_contiguous, self.writable = x.flags.c_contiguous, x.flags.writeable
+            self.handle = x
+            return
+        cai = getattr(x, "__cuda_array_interface__", None) if not isinstance(x, np.ndarray) else None
+        if cai is None:
+            stem = fn[: -len("_cuda")]
+            if isinstance(x, np.ndarray):
+                hint = (f"Fix: use fastnet.kernels.cpu.{stem}_cpu for NumPy arrays, or call "
+                        f"fastnet.ops.{stem}, which picks the twin from the array type.")
+            else:
+                hint = "Fix: move it to the GPU with cupy.asarray(...) first."
+            raise TypeError(
+                f"{fn}: {name} must be a CuPy array (an object with "
+                f"__cuda_array_interface__). Actual: {_type_name(x)}. {hint}"
+            )
+        self.dtype = np.dtype(cai["typestr"])
+        self.shape = tuple(cai["shape"])
+        self.writable = not cai["data"][1]
+        strides = cai.get("strides")
+        self.c_contiguous = strides is None or _c_strides(self.shape, self.dtype.itemsize, strides)
+        self.handle = device_view(x, cai)
+
+
+def _c_strides(shape, itemsize, strides) -> bool:
+    expected = itemsize
+    for dim, stride in zip(reversed(shape), reversed(strides)):
+        if dim > 1 and stride != expected:
+            return False
+        expected *= dim
+    return True
+
+
+def _arrays(fn, specs):
+    """Validate ``(name, x, ndim, writable, float)`` specs; return the handles' metadata."""
+    args = []
+    for name, x, ndim, writable, is_float in specs:
+        arg = _Arg(fn, name, x)
+        if is_float and arg.dtype not in _FLOATS:
+            raise TypeError(
+                f"{fn}: {name} must be float32 or float64. Actual: {arg.dtype}. "
+                f"Fix: {name}.astype(cupy.float32)."
+            )
+        if ndim is not None and len(arg.shape) != ndim:
+            raise ValueError(f"{fn}: {name} must be {ndim}-D. Actual: shape {arg.shape}.")
+        if not arg.c_contiguous:
+            raise ValueError(
+                f"{fn}: {name} must be C-contiguous. Actual: a strided view of shape "
+                f"{arg.shape}. Fix: cupy.ascontiguousarray({name}) (a copy: use the result)."
+            )
+        if writable and not arg.writable:
+            raise ValueError(f"{fn}: {name} is written in place but is read-only.")
+        args.append(arg)
+    floats = [a for a, spec in zip(args, specs) if spec[4]]
+    for other in floats[1:]:
+        if other.dtype != floats[0].dtype:
+            raise TypeError(
+                f"{fn}: float arrays must share one dtype. Actual: {floats[0].name} is "
+                f"{floats[0].dtype}, {other.name} is {other.dtype}. "
+                f"Fix: {other.name}.astype({floats[0].name}.dtype)."
+            )
+    return args
+
+
+def _check_shape(fn, arg, expected, why):
+    if arg.shape != expected:
+        raise ValueError(f"{fn}: {arg.name} must have shape {expected} ({why}). Actual: {arg.shape}.")
+
+
+def _real(fn, name, v) -> float:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{fn}: {name} must be a real number. Actual: {_type_name(v)} {v!r}.")
+    return float(v)
+
+
+# =====================================================================================
+# Public wrappers.
+# =====================================================================================
+
+def bias_sigmoid_cuda(Z, b):
+    """Forward step of a sigmoid layer in place: ``Z <- sigmoid(Z + b)``.
+
+    Z: (m, n) float32/float64 CuPy array, C-contiguous, overwritten. b: (n,). Returns Z.
+    """
+    fn = "bias_sigmoid_cuda"
+    z, bb = _arrays(fn, [("Z", Z, 2, True, True), ("b", b, 1, False, True)])
+    _check_shape(fn, bb, (z.shape[1],), "one bias per column of Z")
+    _launch(_bias_sigmoid_k, z.shape[0] * z.shape[1], z.handle, bb.handle, z.dtype.type(1))
+    return Z
+
+
+def bias_softmax_cuda(Z, b):
+    """Forward step of a softmax layer in place: ``Z <- softmax(Z + b)`` by rows.
+
+    One thread per row (max-shifted, three passes over the row). Returns Z.
+    """
+    fn = "bias_softmax_cuda"
+    z, bb = _arrays(fn, [("Z", Z, 2, True, True), ("b", b, 1, False, True)])
+    _check_shape(fn, bb, (z.shape[1],), "one bias per column of Z")
+    t = z.dtype.type
+    _launch(_bias_softmax_k, z.shape[0], z.handle, bb.handle, t(-np.inf), t(0))
+    return Z
+
+
+def output_delta_cuda(a, y, cost, out):
+    """Output-layer error ``delta_L`` into ``out``; see ``reference.output_delta``.
+
+    y: (m,) integer labels (read directly) or an (m, n_out) target matrix. Returns out.
+    """
+    fn = "output_delta_cuda"
+    if cost not in COSTS:
+        raise ValueError(f"{fn}: cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}.")
+    aa, oo = _arrays(fn, [("a", a, 2, False, True), ("out", out, 2, True, True)])
+    _check_shape(fn, oo, aa.shape, "the shape of a")
+    yy = _Arg(fn, "y", y)
+    if len(yy.shape) == 1:
+        if yy.dtype.kind not in "iu":
+            raise TypeError(
+                f"{fn}: labels y must be integer class ids. Actual: dtype {yy.dtype}. "
+                f"Fix: y.astype(cupy.int64), or pass an (m, n_out) float target matrix."
+            )
+        _check_shape(fn, yy, (aa.shape[0],), "one label per row of a")
+        if not yy.c_contiguous:
+            raise ValueError(f"{fn}: labels y must be contiguous.")
+        t = aa.dtype.type
+        _launch(_delta_labels_k, aa.shape[0] * aa.shape[1], aa.handle, yy.handle, oo.handle,
+                cost == "quadratic", t(1), t(0))
+    elif len(yy.shape) == 2:
+        (yy,) = _arrays(fn, [("y", y, 2, False, True)])
+        if yy.dtype != aa.dtype:
+            raise TypeError(f"{fn}: float arrays must share one dtype. Actual: a is "
+                            f"{aa.dtype}, y is {yy.dtype}. Fix: y.astype(a.dtype).")
+        _check_shape(fn, yy, aa.shape, "a target matrix has the shape of a")
+        _launch(_delta_targets_k, aa.shape[0] * aa.shape[1], aa.handle, yy.handle, oo.handle,
+                cost == "quadratic", aa.dtype.type(1))
+    else:
+        raise ValueError(f"{fn}: y must be (m,) integer labels or an (m, n_out) target "
+                         f"matrix. Actual: shape {yy.shape}.")
+    return out
+
+
+def backward_delta_cuda(G, a):
+    """Fused ``G <- G * a * (1 - a)`` in place, one thread per element. Returns G."""
+    fn = "backward_delta_cuda"
+    g, aa = _arrays(fn, [("G", G, 2, True, True), ("a", a, 2, False, True)])
+    _check_shape(fn, aa, g.shape, "the shape of G")
+    _launch(_backward_delta_k, g.shape[0] * g.shape[1], g.handle, aa.handle, g.dtype.type(1))
+    return G
+
+
+def bias_grad_cuda(delta, out, scale, accumulate=False):
+    """``out <- scale * sum(delta, 0)`` (or ``+=``), one thread per column. Returns out."""
+    fn = "bias_grad_cuda"
+    scale = _real(fn, "scale", scale)
+    d, o = _arrays(fn, [("delta", delta, 2, False, True), ("out", out, 1, True, True)])
+    _check_shape(fn, o, (d.shape[1],), "one entry per column of delta")
+    t = d.dtype.type
+    _launch(_colsum_k, d.shape[1], d.handle, o.handle, t(scale), bool(accumulate), t(0))
+    return out
+
+
+def sgd_update_cuda(P, grad, scale, decay=1.0):
+    """Fused ``P <- decay * P - scale * grad`` in place (any shape). Returns P."""
+    fn = "sgd_update_cuda"
+    scale = _real(fn, "scale", scale)
+    decay = _real(fn, "decay", decay)
+    p, g = _arrays(fn, [("P", P, None, True, True), ("grad", grad, None, False, True)])
+    _check_shape(fn, g, p.shape, "the shape of P")
+    n = math.prod(p.shape)
+    if n:
+        t = p.dtype.type
+        _launch(_sgd_k, n, p.handle.reshape(n), g.handle.reshape(n), t(scale), t(decay))
+    return P
+
+
+def bias_update_cuda(b, delta, scale):
+    """Fused ``b <- b - scale * sum(delta, 0)``, one thread per column. Returns b."""
+    fn = "bias_update_cuda"
+    scale = _real(fn, "scale", scale)
+    bb, d = _arrays(fn, [("b", b, 1, True, True), ("delta", delta, 2, False, True)])
+    _check_shape(fn, bb, (d.shape[1],), "one entry per column of delta")
+    t = d.dtype.type
+    # b + (-scale) * S equals the reference's b - scale * S bitwise.
+    _launch(_colsum_k, d.shape[1], d.handle, bb.handle, t(-scale), True, t(0))
+    return b
