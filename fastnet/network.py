@@ -468,11 +468,7 @@ class Network:
                 order = self.backend.asarray(self._shuffle_rng.permutation(n), dtype=xp.int64)
             for k in range(start_step if epoch == start_epoch else 0, n, batch_size):
                 m = min(batch_size, n - k)
-                idx = order[k:k + m]
-                Xb = ops.take_rows(Xd, idx, out=ws.X if m == batch_size else ws.X[:m, ...])
-                yb = ops.take_rows(yd, idx, out=ws.y if m == batch_size else ws.y[:m])
-                acts = self._forward(Xb, ws.rows(ws.a, m))
-                self._backward(Xb, yb, acts, ws, m, eta, decay)
+                self._step(Xd, yd, order[k:k + m], ws, m, eta, decay)
                 if interrupted.flag:
                     where = f"epoch {epoch}, sample {k + m} of {n}"
                     if checkpoint is not None:
@@ -504,6 +500,14 @@ class Network:
                 print(history.format_line(record), flush=True)
             for cb in callbacks:
                 cb(self, record)
+
+    def _step(self, Xd, yd, idx, ws, m, eta, decay) -> None:
+        """One SGD step on the rows ``idx`` of the device data, entirely in ``ws``'s buffers."""
+        full = m == ws.m
+        Xb = ops.take_rows(Xd, idx, out=ws.X if full else ws.X[:m, ...])
+        yb = ops.take_rows(yd, idx, out=ws.y if full else ws.y[:m])
+        acts = self._forward(Xb, ws.rows(ws.a, m))
+        self._backward(Xb, yb, acts, ws, m, eta, decay)
 
     def _write_checkpoint(self, path, run, history, epoch, step, rng_state) -> None:
         """Save weights plus where to go on: next ``epoch`` and ``step``, the RNG state then."""

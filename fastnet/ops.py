@@ -184,10 +184,16 @@ def matmul(A, B, out=None):
 
 
 def take_rows(X, idx, out=None):
-    """``X[idx]`` (rows) written into ``out`` where the namespace supports ``out=``."""
+    """``X[idx]`` (rows) written into ``out`` where the namespace supports ``out=``.
+
+    The indices must be in range (fit makes them): ``mode="clip"`` because NumPy's
+    default ``mode="raise"`` writes through a hidden temporary copy of ``out``.
+    """
     if type(X) is _ndarray and type(idx) is _ndarray:
-        return np.take(X, idx, axis=0) if out is None else np.take(X, idx, axis=0, out=out)
+        return np.take(X, idx, axis=0) if out is None else np.take(X, idx, axis=0, out=out, mode="clip")
     xp = array_namespace(X, idx)
-    if out is not None and (is_numpy_array(X) or is_cupy_array(X)):
+    if out is not None and is_numpy_array(X):
+        return np.take(X, idx, axis=0, out=out, mode="clip")
+    if out is not None and is_cupy_array(X):  # CuPy's take has no mode and writes out directly
         return xp.take(X, idx, axis=0, out=out)
     return xp.take(X, idx, axis=0)
