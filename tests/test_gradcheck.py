@@ -9,31 +9,21 @@ SHAPES = [[5, 7, 3], [3, 4, 6, 2], [6, 5, 3, 4, 3]]  # 1, 2 and 3 hidden layers,
 
 
 def numeric_grads(net, X, y, h=1e-6):
-    gW = []
-    for W in net.weights:  # the live arrays: perturb in place, restore exactly
-        g = np.zeros_like(W)
-        for idx in np.ndindex(W.shape):
-            old = W[idx]
-            W[idx] = old + h
+    """Central differences of net.loss for every weight and bias (live arrays, restored exactly)."""
+    grads = []
+    for P in net.weights + net.biases:
+        g = np.zeros_like(P)
+        for idx in np.ndindex(P.shape):
+            old = P[idx]
+            P[idx] = old + h
             up = net.loss(X, y)
-            W[idx] = old - h
+            P[idx] = old - h
             down = net.loss(X, y)
-            W[idx] = old
+            P[idx] = old
             g[idx] = (up - down) / (2 * h)
-        gW.append(g)
-    gb = []
-    for b in net.biases:
-        g = np.zeros_like(b)
-        for i in range(b.shape[0]):
-            old = b[i]
-            b[i] = old + h
-            up = net.loss(X, y)
-            b[i] = old - h
-            down = net.loss(X, y)
-            b[i] = old
-            g[i] = (up - down) / (2 * h)
-        gb.append(g)
-    return gW, gb
+        grads.append(g)
+    L = len(net.weights)
+    return grads[:L], grads[L:]
 
 
 @pytest.mark.parametrize("cost", ["quadratic", "cross_entropy"])
