@@ -372,8 +372,10 @@ class Network:
             if self.cost == "quadratic":
                 cost_sum = cost_sum + 0.5 * xp.sum((a - t) ** 2)
             else:
-                tiny = float(np.finfo(self.dtype).tiny)
-                cost_sum = cost_sum - xp.sum(t * xp.log(xp.clip(a, tiny, None)))
+                # -log of the true class's probability; a probability that underflowed
+                # to 0 gives an infinite loss, which fit reports as divergence
+                with np.errstate(divide="ignore"):
+                    cost_sum = cost_sum - xp.sum(xp.log(xp.sum(t * a, axis=1)))
             correct = correct + xp.sum(xp.astype(xp.argmax(a, axis=1) == yk, xp.int64))
         loss = float(cost_sum) / n
         if lmbda:
@@ -485,12 +487,13 @@ class Network:
             if val is not None:
                 record["val_loss"], record["val_accuracy"] = self._metrics(*val, lmbda)
             history.append(record)
-            finite = math.isfinite(loss) and all(math.isfinite(float(xp.sum(w))) for w in self._W)
-            if not finite and on_divergence == "stop":
+            weights_finite = all(math.isfinite(float(xp.sum(w))) for w in self._W)
+            if not (math.isfinite(loss) and weights_finite) and on_divergence == "stop":
                 self._W = saved[:self.n_layers]
                 self._b = saved[self.n_layers:]
                 raise DivergenceError(
-                    f"training diverged in epoch {epoch}: loss {loss}, weights not finite; the weights from before "
+                    f"training diverged in epoch {epoch}: loss {loss}{'' if weights_finite else ', weights not finite'}; "
+                    f"the weights from before "
                     f"that epoch were restored. Fix: lower eta (now {eta})"
                 )
             if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == run["epochs"]):
