@@ -1,10 +1,18 @@
-"""The ``fastnet`` command: ``train``, ``evaluate``, ``info``.
+"""The ``fastnet`` command: ``train``, ``evaluate``, ``predict``, ``plot``, ``show``, ``info``.
 
-Bad input exits with code 2 and one line on stderr naming what was wrong.
+Bad input (and a missing optional extra) exits with code 2 and one line on stderr
+naming what was wrong; Ctrl-C exits with 130.
+
+>>> from fastnet.cli import main
+>>> main(["info"]) == 0  # doctest: +ELLIPSIS
+fastnet ...
+True
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 
@@ -30,14 +38,54 @@ def _positive(kind):
     return parse
 
 
+def _top(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--top must be an int >= 1. Actual: {text!r}")
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"--top must be an int >= 1. Actual: {text!r}")
+    return k
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter with one layout on every Python (3.13 changed ``-o PATH, --output PATH``
+    to ``-o, --output PATH``): README's generated reference must not depend on the version."""
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        args = self._format_args(action, self._get_default_metavar_for_optional(action))
+        return ", ".join(f"{opt} {args}" for opt in action.option_strings)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit 2), like every other error."""
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kw)
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``fastnet`` command (also used to generate README's CLI reference)."""
-    p = argparse.ArgumentParser(prog="fastnet", description="Train feedforward networks on MNIST-scale data, "
-                                "on a CUDA GPU when there is one and on the CPU when there is not.")
+    """The argument parser of the ``fastnet`` command (also used to generate README's CLI reference).
+
+    >>> from fastnet.cli import build_parser
+    >>> a = build_parser().parse_args(["predict", "m.npz", "a.png", "b.jpg", "--top", "3"])
+    >>> a.command, a.images, a.top
+    ('predict', ['a.png', 'b.jpg'], 3)
+    """
+    p = _Parser(prog="fastnet", description="Train feedforward networks on MNIST-scale data, "
+                "on a CUDA GPU when there is one and on the CPU when there is not.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    t = sub.add_parser("train", help="train a network and print one line per epoch")
+    t = sub.add_parser("train", help="train a network and print one line per epoch",
+                       description="Train a network by minibatch SGD. Prints one line per epoch (scored on "
+                                   "the test split) and, on a terminal, a progress bar on stderr.")
     t.add_argument("--data", default="auto",
                    help="mnist | fashion | sample | DIR with IDX files | auto (default: MNIST if found on "
                         "disk, else the embedded 10k sample)")
@@ -53,15 +101,81 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=_positive(int), default=None, help="seed for init and shuffling")
     t.add_argument("--save", metavar="PATH", help="write the trained model here (.npz)")
     t.add_argument("--history", metavar="PATH", help="write the per-epoch history here (JSON)")
-    t.add_argument("--quiet", action="store_true", help="print only the final line")
+    t.add_argument("--checkpoint", metavar="PATH",
+                   help="save a checkpoint here after every epoch and on Ctrl-C (.npz; a model file too)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint when it exists (same data and settings), bit for bit")
+    t.add_argument("--plot", metavar="PATH",
+                   help="draw the loss and accuracy curves here at the end (PNG; needs fastnet[plot])")
+    t.add_argument("--quiet", action="store_true", help="print only the final line: no epoch lines, no "
+                   "progress bar (the bar is also off when stdout is not a terminal)")
 
     e = sub.add_parser("evaluate", help="accuracy of a saved model on a test split")
     e.add_argument("model", help="a model file written by `fastnet train --save` or Network.save")
     e.add_argument("--data", default="auto", help="as for train (default auto)")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
 
-    sub.add_parser("info", help="versions, the backend that would be chosen and why, kernel path, GPU")
+    r = sub.add_parser("predict", help="classify digit images (PNG/JPEG) with a saved model",
+                       description="Classify PNG/JPEG images of digits, any size, colour or grey. Each "
+                                   "image is made MNIST-like (grey, inverted when the background is light, "
+                                   "ink box scaled to 20x20, centred by mass in 28x28) and one line is "
+                                   "printed per image: 'PATH: DIGIT (PROBABILITY)'. Needs fastnet[images].")
+    r.add_argument("model", help="a model file with 784 inputs (28x28 images)")
+    r.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
+    r.add_argument("--top", type=_top, default=1, metavar="K",
+                   help="print the K most likely classes per image (default 1)")
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+
+    pl = sub.add_parser("plot", help="draw loss and accuracy per epoch from a --history JSON file",
+                        description="Draw training and validation loss and accuracy per epoch from a "
+                                    "history file written by `fastnet train --history` or History.save, as "
+                                    "a 1200x500 PNG. Needs fastnet[plot].")
+    pl.add_argument("history", metavar="HISTORY.json", help="a history file")
+    pl.add_argument("-o", "--output", required=True, metavar="PATH", help="the PNG to write")
+    pl.add_argument("--title", help="figure title (default: the network and recipe)")
+
+    sh = sub.add_parser("show", help="draw a saved model: first-layer weights or the confusion matrix",
+                        description="Draw a saved model as a PNG: --what weights shows each hidden unit's "
+                                    "first-layer weights as a 28x28 tile (1000 px wide); --what confusion "
+                                    "the confusion matrix on the test split of --data (800x720). Needs "
+                                    "fastnet[plot].")
+    sh.add_argument("model", help="a model file")
+    sh.add_argument("--what", choices=["weights", "confusion"], default="weights",
+                    help="weights | confusion (default weights)")
+    sh.add_argument("-o", "--output", required=True, metavar="PATH", help="the PNG to write")
+    sh.add_argument("--data", default="auto", help="for --what confusion: as for train (default auto)")
+    sh.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+
+    sub.add_parser("info", help="versions, the backend that would be chosen and why, kernel path, GPU",
+                   description="Print versions, the backend that would be chosen and why, the kernel "
+                               "path, and whether a CUDA GPU is usable (and if not, why and the fix).")
     return p
+
+
+def help_texts(width: int = 92) -> dict[str, str]:
+    """``{"fastnet": ..., "fastnet train": ..., ...}``: the ``--help`` text of the command and of
+    each subcommand, laid out for ``width`` columns whatever the terminal (README's reference).
+
+    >>> from fastnet.cli import help_texts
+    >>> texts = help_texts()
+    >>> sorted(texts)[:3], texts["fastnet plot"].splitlines()[0]
+    (['fastnet', 'fastnet evaluate', 'fastnet info'], 'usage: fastnet plot [-h] -o PATH [--title TITLE] HISTORY.json')
+    """
+    saved = {k: os.environ.get(k) for k in ("COLUMNS", "NO_COLOR", "PYTHON_COLORS")}
+    os.environ.update(COLUMNS=str(width), NO_COLOR="1", PYTHON_COLORS="0")
+    try:
+        parser = build_parser()
+        texts = {"fastnet": parser.format_help()}
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        for name, sp in sub.choices.items():
+            texts[f"fastnet {name}"] = sp.format_help()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return texts
 
 
 def _load_data(name: str):
@@ -81,11 +195,51 @@ def _load_data(name: str):
     return train, test, f"{label} ({len(train[0]):,} train / {len(test[0]):,} test)"
 
 
+def _check_output(path, flag: str) -> None:
+    """Refuse an output path whose folder does not exist, before any work is done."""
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"{flag} {path}: folder {parent} does not exist. Fix: create it or pick another path")
+
+
+@contextlib.contextmanager
+def _progress_policy(quiet: bool):
+    """Progress bars follow one rule while a command runs: off with --quiet or when stdout
+    is not a terminal (:func:`fastnet.progress.enabled`).
+
+    Data downloads draw their bar through ``fastnet.data._progress``; for the command's
+    duration it is routed through :func:`fastnet.progress.download_bar` so the rule (and
+    --quiet) applies to them too. Both are restored afterwards (``main`` may be called
+    in-process, e.g. by tests).
+    """
+    from fastnet import data, progress
+
+    old_enabled, old_hook = progress.set_enabled(not quiet), data._progress
+    data._progress = progress.download_bar
+    try:
+        yield
+    finally:
+        progress.set_enabled(old_enabled)
+        data._progress = old_hook
+
+
 def cmd_train(a) -> int:
     import fastnet
     from fastnet import backend as B
-    from fastnet import ops
+    from fastnet import ops, progress
+    from fastnet.history import History
 
+    for path, flag in ((a.save, "--save"), (a.history, "--history"), (a.plot, "--plot"),
+                       (a.checkpoint, "--checkpoint")):
+        _check_output(path, flag)
+    if a.resume and not a.checkpoint:
+        raise ValueError("--resume needs --checkpoint PATH (the file to resume from)")
+    if a.plot:
+        from fastnet import plot
+
+        plot.require("--plot")  # fail now, not after the training
     net = fastnet.Network(a.sizes, cost=a.cost, init=a.init, dtype=a.dtype, device=a.device, seed=a.seed)
     (Xtr, ytr), (Xte, yte), desc = _load_data(a.data)
     if not a.quiet:
@@ -93,13 +247,25 @@ def cmd_train(a) -> int:
         print(B.describe(net.backend) + f"; kernels: {ops.kernel_path(net.weights[0])}")
         print(f"network: {net.sizes} cost={net.cost} dtype={net.dtype}; epochs={a.epochs} "
               f"batch={a.batch_size} eta={a.eta} lmbda={a.lmbda}", flush=True)
+    # The bar prints the epoch lines (above itself) and is a fit callback: per epoch now,
+    # per minibatch where fit drives fastnet.progress (see progress.for_fit).
+    bar = None if a.quiet else progress.ProgressBar(
+        a.epochs, history=History(config={"n_train": len(ytr), "n_val": len(yte)}))
+    kw = {"checkpoint": a.checkpoint, "resume": a.resume} if a.checkpoint else {}
     t0 = time.perf_counter()
+    if bar is not None:
+        bar.open()
     try:
         hist = net.fit(Xtr, ytr, epochs=a.epochs, batch_size=a.batch_size, eta=a.eta, lmbda=a.lmbda,
-                       validation_data=(Xte, yte), verbose=0 if a.quiet else 1)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+                       validation_data=(Xte, yte), verbose=0, callbacks=[] if bar is None else [bar], **kw)
+    except KeyboardInterrupt as exc:  # fastnet.TrainingInterrupted says where, and the checkpoint
+        if bar is not None:
+            bar.close()  # before the message, so the bar does not overwrite it
+        print(f"\nfastnet train: {' '.join(str(exc).split()) or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if bar is not None:
+            bar.close()
     last = hist[-1]
     print(f"done: test accuracy {last['val_accuracy']:.4f} after {len(hist)} epochs in "
           f"{time.perf_counter() - t0:.1f} s")
@@ -109,6 +275,11 @@ def cmd_train(a) -> int:
     if a.history:
         hist.save(a.history)
         print(f"saved history to {a.history}")
+    if a.plot:
+        from fastnet import plot
+
+        plot.plot_history(hist, a.plot)
+        print(f"saved curves to {a.plot} ({plot.CURVES_SIZE[0]} x {plot.CURVES_SIZE[1]} px)")
     return 0
 
 
@@ -119,6 +290,72 @@ def cmd_evaluate(a) -> int:
     _, (Xte, yte), desc = _load_data(a.data)
     acc = net.evaluate(Xte, yte)
     print(f"{a.model}: {round(acc * len(yte))} / {len(yte)} = {acc:.4f} on {desc}")
+    return 0
+
+
+def cmd_predict(a) -> int:
+    import numpy as np
+
+    import fastnet
+    from fastnet import images
+
+    images.require("fastnet predict")
+    net = fastnet.load(a.model, device=a.device)
+    if net.sizes[0] != images.SIZE * images.SIZE:
+        raise ValueError(f"{a.model} takes {net.sizes[0]} inputs; images become {images.SIZE * images.SIZE} "
+                         f"({images.SIZE}x{images.SIZE}). Fix: use a model trained on MNIST-shaped data")
+    top = min(a.top, net.sizes[-1])
+    X = images.load_images(a.images)  # every file is read before anything is printed
+    P = net.backend.asnumpy(net.predict_proba(X)).astype(np.float64)
+    if net.cost != "cross_entropy":  # sigmoid outputs: normalise so that they read as probabilities
+        P = P / np.maximum(P.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
+    for path, p in zip(a.images, P):
+        best = np.argsort(-p, kind="stable")[:top]
+        print(f"{path}: " + "  ".join(f"{int(k)} ({p[k]:.3f})" for k in best))
+    return 0
+
+
+def cmd_plot(a) -> int:
+    from fastnet import plot
+    from fastnet.history import History
+
+    plot.require("fastnet plot")
+    _check_output(a.output, "-o")
+    try:
+        hist = History.load(a.history)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{a.history}: no such history file")
+    except (UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{a.history}: not a fastnet history JSON file ({exc})") from exc
+    plot.plot_history(hist, a.output, title=a.title)
+    n = len(hist)
+    print(f"saved curves of {n} epoch{'s' if n != 1 else ''} to {a.output} "
+          f"({plot.CURVES_SIZE[0]} x {plot.CURVES_SIZE[1]} px)")
+    return 0
+
+
+def cmd_show(a) -> int:
+    import numpy as np
+
+    import fastnet
+    from fastnet import plot
+
+    plot.require("fastnet show")
+    _check_output(a.output, "-o")
+    net = fastnet.load(a.model, device=a.device)
+    if a.what == "weights":
+        fig = plot.plot_weights(net, a.output)
+        n = min(net.sizes[1], 100)
+        w, h = (int(round(v)) for v in fig.get_size_inches() * fig.dpi)
+        print(f"saved first-layer weights of {n} hidden units as 28x28 tiles to {a.output} ({w} x {h} px)")
+        return 0
+    _, (Xte, yte), desc = _load_data(a.data)
+    pred = net.backend.asnumpy(net.predict(Xte))
+    cm = plot.confusion_matrix(yte, pred, net.sizes[-1])
+    plot.plot_confusion(cm, a.output)
+    acc = np.trace(cm) / max(cm.sum(), 1)
+    print(f"{a.model}: accuracy {acc:.4f} on {desc}")
+    print(f"saved confusion matrix to {a.output} ({plot.CONFUSION_SIZE[0]} x {plot.CONFUSION_SIZE[1]} px)")
     return 0
 
 
@@ -161,11 +398,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from fastnet.data import DataNotFoundError, IDXError
     from fastnet.io import ModelFileError
+    from fastnet.network import DivergenceError
+    from fastnet.plot import MissingExtraError
 
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot,
+                "show": cmd_show, "info": cmd_info}
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info}[args.command](args)
+        with _progress_policy(quiet=getattr(args, "quiet", False)):
+            return commands[args.command](args)
     except (ValueError, TypeError, RuntimeError, FileNotFoundError, DataNotFoundError, IDXError,
-            ModelFileError, OSError) as exc:
+            ModelFileError, OSError, MissingExtraError, DivergenceError) as exc:
         msg = " ".join(str(exc).split())
         print(f"fastnet {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
