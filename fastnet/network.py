@@ -34,7 +34,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from fastnet import _validate as V
-from fastnet import ops
+from fastnet import ops, progress
 from fastnet.backend import Backend, get_backend
 from fastnet.history import History
 
@@ -405,7 +405,8 @@ class Network:
         The data moves to the device once; every step reuses buffers made here. The last
         minibatch of an epoch holds the ``n % batch_size`` leftover samples.
         validation_data: optional ``(X_val, y_val)``, scored after each epoch.
-        verbose: 0 silent, 1 one line per epoch. callbacks: each called as
+        verbose: 0 silent; 1 a progress bar (on a terminal) and one line per epoch; 2 one
+        line per epoch (Keras's meaning). callbacks: each called as
         ``cb(network, record)`` after every epoch (``record`` is that epoch's dict).
         on_divergence: "stop" (restore the last finite weights and raise
         :class:`DivergenceError`) or "continue".
@@ -447,15 +448,19 @@ class Network:
             "kernels": ops.kernel_path(self._W[0]),
             "n_val": None if val is None else int(val[0].shape[0]),
         })
+        bar = progress.for_fit(verbose, epochs, history, callbacks)
         start_epoch, start_step = 1, 0
         if resume and Path(checkpoint).exists():
             start_epoch, start_step = self._restore_checkpoint(checkpoint, run, history)
         with _SigintFlag() as interrupted:
-            self._epochs(Xd, yd, val, history, run, start_epoch, start_step, on_divergence, verbose,
-                         callbacks, checkpoint, checkpoint_every, interrupted)
+            try:
+                self._epochs(Xd, yd, val, history, run, start_epoch, start_step, on_divergence, bar,
+                             callbacks, checkpoint, checkpoint_every, interrupted)
+            finally:
+                bar.close()
         return history
 
-    def _epochs(self, Xd, yd, val, history, run, start_epoch, start_step, on_divergence, verbose,
+    def _epochs(self, Xd, yd, val, history, run, start_epoch, start_step, on_divergence, bar,
                 callbacks, checkpoint, checkpoint_every, interrupted):
         xp = self.xp
         n, batch_size, eta, lmbda = run["n_train"], run["batch_size"], run["eta"], run["lmbda"]
@@ -468,9 +473,11 @@ class Network:
             rng_state = self._shuffle_rng.bit_generator.state  # replaying from here redraws this epoch's order
             if run["shuffle"]:
                 order = self.backend.asarray(self._shuffle_rng.permutation(n), dtype=xp.int64)
+            bar.start_epoch(epoch, -(-n // batch_size))
             for k in range(start_step if epoch == start_epoch else 0, n, batch_size):
                 m = min(batch_size, n - k)
                 self._step(Xd, yd, order[k:k + m], ws, m, eta, decay)
+                bar.update(k // batch_size + 1)
                 if interrupted.flag:
                     where = f"epoch {epoch}, sample {k + m} of {n}"
                     if checkpoint is not None:
@@ -499,8 +506,7 @@ class Network:
             if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == run["epochs"]):
                 self._write_checkpoint(checkpoint, run, history, epoch + 1, 0,
                                        self._shuffle_rng.bit_generator.state)
-            if verbose:
-                print(history.format_line(record), flush=True)
+            bar.end_epoch(record)
             for cb in callbacks:
                 cb(self, record)
 
