@@ -24,6 +24,10 @@ def warmup(dtype="float32") -> str:
     """Compile the CPU kernels for ``dtype`` now (cached on disk), so training starts warm.
 
     Returns the kernel path that will run on NumPy arrays ("njit" or "xp").
+
+    >>> import fastnet
+    >>> fastnet.warmup("float64") in ("njit", "xp")
+    True
     """
     from fastnet import _validate, ops
 

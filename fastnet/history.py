@@ -25,7 +25,11 @@ class History:
         self.config: dict = dict(config or {})
 
     def append(self, record: dict) -> None:
-        """Add one epoch's record."""
+        """Add one epoch's record.
+
+        >>> h = History(); h.append({"epoch": 1, "loss": 0.5}); h["loss"]
+        [0.5]
+        """
         self.records.append(dict(record))
 
     def __len__(self) -> int:
@@ -44,11 +48,22 @@ class History:
         return f"History({len(self)} epochs, config={self.config})"
 
     def to_dict(self) -> dict:
-        """JSON-ready ``{"config": ..., "epochs": [...]}``."""
+        """JSON-ready ``{"config": ..., "epochs": [...]}``.
+
+        >>> History([{"epoch": 1}], {"eta": 3.0}).to_dict()
+        {'config': {'eta': 3.0}, 'epochs': [{'epoch': 1}]}
+        """
         return {"config": self.config, "epochs": self.records}
 
     def save(self, path) -> None:
-        """Write the history as JSON to ``path`` (atomically)."""
+        """Write the history as JSON to ``path`` (atomically).
+
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "h.json")
+        >>> History([{"epoch": 1, "loss": 0.2}]).save(path)
+        >>> History.load(path)["loss"]
+        [0.2]
+        """
         path = Path(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name + ".", suffix=".tmp")
         try:
@@ -61,14 +76,27 @@ class History:
 
     @classmethod
     def load(cls, path) -> "History":
-        """Read a history written by :meth:`save`."""
+        """Read a history written by :meth:`save` (see its example); refuses other JSON.
+
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "x.json"); _ = open(path, "w").write("[]")
+        >>> History.load(path)
+        Traceback (most recent call last):
+        ValueError: ... is not a fastnet history (no 'epochs' key)
+        """
         d = json.loads(Path(path).read_text())
         if not isinstance(d, dict) or "epochs" not in d:
             raise ValueError(f"{path} is not a fastnet history (no 'epochs' key)")
         return cls(d["epochs"], d.get("config"))
 
     def format_line(self, r: dict) -> str:
-        """``Epoch 3: 9458 / 10000`` style line with loss, seconds and samples/s."""
+        """``Epoch 3: 9458 / 10000`` style line with loss, seconds and samples/s.
+
+        >>> h = History(config={"n_val": 10000})
+        >>> h.format_line({"epoch": 3, "loss": 0.1, "val_accuracy": 0.9458, "seconds": 0.5,
+        ...                "samples_per_s": 120000.0})
+        'Epoch 3: 9458 / 10000  loss 0.1000  0.50 s  120,000 samples/s'
+        """
         acc_key = "val_accuracy" if "val_accuracy" in r else "accuracy"
         n = self.config.get("n_val" if acc_key == "val_accuracy" else "n_train")
         score = f"{round(r[acc_key] * n)} / {n}" if n else f"{r[acc_key]:.4f}"

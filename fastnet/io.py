@@ -22,7 +22,14 @@ VERSION = 1
 
 
 class ModelFileError(ValueError):
-    """A model file that is not ours, was changed after saving, or cannot be read."""
+    """A model file that is not ours, was changed after saving, or cannot be read.
+
+    >>> import fastnet, os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "bad.npz"); _ = open(path, "wb").write(b"junk")
+    >>> fastnet.load(path, device="cpu")
+    Traceback (most recent call last):
+    fastnet.io.ModelFileError: ... is not a readable fastnet model (.npz): ...
+    """
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:

@@ -22,7 +22,6 @@ Numba twin from the array type; the matrix products are BLAS / cuBLAS GEMMs.
 """
 from __future__ import annotations
 
-import copy
 import math
 import signal
 import threading
@@ -40,11 +39,27 @@ from fastnet.history import History
 
 
 class DivergenceError(FloatingPointError):
-    """Training produced a NaN or infinite loss; the last finite weights were restored."""
+    """Training produced a NaN or infinite loss; the last finite weights were restored.
+
+    >>> import numpy as np, fastnet
+    >>> net = fastnet.Network([2, 2], cost="cross_entropy", device="cpu", seed=0)
+    >>> try:
+    ...     net.fit(np.eye(2), np.array([0, 1]), epochs=1, batch_size=1, eta=1e30)
+    ... except fastnet.DivergenceError as e:
+    ...     print(str(e)[:33])
+    training diverged in epoch 1: los
+    """
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during ``fit``: the current step finished and, with a checkpoint, was saved."""
+    """Ctrl-C during ``fit``: the current step finished and, with a checkpoint, was saved.
+
+    A ``KeyboardInterrupt``, so code that already handles Ctrl-C keeps working:
+
+    >>> import fastnet
+    >>> issubclass(fastnet.TrainingInterrupted, KeyboardInterrupt)
+    True
+    """
 
 
 class _SigintFlag:
@@ -284,15 +299,30 @@ class Network:
 
         X: ``(n, sizes[0])`` array (uint8 is scaled by 1/255). Returns ``(n, sizes[-1])``
         in the network's dtype, on its device.
+
+        >>> import numpy as np, fastnet
+        >>> fastnet.Network([3, 2], device="cpu", seed=0).feedforward(np.zeros((4, 3))).shape
+        (4, 2)
         """
         return self._forward(self._prepare_X(X, allow_host=True))[-1]
 
     def predict_proba(self, X):
-        """Output activations (softmax probabilities for the cross-entropy cost). Shape ``(n, n_out)``."""
+        """Output activations (softmax probabilities for the cross-entropy cost). Shape ``(n, n_out)``.
+
+        >>> import numpy as np, fastnet
+        >>> p = fastnet.Network([3, 4], cost="cross_entropy", device="cpu", seed=0).predict_proba(np.ones((2, 3)))
+        >>> np.allclose(p.sum(axis=1), 1.0)
+        True
+        """
         return self.feedforward(X)
 
     def predict(self, X):
-        """Predicted class ids, ``(n,)`` int64 on the network's device."""
+        """Predicted class ids, ``(n,)`` int64 on the network's device.
+
+        >>> import numpy as np, fastnet
+        >>> fastnet.Network([3, 4], device="cpu", seed=0).predict(np.ones((2, 3))).shape
+        (2,)
+        """
         return self.xp.argmax(self.feedforward(X), axis=1)
 
     # --- backward -----------------------------------------------------------------------
@@ -332,6 +362,12 @@ class Network:
         X: ``(m, sizes[0])``. Y: ``(m,)`` integer labels or an ``(m, sizes[-1])`` float
         target matrix. Returns ``(grads_W, grads_b)``, lists shaped like ``weights`` and
         ``biases``. The network is not changed.
+
+        >>> import numpy as np, fastnet
+        >>> net = fastnet.Network([3, 5, 2], dtype="float64", device="cpu", seed=0)
+        >>> grads_W, grads_b = net.backprop(np.ones((4, 3)), np.array([0, 1, 1, 0]))
+        >>> [g.shape for g in grads_W], [g.shape for g in grads_b]
+        ([(3, 5), (5, 2)], [(5,), (2,)])
         """
         Xd = self._prepare_X(X)
         yd = self._prepare_target(Y, Xd.shape[0])
@@ -345,6 +381,13 @@ class Network:
 
         X: ``(m, sizes[0])``; Y: labels ``(m,)`` or targets ``(m, sizes[-1])``; eta > 0;
         lmbda >= 0 with ``n`` (the training-set size, default ``m``) for L2 decay.
+
+        >>> import numpy as np, fastnet
+        >>> net = fastnet.Network([2, 1], dtype="float64", device="cpu", seed=0)
+        >>> before = net.loss(np.ones((1, 2)), np.array([0]))
+        >>> net.train_step(np.ones((1, 2)), np.array([0]), eta=0.5)
+        >>> net.loss(np.ones((1, 2)), np.array([0])) < before
+        True
         """
         eta = V.check_real("eta", eta, positive=True)
         lmbda = V.check_real("lmbda", lmbda)
@@ -383,13 +426,25 @@ class Network:
         return loss, int(correct) / n
 
     def evaluate(self, X, y) -> float:
-        """Fraction of samples whose predicted class equals ``y``; X ``(n, sizes[0])``, y ``(n,)``."""
+        """Fraction of samples whose predicted class equals ``y``; X ``(n, sizes[0])``, y ``(n,)``.
+
+        >>> import numpy as np, fastnet
+        >>> net = fastnet.Network([2, 2], device="cpu", seed=0)
+        >>> 0.0 <= net.evaluate(np.eye(2), np.array([0, 1])) <= 1.0
+        True
+        """
         Xd = self._prepare_X(X)
         yd = self._prepare_y(y, Xd.shape[0])
         return self._metrics(Xd, yd)[1]
 
     def loss(self, X, y, lmbda: float = 0.0) -> float:
-        """Mean cost over ``(X, y)`` (plus Nielsen's L2 term ``lmbda/(2n) sum W**2``)."""
+        """Mean cost over ``(X, y)`` (plus Nielsen's L2 term ``lmbda/(2n) sum W**2``).
+
+        >>> import numpy as np, fastnet
+        >>> net = fastnet.Network.from_params([np.zeros((2, 1))], [np.zeros(1)], dtype="float64", device="cpu")
+        >>> net.loss(np.ones((3, 2)), np.array([0, 0, 0]))  # a = 0.5, target 1: 0.5 * 0.25
+        0.125
+        """
         Xd = self._prepare_X(X)
         yd = self._prepare_y(y, Xd.shape[0])
         return self._metrics(Xd, yd, V.check_real("lmbda", lmbda))[0]
@@ -418,6 +473,12 @@ class Network:
         :class:`TrainingInterrupted`.
 
         Nothing is changed when an argument is refused.
+
+        >>> import numpy as np, fastnet
+        >>> net = fastnet.Network([2, 3, 2], device="cpu", seed=0)
+        >>> h = net.fit(np.eye(2), np.array([0, 1]), epochs=2, batch_size=1, eta=1.0)
+        >>> h["epoch"], sorted(h[0])[:3]
+        ([1, 2], ['accuracy', 'epoch', 'loss'])
         """
         Xd = self._prepare_X(X)
         n = Xd.shape[0]
@@ -547,16 +608,38 @@ class Network:
         return int(ck["epoch"]), int(ck["step"])
 
     def config(self) -> dict:
-        """The constructor arguments that describe this network (JSON-ready)."""
+        """The constructor arguments that describe this network (JSON-ready).
+
+        >>> import fastnet
+        >>> fastnet.Network([3, 2], device="cpu", seed=1).config()
+        {'sizes': [3, 2], 'cost': 'quadratic', 'init': 'nielsen', 'dtype': 'float32', 'seed': 1}
+        """
         return {"sizes": list(self.sizes), "cost": self.cost, "init": self.init, "dtype": self.dtype,
                 "seed": self.seed}
 
     def copy(self) -> "Network":
-        """A deep copy on the same device."""
-        return copy.deepcopy(self)
+        """A deep copy on the same device.
+
+        >>> import fastnet
+        >>> net = fastnet.Network([3, 2], device="cpu", seed=1)
+        >>> twin = net.copy(); twin.weights[0][0, 0] = 99.0
+        >>> float(net.weights[0][0, 0]) != 99.0
+        True
+        """
+        twin = Network.from_params(self._W, self._b, cost=self.cost, init=self.init, dtype=self.dtype,
+                                   device=self.backend, seed=self.seed)
+        twin._shuffle_rng.bit_generator.state = self._shuffle_rng.bit_generator.state
+        return twin
 
     def save(self, path) -> None:
-        """Write weights, biases and metadata to ``path`` (``.npz``, no pickle, atomic)."""
+        """Write weights, biases and metadata to ``path`` (``.npz``, no pickle, atomic).
+
+        >>> import fastnet, os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "net.npz")
+        >>> fastnet.Network([3, 2], device="cpu", seed=1).save(path)
+        >>> fastnet.load(path, device="cpu").config()["seed"]
+        1
+        """
         from fastnet.io import save_model
 
         save_model(self, path)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Modules whose examples need an optional extra (the dev extra installs both).
 NEEDS = {"fastnet.plot": "matplotlib", "fastnet.images": "PIL"}
 #: The user-facing modules of issue 8: every public name documented with a runnable example.
-EXAMPLES_REQUIRED = ["fastnet.progress", "fastnet.plot", "fastnet.images"]
+EXAMPLES_REQUIRED = ["fastnet", "fastnet.progress", "fastnet.plot", "fastnet.images"]
 
 
 def _modules():
@@ -51,6 +51,10 @@ def test_public_names_have_examples(name):
         doc = inspect.getdoc(obj) or ""
         if ">>>" not in doc:
             missing.append(attr)
+        if inspect.isclass(obj) and name == "fastnet":  # the core API: every public method too
+            for meth, fn in vars(obj).items():
+                if not meth.startswith("_") and inspect.isfunction(fn) and ">>>" not in (inspect.getdoc(fn) or ""):
+                    missing.append(f"{attr}.{meth}")
     assert not missing, f"{name}: public names without a doctest example: {missing}"
 
 
