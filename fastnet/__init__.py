@@ -35,7 +35,8 @@ def warmup(dtype="float32") -> str:
     import numpy as np
 
     if ops.kernel_path(np.zeros(1)) == "njit":
-        from fastnet.kernels import cpu
+        from fastnet.kernels import cpu, epoch_cpu
 
         cpu.warmup(dtype)
+        epoch_cpu.warmup(dtype)
     return ops.kernel_path(np.zeros(1))

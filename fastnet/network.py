@@ -37,6 +37,13 @@ from fastnet import ops, progress
 from fastnet.backend import Backend, get_backend
 from fastnet.history import History
 
+#: Train NumPy networks on the Numba kernel path a chunk of steps at a time inside one
+#: compiled function (:func:`fastnet.kernels.epoch_cpu.train_steps`) instead of step by
+#: step from Python. Same arithmetic and order; the matrix products are loops instead of
+#: BLAS, so float64 weights agree with the step path to rounding. Tests set it to False
+#: to compare the two.
+EPOCH_FASTPATH = True
+
 
 class DivergenceError(FloatingPointError):
     """Training produced a NaN or infinite loss; the last finite weights were restored.
@@ -469,7 +476,8 @@ class Network:
         state, the position and the history are written there atomically. ``resume=True``
         continues from that file when it exists (same data and hyperparameters), giving
         bit-for-bit the weights of an uninterrupted run. Ctrl-C (SIGINT) finishes the
-        current step, writes the checkpoint (when one is set) and raises
+        current step (on the compiled CPU path: the current chunk of at most a few ms of
+        steps), writes the checkpoint (when one is set) and raises
         :class:`TrainingInterrupted`.
 
         Nothing is changed when an argument is refused.
@@ -528,25 +536,27 @@ class Network:
         ws = self._workspace(batch_size)
         decay = 1.0 - eta * lmbda / n
         order = xp.arange(n, dtype=xp.int64)
+        if self._epoch_kernel(batch_size) is not None:  # the compiled loop reads rows by flat index
+            Xd, yd = np.ascontiguousarray(Xd), np.ascontiguousarray(yd)
         for epoch in range(start_epoch, run["epochs"] + 1):
             t0 = time.perf_counter()
+            fast = self._epoch_kernel(batch_size)  # per epoch: a callback may set new weights
             saved = [xp.asarray(w, copy=True) for w in self._W] + [xp.asarray(b, copy=True) for b in self._b]
             rng_state = self._shuffle_rng.bit_generator.state  # replaying from here redraws this epoch's order
             if run["shuffle"]:
                 order = self.backend.asarray(self._shuffle_rng.permutation(n), dtype=xp.int64)
             bar.start_epoch(epoch, -(-n // batch_size))
-            for k in range(start_step if epoch == start_epoch else 0, n, batch_size):
+            first = start_step if epoch == start_epoch else 0
+            if fast is not None:
+                self._fast_steps(fast, Xd, yd, order, ws, first, run, decay, bar, interrupted,
+                                 history, epoch, checkpoint, rng_state)
+                first = n
+            for k in range(first, n, batch_size):
                 m = min(batch_size, n - k)
                 self._step(Xd, yd, order[k:k + m], ws, m, eta, decay)
                 bar.update(k // batch_size + 1)
                 if interrupted.flag:
-                    where = f"epoch {epoch}, sample {k + m} of {n}"
-                    if checkpoint is not None:
-                        self._write_checkpoint(checkpoint, run, history, epoch, k + m, rng_state)
-                        raise TrainingInterrupted(f"interrupted in {where}; checkpoint written to {checkpoint}; "
-                                                  "resume with fit(..., checkpoint=PATH, resume=True) or "
-                                                  "fastnet train ... --checkpoint PATH --resume")
-                    raise TrainingInterrupted(f"interrupted in {where} (no checkpoint was set)")
+                    self._interrupt(checkpoint, run, history, epoch, k + m, rng_state)
             self.backend.synchronize()
             seconds = time.perf_counter() - t0
             loss, acc = self._metrics(Xd, yd, lmbda)
@@ -578,6 +588,55 @@ class Network:
         yb = ops.take_rows(yd, idx, out=ws.y if full else ws.y[:m])
         acts = self._forward(Xb, ws.rows(ws.a, m))
         self._backward(Xb, yb, acts, ws, m, eta, decay)
+
+    def _epoch_kernel(self, batch_size: int):
+        """:func:`fastnet.kernels.epoch_cpu.train_steps` when this network should use it:
+        NumPy arrays on the njit kernel path, C-contiguous parameters, and steps small
+        enough that Python's per-step cost matters more than BLAS (``MAX_STEP_MACS``).
+        Else None: the step path."""
+        if not (EPOCH_FASTPATH and ops.kernel_path(self._W[0]) == "njit"):
+            return None
+        if not all(type(a) is np.ndarray and a.flags.c_contiguous for a in self._W + self._b):
+            return None  # the step path (and its error messages) handles anything else
+        try:
+            from fastnet.kernels import epoch_cpu
+        except ImportError:  # pragma: no cover - numba is there: the njit path is
+            return None
+        macs = batch_size * sum(int(w.size) for w in self._W) * self._W[0].itemsize // 4
+        return epoch_cpu.train_steps if macs <= epoch_cpu.MAX_STEP_MACS else None
+
+    def _fast_steps(self, train_steps, Xd, yd, order, ws, first, run, decay, bar, interrupted,
+                    history, epoch, checkpoint, rng_state) -> None:
+        """The steps of one epoch from sample ``first`` on, in compiled chunks.
+
+        Between chunks: the progress bar, and Ctrl-C (the flag; when it is already set as
+        a chunk begins, that chunk is one step, as on the step path)."""
+        from fastnet.kernels.epoch_cpu import CHUNK_SAMPLES, MAX_CHUNK_STEPS
+
+        n, batch_size, eta = run["n_train"], run["batch_size"], run["eta"]
+        n_steps = -(-n // batch_size)
+        chunk = max(1, min(MAX_CHUNK_STEPS, CHUNK_SAMPLES // batch_size))
+        quadratic = self.cost == "quadratic"
+        bufs = (ws.X, ws.y, tuple(ws.a), tuple(ws.d), tuple(ws.gW))
+        s = -(-first // batch_size)
+        while s < n_steps:
+            s1 = s + 1 if interrupted.flag else min(n_steps, s + chunk)
+            train_steps(Xd, yd, order, tuple(self._W), tuple(self._b), *bufs, s, s1, batch_size,
+                        eta, decay, quadratic)
+            s = s1
+            bar.update(s)
+            if interrupted.flag:
+                self._interrupt(checkpoint, run, history, epoch, min(s * batch_size, n), rng_state)
+
+    def _interrupt(self, checkpoint, run, history, epoch, next_sample, rng_state):
+        """Ctrl-C was pressed: write the checkpoint (next sample ``next_sample``) and raise."""
+        where = f"epoch {epoch}, sample {next_sample} of {run['n_train']}"
+        if checkpoint is not None:
+            self._write_checkpoint(checkpoint, run, history, epoch, next_sample, rng_state)
+            raise TrainingInterrupted(f"interrupted in {where}; checkpoint written to {checkpoint}; "
+                                      "resume with fit(..., checkpoint=PATH, resume=True) or "
+                                      "fastnet train ... --checkpoint PATH --resume")
+        raise TrainingInterrupted(f"interrupted in {where} (no checkpoint was set)")
 
     def _write_checkpoint(self, path, run, history, epoch, step, rng_state) -> None:
         """Save weights plus where to go on: next ``epoch`` and ``step``, the RNG state then."""
