@@ -70,6 +70,8 @@ def _run(benchmark, op, impl, m, n, fn):
     benchmark.group = f"{op} {m}x{n} float32"
     benchmark.extra_info.update(op=op, impl=impl, batch=m, width=n, dtype="float32")
     benchmark.pedantic(fn, rounds=rounds, iterations=iterations, warmup_rounds=1)
+    if benchmark.stats is None:  # --benchmark-disable: ran once, nothing timed
+        return
     t = benchmark.stats.stats.mean
     benchmark.extra_info["samples_per_s"] = m / t
     benchmark.extra_info["elements_per_s"] = m * n / t

@@ -233,7 +233,8 @@ def _bench_epoch(benchmark, hook=None, **kw):
             return net.fit(X, y, epochs=1, batch_size=BATCH, eta=3.0, **kw)
 
     benchmark.pedantic(run, rounds=15, iterations=1, warmup_rounds=1)
-    benchmark.extra_info["samples_per_s"] = len(X) / benchmark.stats.stats.min
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["samples_per_s"] = len(X) / benchmark.stats.stats.min
 
 
 def bench_epoch_plain(benchmark):

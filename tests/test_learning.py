@@ -5,7 +5,6 @@ The seeds and DESIGN.md give the spread: [784, 30, 10], eta 3.0, minibatch 10 re
 10 epochs. A single seed wanders 1-2 points from epoch to epoch, so each test fixes a seed
 and judges the best test accuracy within the stated number of epochs.
 """
-import numpy as np
 import pytest
 
 import fastnet
