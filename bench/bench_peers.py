@@ -1,7 +1,7 @@
 """fastnet against its peers (PyTorch eager, JAX jit, JAX lax.scan), side by side, on the CPU.
 
 Every run is its own subprocess (so thread pools and JIT caches never mix) of a script in
-``bench/peers/`` with one command line and one JSON format; see ``bench/peers/_common.py``
+``fastnet/_peers/`` with one command line and one JSON format; see ``fastnet/_peers/common.py``
 for the recipe they all implement. Four parts:
 
 1. parity: float64, the first 5,003 training samples (so the last minibatch is partial),
@@ -33,42 +33,43 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PEERS = HERE / "peers"
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # this checkout's fastnet, also when it is not installed
+
+from fastnet._peers import common as peer_common  # noqa: E402
+from fastnet._peers import runner  # noqa: E402
+from fastnet._peers.runner import median_tail  # noqa: E402
 
 # label, script, extra arguments
 EPOCH_RUNS = [
-    ("fastnet", "fastnet_nielsen.py", []),
-    ("fastnet step path", "fastnet_nielsen.py", ["--variant", "step"]),
-    ("torch eager autograd, 2 threads", "torch_nielsen.py", ["--variant", "autograd", "--threads", "2"]),
-    ("torch eager autograd, 1 thread", "torch_nielsen.py", ["--variant", "autograd", "--threads", "1"]),
-    ("torch eager manual, 2 threads", "torch_nielsen.py", ["--variant", "manual", "--threads", "2"]),
-    ("torch eager manual, 1 thread", "torch_nielsen.py", ["--variant", "manual", "--threads", "1"]),
-    ("jax jit step", "jax_nielsen.py", ["--variant", "jit"]),
-    ("jax lax.scan epoch", "jax_nielsen.py", ["--variant", "scan"]),
+    ("fastnet", "fastnet", []),
+    ("fastnet step path", "fastnet", ["--variant", "step"]),
+    ("torch eager autograd, 2 threads", "torch", ["--variant", "autograd", "--threads", "2"]),
+    ("torch eager autograd, 1 thread", "torch", ["--variant", "autograd", "--threads", "1"]),
+    ("torch eager manual, 2 threads", "torch", ["--variant", "manual", "--threads", "2"]),
+    ("torch eager manual, 1 thread", "torch", ["--variant", "manual", "--threads", "1"]),
+    ("jax jit step", "jax", ["--variant", "jit"]),
+    ("jax lax.scan epoch", "jax", ["--variant", "scan"]),
 ]
 PARITY_RUNS = [
-    ("fastnet", "fastnet_nielsen.py", []),
-    ("torch eager autograd", "torch_nielsen.py", ["--variant", "autograd", "--threads", "1"]),
-    ("torch eager manual", "torch_nielsen.py", ["--variant", "manual", "--threads", "1"]),
-    ("jax jit step", "jax_nielsen.py", ["--variant", "jit"]),
-    ("jax lax.scan epoch", "jax_nielsen.py", ["--variant", "scan"]),
+    ("fastnet", "fastnet", []),
+    ("torch eager autograd", "torch", ["--variant", "autograd", "--threads", "1"]),
+    ("torch eager manual", "torch", ["--variant", "manual", "--threads", "1"]),
+    ("jax jit step", "jax", ["--variant", "jit"]),
+    ("jax lax.scan epoch", "jax", ["--variant", "scan"]),
 ]
 SEED_RUNS = [  # the fast ones with distinct arithmetic (torch autograd = manual's math, 3x slower)
-    ("fastnet", "fastnet_nielsen.py", []),
-    ("torch eager manual, 1 thread", "torch_nielsen.py", ["--variant", "manual", "--threads", "1"]),
-    ("jax lax.scan epoch", "jax_nielsen.py", ["--variant", "scan"]),
+    ("fastnet", "fastnet", []),
+    ("torch eager manual, 1 thread", "torch", ["--variant", "manual", "--threads", "1"]),
+    ("jax lax.scan epoch", "jax", ["--variant", "scan"]),
 ]
 # sizes, batch, timed steps, warm-up steps
 THROUGHPUT_CASES = [
@@ -77,75 +78,22 @@ THROUGHPUT_CASES = [
     ("784,30,10", 60000, 15, 2),
 ]
 THROUGHPUT_PEERS = [
-    ("fastnet", "fastnet_nielsen.py", []),
-    ("torch eager autograd, 2 threads", "torch_nielsen.py", ["--variant", "autograd", "--threads", "2"]),
-    ("torch eager manual, 2 threads", "torch_nielsen.py", ["--variant", "manual", "--threads", "2"]),
-    ("jax jit step", "jax_nielsen.py", ["--variant", "jit"]),
+    ("fastnet", "fastnet", []),
+    ("torch eager autograd, 2 threads", "torch", ["--variant", "autograd", "--threads", "2"]),
+    ("torch eager manual, 2 threads", "torch", ["--variant", "manual", "--threads", "2"]),
+    ("jax jit step", "jax", ["--variant", "jit"]),
 ]
-
-
-def _busy_jiffies() -> tuple[int, int]:
-    """(busy, steal) clock ticks of the whole machine from /proc/stat; (0, 0) where absent."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return 0, 0
-    user, nice, system, idle, iowait, irq, softirq, steal = (vals + [0] * 8)[:8]
-    return user + nice + system + irq + softirq, steal
-
-
-def wait_quiet(max_wait: float, threshold: float = 0.15, window: float = 0.5) -> float:
-    """Wait (up to ``max_wait`` s) until other processes use less than ``threshold`` of the CPUs
-    over a ``window``; returns the seconds waited. The machine may be shared."""
-    t0 = time.perf_counter()
-    ncpu = os.cpu_count() or 1
-    tick = os.sysconf("SC_CLK_TCK")
-    while True:
-        b0, c0 = _busy_jiffies()[0], time.process_time()
-        time.sleep(window)
-        others = (_busy_jiffies()[0] - b0) / tick - (time.process_time() - c0)
-        if others / (window * ncpu) < threshold or time.perf_counter() - t0 > max_wait:
-            return time.perf_counter() - t0
 
 
 QUIET_WAIT = 20.0
 
 
 def run_peer(label: str, script: str, argv: list[str], timeout: float) -> dict:
-    """One peer in its own process; returns its JSON plus how the run went."""
-    waited = wait_quiet(QUIET_WAIT) if QUIET_WAIT > 0 else 0.0
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(PEERS / script), *argv, "--json", str(out)]
-        load_before = os.getloadavg()
-        busy0, steal0, kids0 = *_busy_jiffies(), os.times()
-        t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-            rc, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
-        except subprocess.TimeoutExpired as exc:
-            rc, stdout, stderr = "timeout", exc.stdout or "", exc.stderr or ""
-            stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
-            stderr = stderr.decode() if isinstance(stderr, bytes) else stderr
-        wall = time.perf_counter() - t0
-        busy1, steal1, kids1 = *_busy_jiffies(), os.times()
-        tick = os.sysconf("SC_CLK_TCK")
-        ours = (kids1.children_user + kids1.children_system) - (kids0.children_user + kids0.children_system)
-        others = max(0.0, (busy1 - busy0) / tick - ours)
-        ncpu = os.cpu_count() or 1
-        run = {"label": label, "command": " ".join(["python", str(Path(cmd[1]).relative_to(ROOT)), *cmd[2:-2]]),
-               "rc": rc, "wall_s": round(wall, 2), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-               # CPU time other processes used meanwhile, as a share of the machine: the noise indicator
-               "others_cpu_s": round(others, 2), "others_share": round(others / (wall * ncpu), 3),
-               "steal_s": round((steal1 - steal0) / tick, 2), "waited_for_quiet_s": round(waited, 1)}
-        if rc == 0 and out.exists():
-            run["result"] = json.loads(out.read_text())
-        else:
-            run["stdout_tail"] = stdout[-2000:]
-            run["stderr_tail"] = stderr[-2000:]
-    status = "ok" if rc == 0 else f"FAILED ({rc})"
-    print(f"  {label:34s} {status}  {run['wall_s']:.1f} s wall  load {load_before[0]:.2f}  "
+    """One peer in its own process (:func:`fastnet._peers.runner.run_script`); its JSON plus how
+    the run went."""
+    run = {"label": label, **runner.run_script(script, argv, timeout, quiet_wait=QUIET_WAIT, cwd=ROOT)}
+    status = "ok" if run["rc"] == 0 else f"FAILED ({run['rc']})"
+    print(f"  {label:34s} {status}  {run['wall_s']:.1f} s wall  load {run['loadavg_before'][0]:.2f}  "
           f"others used {100 * run['others_share']:.0f}% of the CPUs", flush=True)
     return run
 
@@ -153,10 +101,7 @@ def run_peer(label: str, script: str, argv: list[str], timeout: float) -> dict:
 def machine_info() -> dict:
     import numpy as np
 
-    sys.path.insert(0, str(PEERS))
-    import _common
-
-    info = _common.machine_info()
+    info = peer_common.machine_info()
     for dist in ("numpy", "numba", "torch", "jax", "jaxlib", "fastnet"):
         try:
             info[dist] = metadata.version(dist)
@@ -165,11 +110,6 @@ def machine_info() -> dict:
     info["node"] = platform.node()
     info["numpy_show_config"] = np.show_config(mode="dicts")
     return info
-
-
-def median_tail(epochs: list[dict]) -> float:
-    secs = [e["seconds"] for e in epochs]
-    return statistics.median(secs[1:] if len(secs) > 1 else secs)
 
 
 def acc_at(epochs: list[dict], k: int):
@@ -341,7 +281,7 @@ def main(argv=None) -> int:
         runs = []
         for rnd in range(1, args.epoch_rounds + 1):  # rounds interleaved: A B C .., A B C ..
             for label, script, extra in EPOCH_RUNS:
-                n_ep = args.torch_epochs if (script.startswith("torch") and args.torch_epochs) else args.epochs
+                n_ep = args.torch_epochs if (script == "torch" and args.torch_epochs) else args.epochs
                 r = run_peer(label, script, [*extra, *common, "--sizes", "784,30,10", "--epochs", str(n_ep),
                                              "--batch-size", "10", "--dtype", args.dtype], args.timeout)
                 r["round"] = rnd

@@ -1,4 +1,4 @@
-"""The ``fastnet`` command: ``train``, ``evaluate``, ``predict``, ``plot``, ``show``, ``info``.
+"""The ``fastnet`` command: ``train``, ``evaluate``, ``predict``, ``plot``, ``show``, ``info``, ``bench``.
 
 Bad input (and a missing optional extra) exits with code 2 and one line on stderr
 naming what was wrong; Ctrl-C exits with 130.
@@ -38,14 +38,28 @@ def _positive(kind):
     return parse
 
 
-def _top(text: str) -> int:
+def _against(text: str) -> list[str]:
+    from fastnet.benchmark import parse_against
+
     try:
-        k = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--top must be an int >= 1. Actual: {text!r}")
-    if k < 1:
-        raise argparse.ArgumentTypeError(f"--top must be an int >= 1. Actual: {text!r}")
-    return k
+        return parse_against(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--against: {exc}. Actual: {text!r}")
+
+
+def _top_n(flag: str):
+    def parse(text: str) -> int:
+        try:
+            k = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be an int >= 1. Actual: {text!r}")
+        if k < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be an int >= 1. Actual: {text!r}")
+        return k
+    return parse
+
+
+_top = _top_n("--top")
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -149,6 +163,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="versions, the backend that would be chosen and why, kernel path, GPU",
                    description="Print versions, the backend that would be chosen and why, the kernel "
                                "path, and whether a CUDA GPU is usable (and if not, why and the fix).")
+
+    b = sub.add_parser("bench", help="training throughput of fastnet's paths (and torch, jax) in one table",
+                       description="Measure training throughput: Nielsen's recipe epoch ([784,30,10], "
+                                   "minibatch 10) on --data and large-batch SGD steps ([784,500,500,10] at "
+                                   "batch 1,000 and 10,000, [784,30,10] at 60,000), on fastnet's paths njit "
+                                   "(default), step (no compiled epoch loop) and xp (plain NumPy), and on the "
+                                   "peers of --against, each run in its own process. Prints one table: "
+                                   "samples/s (and s/epoch), the ratio to the best peer and the share of the "
+                                   "machine's GEMM ceiling (NumPy's time for the step's matrix products alone, "
+                                   "measured in the same run). A progress bar on a terminal.")
+    b.add_argument("--quick", action="store_true",
+                   help="small networks and few steps on the sample (under a minute on 2 cores)")
+    b.add_argument("--data", default="sample",
+                   help="sample | fashion | mnist | DIR with IDX files, for the epoch case (default sample; "
+                        "never downloads)")
+    b.add_argument("--against", type=_against, default=[], metavar="PEERS",
+                   help="comma-separated peers to run too: torch, jax (a peer not installed gets a row "
+                        "saying so)")
+    b.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="default float32")
+    b.add_argument("--repeat", type=_top_n("--repeat"), default=1, metavar="N",
+                   help="run every case N times, interleaved; each row keeps its fastest (default 1)")
+    b.add_argument("--json", metavar="PATH", help="write {machine, config, rows} here")
+    b.add_argument("--plot", metavar="PATH",
+                   help="draw samples/s against batch size per path and peer here (PNG; needs fastnet[plot])")
     return p
 
 
@@ -159,7 +197,7 @@ def help_texts(width: int = 92) -> dict[str, str]:
     >>> from fastnet.cli import help_texts
     >>> texts = help_texts()
     >>> sorted(texts)[:3], texts["fastnet plot"].splitlines()[0]
-    (['fastnet', 'fastnet evaluate', 'fastnet info'], 'usage: fastnet plot [-h] -o PATH [--title TITLE] HISTORY.json')
+    (['fastnet', 'fastnet bench', 'fastnet evaluate'], 'usage: fastnet plot [-h] -o PATH [--title TITLE] HISTORY.json')
     """
     saved = {k: os.environ.get(k) for k in ("COLUMNS", "NO_COLOR", "PYTHON_COLORS")}
     os.environ.update(COLUMNS=str(width), NO_COLOR="1", PYTHON_COLORS="0")
@@ -392,6 +430,37 @@ def cmd_info(a) -> int:
     return 0
 
 
+def cmd_bench(a) -> int:
+    import json
+
+    from fastnet import benchmark
+
+    for path, flag in ((a.json, "--json"), (a.plot, "--plot")):
+        _check_output(path, flag)
+    if a.plot:
+        from fastnet import plot
+
+        plot.require("--plot")  # fail now, not after the runs
+    result = benchmark.run(quick=a.quick, data=a.data, against=a.against, dtype=a.dtype, repeat=a.repeat)
+    cfg = result["config"]
+    print(f"fastnet bench{' --quick' if a.quick else ''}: {a.dtype}, data {a.data}, "
+          f"{result['machine'].get('cpu_model')} ({result['machine'].get('usable_cores')} cores), "
+          f"{cfg['wall_s']:.0f} s")
+    print(benchmark.format_table(result))
+    print("x best peer: samples/s over the best peer's (>1: faster); % GEMM ceiling: NumPy's time for the "
+          "step's matrix products alone over the step's time; busy: other processes' share of the CPUs")
+    if a.json:
+        with open(a.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+        print(f"saved results to {a.json}")
+    if a.plot:
+        benchmark.plot_rows(result, a.plot)
+        print(f"saved samples/s against batch size to {a.plot} "
+              f"({benchmark.PLOT_SIZE[0]} x {benchmark.PLOT_SIZE[1]} px)")
+    return 0
+
+
 def main(argv=None) -> int:
     """Entry point of the ``fastnet`` command; returns the exit code."""
     parser = build_parser()
@@ -402,7 +471,7 @@ def main(argv=None) -> int:
     from fastnet.plot import MissingExtraError
 
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot,
-                "show": cmd_show, "info": cmd_info}
+                "show": cmd_show, "info": cmd_info, "bench": cmd_bench}
     try:
         with _progress_policy(quiet=getattr(args, "quiet", False)):
             return commands[args.command](args)

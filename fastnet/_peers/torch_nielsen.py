@@ -9,17 +9,17 @@ Variants:
 Both: float32 (or float64), minibatch gather ``X[idx]`` from tensors made once, a fresh
 permutation each epoch, the last partial minibatch included, ``torch.set_num_threads``
 (default 2). The seconds per epoch cover training only; test accuracy is scored after the
-clock stops. See ``_common.py`` for the recipe and the shared command line. Example:
+clock stops. See ``common.py`` for the recipe and the shared command line. Example:
 
-    python bench/peers/torch_nielsen.py --data /usr/share/datasets/fashion-mnist \
+    python -m fastnet._peers.torch_nielsen --data /usr/share/datasets/fashion-mnist \
         --sizes 784,30,10 --epochs 5 --batch-size 10 --eta 3.0 --dtype float32 --json OUT.json
-    python bench/peers/torch_nielsen.py --sizes 784,500,500,10 --batch-size 1000 --steps 20
+    python -m fastnet._peers.torch_nielsen --sizes 784,500,500,10 --batch-size 1000 --steps 20
 """
 from __future__ import annotations
 
 import time
 
-import _common as C
+from fastnet._peers import common as C
 
 import torch
 from torch import nn
@@ -131,9 +131,8 @@ def main(argv=None):
               "config": C.config(args, sizes)}
 
     if args.steps:  # throughput on one fixed batch
-        if B > n:
-            raise SystemExit(f"--batch-size {B} is larger than the training set ({n})")
-        Xb, yb, Yb = Xd[:B].contiguous(), yd[:B].contiguous(), Yd[:B].contiguous()
+        Xn, yn = C.fixed_batch(X, y, B)
+        Xb, yb, Yb = torch.from_numpy(Xn), torch.from_numpy(yn), torch.from_numpy(C.one_hot(yn, sizes[-1], args.dtype))
         for _ in range(args.warmup_steps):
             net.step(Xb, yb, Yb)
         times = []

@@ -12,7 +12,7 @@ step at a time from Python: ``EPOCH_FASTPATH = False``) or ``xp`` (the plain-Num
 ``FASTNET_KERNELS=xp``). The JSON's ``variant`` says which ran; ``code`` which source.
 ``--init native`` is the same as ``numpy`` here: these are fastnet's own draws. Example:
 
-    python bench/peers/fastnet_nielsen.py --data /usr/share/datasets/fashion-mnist \
+    python -m fastnet._peers.fastnet_nielsen --data /usr/share/datasets/fashion-mnist \
         --sizes 784,30,10 --epochs 5 --batch-size 10 --eta 3.0 --dtype float32 --json OUT.json
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-import _common as C
+from fastnet._peers import common as C
 
 
 def main(argv=None):
@@ -40,16 +40,14 @@ def main(argv=None):
     sizes = C.parse_sizes(args.sizes)
     X, y, Xt, yt = C.load_data(args.data, args.dtype, args.n_train)
     net = fastnet.Network(sizes, cost=args.cost, dtype=args.dtype, device="cpu", seed=args.seed)
-    n, B = len(X), args.batch_size
+    B = args.batch_size
     record = {"framework": "fastnet", "version": getattr(fastnet, "__version__", None),
               "variant": _path(net, ops, B), "threads": _threads(),
               "code": _code_state(Path(fastnet.__file__).resolve().parent.parent),
               "config": C.config(args, sizes)}
 
     if args.steps:
-        if B > n:
-            raise SystemExit(f"--batch-size {B} is larger than the training set ({n})")
-        Xb, yb = X[:B].copy(), y[:B].copy()
+        Xb, yb = C.fixed_batch(X, y, B)
         for _ in range(args.warmup_steps):
             net.train_step(Xb, yb, args.eta)
         times = []

@@ -13,11 +13,11 @@ Both: params are donated to the step, the permutation is drawn on the host each 
 ``--init native``), seconds per epoch cover training only and end at
 ``block_until_ready``. Compilation is done ahead of time (``.lower().compile()``) and
 reported apart as ``compile_seconds``; ``first_epoch_seconds_incl_compile`` adds it to the
-first epoch. See ``_common.py`` for the recipe and the shared command line. Example:
+first epoch. See ``common.py`` for the recipe and the shared command line. Example:
 
-    python bench/peers/jax_nielsen.py --variant scan --data /usr/share/datasets/fashion-mnist \
+    python -m fastnet._peers.jax_nielsen --variant scan --data /usr/share/datasets/fashion-mnist \
         --sizes 784,30,10 --epochs 5 --batch-size 10 --eta 3.0 --dtype float32 --json OUT.json
-    python bench/peers/jax_nielsen.py --sizes 784,500,500,10 --batch-size 1000 --steps 20
+    python -m fastnet._peers.jax_nielsen --sizes 784,500,500,10 --batch-size 1000 --steps 20
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-import _common as C
+from fastnet._peers import common as C
 
 import jax
 import jax.numpy as jnp
@@ -102,10 +102,9 @@ def main(argv=None):
               "config": C.config(args, sizes)}
 
     if args.steps:  # throughput: a jitted step on one fixed batch (no gather), --variant ignored
-        if B > n:
-            raise SystemExit(f"--batch-size {B} is larger than the training set ({n})")
         record["variant"] = "jit"
-        Xb, Yb = Xd[:B], Yd[:B]
+        Xn, yn = C.fixed_batch(X, y, B)
+        Xb, Yb = jax.device_put(Xn, dev), jax.device_put(C.one_hot(yn, sizes[-1], args.dtype), dev)
         t0 = time.perf_counter()
         sgd_c = jax.jit(sgd_fn, donate_argnums=0).lower(params, Xb, Yb).compile()
         record["compile_seconds"] = time.perf_counter() - t0

@@ -1,5 +1,5 @@
-"""What the peer scripts share: the command line, the data, the initial weights, the
-shuffle order, the JSON record and the machine facts.
+"""What the peer scripts (``python -m fastnet._peers.NAME``) share: the command line, the
+data, the initial weights, the shuffle order, the JSON record and the machine facts.
 
 The recipe every peer implements (Nielsen's, as fastnet's ``Network.fit``):
 sigmoid layers ``[784, H..., 10]``; quadratic cost ``0.5 * sum((a - y)**2)`` averaged
@@ -32,7 +32,8 @@ DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 
 def parser(description: str, variants: list[str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--data", default=DEFAULT_DATA, help="folder with the Fashion-MNIST IDX files")
+    p.add_argument("--data", default=DEFAULT_DATA,
+                   help="sample | mnist | fashion | folder with the Fashion-MNIST (or MNIST) IDX files")
     p.add_argument("--sizes", default="784,30,10", help="layer widths (default 784,30,10)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=10)
@@ -60,17 +61,29 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
-def load_data(directory: str, dtype: str, n_train: int | None = None):
-    """Fashion-MNIST as float arrays in [0, 1] (uint8 / 255) and int64 labels."""
+def load_data(name: str, dtype: str, n_train: int | None = None):
+    """A data set as float arrays in [0, 1] (uint8 / 255) and int64 labels: ``sample``,
+    ``mnist`` or ``fashion`` (as :func:`fastnet.data.load`, never downloading), or a folder of
+    IDX files (Fashion-MNIST's or MNIST's: they share the file names)."""
     from fastnet import data
 
-    (X, y), (Xt, yt) = data.load_fashion_mnist(directory, download=False)
+    if name.strip().lower() in ("sample", "mnist", "fashion", "fashion-mnist"):
+        (X, y), (Xt, yt) = data.load(name, download=False)
+    else:
+        (X, y), (Xt, yt) = data.load_fashion_mnist(name, download=False)
     if n_train is not None:
         X, y = X[:n_train], y[:n_train]
     scale = np.dtype(dtype).type(1.0 / 255.0)
     X = X.astype(dtype) * scale
     Xt = Xt.astype(dtype) * scale
     return X, y.astype(np.int64), Xt, yt.astype(np.int64)
+
+
+def fixed_batch(X, y, batch: int):
+    """Throughput mode's batch: the first ``batch`` training samples, the set repeated when it
+    is smaller (the embedded sample has 8,000; a batch of 60,000 still measures a step)."""
+    idx = np.arange(batch) % len(X)
+    return np.ascontiguousarray(X[idx]), np.ascontiguousarray(y[idx])
 
 
 def one_hot(y: np.ndarray, k: int, dtype: str) -> np.ndarray:
