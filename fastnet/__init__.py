@@ -11,10 +11,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from fastnet.backend import get_backend
-from fastnet.history import History
-from fastnet.io import ModelFileError, load
-from fastnet.network import DivergenceError, Network, TrainingInterrupted
+from fastnet import machine as _machine
+
+_machine.apply_openblas_coretype()  # before NumPy loads OpenBLAS (fastnet.machine says why)
+
+from fastnet.backend import get_backend  # noqa: E402
+from fastnet.history import History  # noqa: E402
+from fastnet.io import ModelFileError, load  # noqa: E402
+from fastnet.network import DivergenceError, Network, TrainingInterrupted  # noqa: E402
 
 __all__ = ["Network", "load", "History", "get_backend", "warmup", "DivergenceError",
            "ModelFileError", "TrainingInterrupted", "__version__"]

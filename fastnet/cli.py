@@ -417,6 +417,9 @@ def info_lines() -> list[str]:
     be = B.get_backend("auto")
     lines.append(B.describe(be))
     lines.append(f"kernel path on NumPy arrays: {ops.kernel_path(np.zeros(1))}")
+    from fastnet import machine
+
+    lines.append(f"OPENBLAS_CORETYPE: {machine.OPENBLAS_DECISION}")
     ok, why = B.cuda_status()
     lines.append(f"CUDA GPU: {why}" if ok else f"CUDA GPU: not usable: {why}. Fix: {B.INSTALL_HINT}")
     cuda_impl = getattr(ops, "cuda_implementation", None)

@@ -76,3 +76,43 @@ def machine_info() -> dict:
     info["gpu"] = why if ok else None
     info["gpu_status"] = why
     return info
+
+
+#: What :func:`apply_openblas_coretype` decided at ``import fastnet``, for ``fastnet info``.
+OPENBLAS_DECISION = "not decided yet"
+
+
+def choose_openblas_coretype(flags, env: dict, numpy_loaded: bool) -> tuple[str | None, str]:
+    """Whether to set ``OPENBLAS_CORETYPE=SkylakeX``: ``(value or None, reason)``.
+
+    OpenBLAS picks its Haswell kernels on some AVX-512 CPUs; SkylakeX took SGEMM from
+    about 213 to 389 GFLOP/s on the 2-core AVX-512 machine in DESIGN.md. It must be set
+    before NumPy loads OpenBLAS, and on a CPU without AVX-512 it crashes (illegal
+    instruction), so it is set only when the CPU has ``avx512f``, the user has not set it,
+    and NumPy is not imported yet.
+
+    >>> choose_openblas_coretype(["avx2", "avx512f"], {}, numpy_loaded=False)
+    ('SkylakeX', 'set to SkylakeX: the CPU has AVX-512 and it was unset')
+    >>> choose_openblas_coretype(["avx2"], {}, numpy_loaded=False)[0] is None
+    True
+    >>> choose_openblas_coretype(["avx512f"], {"OPENBLAS_CORETYPE": "Haswell"}, False)[1]
+    'OPENBLAS_CORETYPE=Haswell set by the user: left alone'
+    """
+    if "OPENBLAS_CORETYPE" in env:
+        return None, f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} set by the user: left alone"
+    if "avx512f" not in flags:
+        return None, "not set: the CPU has no AVX-512 (SkylakeX kernels would not run)"
+    if numpy_loaded:
+        return None, "not set: NumPy (and its OpenBLAS) was imported before fastnet"
+    return "SkylakeX", "set to SkylakeX: the CPU has AVX-512 and it was unset"
+
+
+def apply_openblas_coretype() -> str:
+    """Apply :func:`choose_openblas_coretype` to this process (``import fastnet`` calls it)."""
+    import sys
+
+    global OPENBLAS_DECISION
+    value, OPENBLAS_DECISION = choose_openblas_coretype(cpu_flags(), os.environ, "numpy" in sys.modules)
+    if value is not None:
+        os.environ["OPENBLAS_CORETYPE"] = value
+    return OPENBLAS_DECISION

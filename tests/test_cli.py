@@ -43,6 +43,7 @@ def test_info_names_backend_and_kernels():
     assert "backend: numpy on cpu" in r.stdout or "backend: cupy" in r.stdout
     assert "kernel path on NumPy arrays:" in r.stdout
     assert "CUDA GPU:" in r.stdout
+    assert "OPENBLAS_CORETYPE: " in r.stdout
 
 
 @pytest.mark.parametrize("args, fragment", [
