@@ -86,10 +86,12 @@ def _numeric_kind(arr, name: str) -> str:
     return kind
 
 
-def check_X(X, n_features: int, name: str = "X"):
+def check_X(X, n_features: int, name: str = "X", *, finite: bool = True):
     """X: 2-D (n_samples, n_features), real, finite, non-empty. Returns its dtype kind.
 
     Rule: uint8 images are scaled by 1/255 to [0, 1]; any other real dtype is used as is.
+    ``finite=False`` leaves out the finiteness pass (the caller then checks every
+    element before it changes anything, see ``Network.train_step``).
     """
     if not hasattr(X, "shape") or not hasattr(X, "dtype"):
         raise TypeError(f"{name} must be an array of shape (n_samples, {n_features}). Actual: {type(X).__name__}")
@@ -105,7 +107,9 @@ def check_X(X, n_features: int, name: str = "X"):
         raise ValueError(
             f"{name} has {X.shape[1]} features per sample, the network's input layer expects {n_features}"
         )
-    if kind == "f":
+    if kind == "f" and finite:
+        if _all_finite_fast(X):  # NumPy: one read-only compiled pass at memory speed
+            return kind
         xp = _xp(X)
         if bool(xp.all(xp.isfinite(X))):  # the common case: one pass, no per-row work
             return kind
@@ -150,6 +154,19 @@ def check_targets(Y, n_samples: int, n_out: int, name: str = "Y"):
     if len(Y.shape) != 2 or tuple(Y.shape) != (n_samples, n_out):
         raise ValueError(f"{name} must have shape ({n_samples}, {n_out}). Actual: {tuple(Y.shape)}")
     check_X(Y, n_out, name)
+
+
+def _all_finite_fast(X) -> bool:
+    """True when the Numba kernel says every element of a C-contiguous float32/float64
+    NumPy array is finite; False when it finds one that is not, or cannot tell (then
+    the caller's ``isfinite`` pass decides and words the error)."""
+    if type(X) is not np.ndarray or X.dtype.kind != "f" or not X.flags.c_contiguous:
+        return False
+    try:
+        from fastnet.kernels.cpu import all_finite_cpu
+    except ImportError:  # pragma: no cover - Numba missing: the isfinite pass
+        return False
+    return bool(all_finite_cpu(X))
 
 
 def _xp(a):

@@ -44,6 +44,15 @@ from fastnet.history import History
 #: to compare the two.
 EPOCH_FASTPATH = True
 
+#: From this many rows up, the step path updates NumPy biases through a row-streamed column sum.
+_ROWWISE_BIAS_MIN = 256
+
+#: Large host batches run in row chunks of about this many input elements (4 MB of
+#: float32 X: in cache between the forward and the weight-gradient GEMM), from
+#: ``_CHUNK_MIN_ROWS`` rows up. See ``Network._chunk_rows``.
+_CHUNK_ELEMS = 1 << 20
+_CHUNK_MIN_ROWS = 16384
+
 
 class DivergenceError(FloatingPointError):
     """Training produced a NaN or infinite loss; the last finite weights were restored.
@@ -96,14 +105,34 @@ class _SigintFlag:
 class _Workspace:
     """Buffers for one batch size, made once and reused by every step (no per-step allocation)."""
 
-    def __init__(self, xp, sizes: Sequence[int], m: int, dtype, *, grads: bool = True):
+    def __init__(self, xp, sizes: Sequence[int], m: int, dtype, *, grads: bool = True,
+                 chunk: int | None = None):
         self.m = m
-        self.X = xp.empty((m, sizes[0]), dtype=dtype)
-        self.y = xp.empty((m,), dtype=xp.int64)
-        self.a = [xp.empty((m, n), dtype=dtype) for n in sizes[1:]]
-        self.d = [xp.empty((m, n), dtype=dtype) for n in sizes[1:]]
+        #: Rows of the activation / delta buffers: ``m``, or fewer when the step runs in
+        #: row chunks (see ``Network._step_chunked``).
+        self.chunk = m if chunk is None else min(m, chunk)
+        self._xp, self._n_in, self._dtype = xp, sizes[0], dtype
+        self._X = self._y = None   # the gather buffers: made on first use (see X, y)
+        self.a = [xp.empty((self.chunk, n), dtype=dtype) for n in sizes[1:]]
+        self.d = [xp.empty((self.chunk, n), dtype=dtype) for n in sizes[1:]]
         self.gW = [xp.empty((i, o), dtype=dtype) for i, o in zip(sizes[:-1], sizes[1:])] if grads else []
         self.gb = [xp.empty((o,), dtype=dtype) for o in sizes[1:]] if grads else []
+        # per-chunk weight gradients, added into gW (only when the step is chunked)
+        self.gW_part = ([xp.empty_like(g) for g in self.gW] if grads and self.chunk < m else [])
+
+    @property
+    def X(self):
+        """The ``(m, n_in)`` batch buffer, allocated on first use: a full-batch fit reads
+        the data in place and never needs it (at batch = n it would be a second copy of X)."""
+        if self._X is None:
+            self._X = self._xp.empty((self.m, self._n_in), dtype=self._dtype)
+        return self._X
+
+    @property
+    def y(self):
+        if self._y is None:
+            self._y = self._xp.empty((self.m,), dtype=self._xp.int64)
+        return self._y
 
     def rows(self, bufs: list, m: int) -> list:
         """The first ``m`` rows of each buffer (views; the buffers themselves when full)."""
@@ -337,8 +366,60 @@ class Network:
     def _workspace(self, m: int) -> _Workspace:
         ws = self._ws.get(m)
         if ws is None:
-            ws = self._ws[m] = _Workspace(self.xp, self.sizes, m, self.backend.dtype(self.dtype))
+            ws = self._ws[m] = _Workspace(self.xp, self.sizes, m, self.backend.dtype(self.dtype),
+                                          chunk=self._chunk_rows(m))
         return ws
+
+    def _chunk_rows(self, m: int) -> int:
+        """Rows per chunk for a step on ``m`` rows: ``m`` (one piece) unless the batch is
+        large and lives in host memory, then about :data:`_CHUNK_ELEMS` input elements.
+
+        A chunked step runs forward and backward on one block of rows at a time and adds
+        up the gradients, so the block of X read by the forward GEMM is still in cache for
+        the weight-gradient GEMM (at batch 60000 X is 188 MB and would be streamed from
+        memory twice), and the activation and delta buffers hold one chunk, not the batch.
+        """
+        if type(self._W[0]) is not np.ndarray or self._epoch_kernel(m) is not None:
+            return m
+        c = max(256, _CHUNK_ELEMS // self.sizes[0])
+        return c if m >= max(_CHUNK_MIN_ROWS, 2 * c) else m
+
+    def _step_chunked(self, X, y, ws, m, eta, decay, check=None) -> None:
+        """One SGD step on ``m`` rows, ``ws.chunk`` rows at a time (see :meth:`_chunk_rows`).
+
+        The gradient sums are accumulated over the chunks (unscaled, as in :meth:`_backward`),
+        then one fused update: the same step up to the order of the additions. ``check``:
+        the caller's X (a C-contiguous NumPy float array) when its finiteness is still to
+        be checked: each chunk is, before its forward pass, and a NaN/inf raises the usual
+        error before any parameter changes."""
+        L, c = self.n_layers, ws.chunk
+        if check is not None:
+            from fastnet.kernels.cpu import all_finite_cpu
+        for k in range(0, m, c):
+            stop = min(k + c, m)
+            r = stop - k
+            Xc, yc = X[k:stop, ...], y[k:stop, ...]
+            if check is not None and not all_finite_cpu(Xc):
+                V.check_X(check, self.sizes[0], "X")   # raises, naming the first bad row
+                raise ValueError("X must be finite")   # pragma: no cover - check_X raised
+            acts = self._forward(Xc, ws.a if r == c else [b[:r, ...] for b in ws.a])
+            ds = ws.d if r == c else [b[:r, ...] for b in ws.d]
+            delta = ops.output_delta(acts[-1], yc, self.cost, out=ds[-1])
+            for l in range(L - 1, -1, -1):
+                a_prev = Xc if l == 0 else acts[l - 1]
+                if k == 0:
+                    ops.matmul(a_prev.T, delta, out=ws.gW[l])
+                else:
+                    part = ops.matmul(a_prev.T, delta, out=ws.gW_part[l])
+                    ws.gW[l] += part
+                ops.bias_grad(delta, ws.gb[l], 1.0, accumulate=k > 0)
+                if l > 0:
+                    G = ops.matmul(delta, self._W[l].T, out=ds[l - 1])
+                    delta = ops.backward_delta(G, acts[l - 1])
+        scale = eta / m
+        for l in range(L):
+            self._W[l] = ops.sgd_update(self._W[l], ws.gW[l], scale, decay)
+            self._b[l] = ops.sgd_update(self._b[l], ws.gb[l], scale, 1.0)   # b - scale * sum
 
     def _backward(self, X, y, acts, ws, m, eta=None, decay=1.0):
         """Backprop one batch. With ``eta`` update in place (fused SGD); else return grads."""
@@ -358,7 +439,14 @@ class Network:
                 grads_b[l] = self.xp.asarray(ops.bias_grad(delta, ws.gb[l], 1.0 / m), copy=True)
             else:
                 self._W[l] = ops.sgd_update(self._W[l], gW, scale, decay)
-                self._b[l] = ops.bias_update(self._b[l], delta, scale)
+                if m >= _ROWWISE_BIAS_MIN and type(delta) is np.ndarray:
+                    # Column sums streamed row by row into ws.gb (NumPy's order), then
+                    # b - scale * sum: bitwise what bias_update computes, which walks the
+                    # columns 8 at a time down all the rows (slow once delta leaves cache).
+                    gb = ops.bias_grad(delta, ws.gb[l], 1.0)
+                    self._b[l] = ops.sgd_update(self._b[l], gb, scale, 1.0)
+                else:
+                    self._b[l] = ops.bias_update(self._b[l], delta, scale)
             if l > 0:
                 delta = delta_prev
         return grads_W, grads_b
@@ -398,11 +486,27 @@ class Network:
         """
         eta = V.check_real("eta", eta, positive=True)
         lmbda = V.check_real("lmbda", lmbda)
-        Xd = self._prepare_X(X)
+        # A large C-contiguous batch already in the network's dtype is checked for NaN/inf
+        # chunk by chunk inside the step, while each chunk is in cache for its GEMM (a
+        # separate pass over 188 MB costs about 12 ms); the weights change only after
+        # every chunk passed, so a refused batch still changes nothing.
+        finite_checked = not (type(X) is np.ndarray and X.ndim == 2 and X.flags.c_contiguous
+                              and X.dtype == np.dtype(self.dtype) and ops.kernel_path(X) == "njit"
+                              and type(self._W[0]) is np.ndarray
+                              and self._chunk_rows(X.shape[0]) < X.shape[0])
+        if finite_checked:
+            Xd = self._prepare_X(X)
+        else:
+            V.check_X(X, self.sizes[0], "X", finite=False)
+            Xd = X
         m = Xd.shape[0]
         yd = self._prepare_target(Y, m)
         n = m if n is None else V.check_positive_int("n", n)
         ws = self._workspace(m)
+        if ws.chunk < m:
+            self._step_chunked(Xd, yd, ws, m, eta, 1.0 - eta * lmbda / n,
+                               check=None if finite_checked else X)
+            return
         acts = self._forward(Xd, ws.a)
         self._backward(Xd, yd, acts, ws, m, eta, 1.0 - eta * lmbda / n)
 
@@ -584,8 +688,16 @@ class Network:
     def _step(self, Xd, yd, idx, ws, m, eta, decay) -> None:
         """One SGD step on the rows ``idx`` of the device data, entirely in ``ws``'s buffers."""
         full = m == ws.m
-        Xb = ops.take_rows(Xd, idx, out=ws.X if full else ws.X[:m, ...])
-        yb = ops.take_rows(yd, idx, out=ws.y if full else ws.y[:m])
+        if m == Xd.shape[0]:
+            # One batch of all the samples: the shuffle only reorders the rows of the sum
+            # over the batch, so use the data in place (no gather, no batch copy of X).
+            Xb, yb = Xd, yd
+        else:
+            Xb = ops.take_rows(Xd, idx, out=ws.X if full else ws.X[:m, ...])
+            yb = ops.take_rows(yd, idx, out=ws.y if full else ws.y[:m])
+        if ws.chunk < m:
+            self._step_chunked(Xb, yb, ws, m, eta, decay)
+            return
         acts = self._forward(Xb, ws.rows(ws.a, m))
         self._backward(Xb, yb, acts, ws, m, eta, decay)
 

@@ -44,7 +44,9 @@ import numbers
 
 import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir as _ir
+from numba import njit, prange, types as _nbtypes
+from numba.extending import intrinsic, overload
 
 from fastnet.kernels import _math
 
@@ -56,6 +58,7 @@ __all__ = [
     "bias_grad_cpu",
     "sgd_update_cpu",
     "bias_update_cpu",
+    "all_finite_cpu",
     "warmup",
     "PARALLEL_MIN_SIZE",
 ]
@@ -123,14 +126,77 @@ def _check_delta_vec(delta, vec, par_min):
 
 
 # --- forward: Z <- sigmoid(Z + b) ----------------------------------------------------
+# float32: a branch-free exp that LLVM vectorizes (8 lanes with AVX2), about 4x faster
+# than a loop of scalar expf calls, which is what made the sigmoid cost as much as a
+# third of a [784, 500, 500, 10] step at large batches. float64 keeps _math.sigmoid
+# (libm exp), so float64 results are unchanged.
 
-@njit(cache=True)
+@intrinsic
+def _pow2_f32(typingctx, k):
+    """``2.0f ** k`` for a float32 ``k`` holding an integer in [-126, 127]: the exponent bits."""
+    if k != _nbtypes.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32 = _ir.IntType(32)
+        i = builder.fptosi(args[0], i32)
+        i = builder.shl(builder.add(i, _ir.Constant(i32, 127)), _ir.Constant(i32, 23))
+        return builder.bitcast(i, _ir.FloatType())
+
+    return _nbtypes.float32(k), codegen
+
+
+@njit(inline="always")
+def _exp_nonpos_f32(x):
+    """``exp(x)`` for float32 ``x <= 0`` (or NaN), within 1 ulp: Cephes' expf (Cody-Waite
+    reduction, degree-6 polynomial); 2**n applied as two exact power-of-two factors so
+    results down to the subnormals come out right, and ``x < -104`` gives 0."""
+    f = np.float32
+    x = f(-104.0) if x < f(-104.0) else x
+    n = np.floor(x * f(1.44269504088896341) + f(0.5))
+    r = x - n * f(0.693359375)
+    r = r - n * f(-2.12194440e-4)
+    p = f(1.9875691500e-4)
+    p = p * r + f(1.3981999507e-3)
+    p = p * r + f(8.3334519073e-3)
+    p = p * r + f(4.1665795894e-2)
+    p = p * r + f(1.6666665459e-1)
+    p = p * r + f(5.0000001201e-1)
+    p = p * (r * r) + r + f(1.0)
+    n1 = np.floor(n * f(0.5))
+    return (p * _pow2_f32(n1)) * _pow2_f32(n - n1)
+
+
+@njit(inline="always")
+def _sigmoid_f32(z):
+    """_math.sigmoid's formula with the vectorizable exp; NaN stays NaN."""
+    one = np.float32(1)
+    e = _exp_nonpos_f32(-abs(z))
+    s = one / (one + e)
+    out = s if z >= 0 else e * s
+    return z if z != z else out
+
+
+def _sigmoid(z, one):  # pragma: no cover - replaced by the overload in compiled code
+    raise NotImplementedError
+
+
+@overload(_sigmoid, inline="always")
+def _sigmoid_ov(z, one):
+    if z == _nbtypes.float32:
+        return lambda z, one: _sigmoid_f32(z)
+    return lambda z, one: _math.sigmoid(z, one)
+
+
+# error_model="numpy": no zero-division check in the loop (1 + e >= 1), which would
+# keep LLVM from vectorizing it.
+@njit(cache=True, error_model="numpy")
 def _bias_sigmoid_rows(Z, b, lo, hi):
     one = Z.dtype.type(1)
     n = Z.shape[1]
     for i in range(lo, hi):
         for j in range(n):
-            Z[i, j] = _math.sigmoid(Z[i, j] + b[j], one)
+            Z[i, j] = _sigmoid(Z[i, j] + b[j], one)
 
 
 @njit(cache=True)
@@ -400,6 +466,36 @@ def _colsum_add_p(delta, out, scale, nthreads):
     for k in prange(nchunks):
         t0, t1 = _chunk(k, nchunks, ntiles)   # whole 8-column tiles per thread
         _colsum_add_cols(delta, out, scale, t0 * 8, min(t1 * 8, n))
+
+
+# --- finiteness check: one read-only pass, no temporaries ---------------------------
+# Checks the exponent bits (all ones: inf or NaN) through an integer view, so the loop
+# is an integer OR-reduction that LLVM vectorizes: memory speed, where
+# ``np.all(np.isfinite(X))`` writes a boolean temporary as large as X first.
+
+@njit(cache=True)
+def _all_finite_bits(bits, expo):
+    acc = bits.dtype.type(0)
+    for k in range(bits.size):
+        acc |= (bits[k] & expo) == expo
+    return acc == 0
+
+
+_EXPO32 = np.int32(0x7F800000)
+_EXPO64 = np.int64(0x7FF0000000000000)
+
+
+def all_finite_cpu(X):
+    """True when every element of the C-contiguous float32/float64 ndarray ``X`` is finite.
+
+    Returns None for anything else (the caller then uses ``np.isfinite``)."""
+    if (type(X) is _ndarray and (X.dtype is _F32 or X.dtype is _F64) and X.flags.c_contiguous
+            and X.size):
+        flat = X.reshape(-1)
+        if X.dtype is _F32:
+            return bool(_all_finite_bits(flat.view(np.int32), _EXPO32))
+        return bool(_all_finite_bits(flat.view(np.int64), _EXPO64))
+    return None
 
 
 # =====================================================================================

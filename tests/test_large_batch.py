@@ -1,0 +1,154 @@
+"""Large-batch CPU step path: chunked steps, full-batch fit without a gather, the compiled
+finiteness check and the vectorized float32 sigmoid."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastnet
+from fastnet import _validate as V
+from fastnet import network
+
+pytest.importorskip("numba")
+from fastnet.kernels import cpu as K  # noqa: E402
+
+
+def _max_diff(a, b):
+    return max(float(np.abs(np.asarray(p) - np.asarray(q)).max())
+               for p, q in zip(a.weights + a.biases, b.weights + b.biases))
+
+
+@pytest.fixture
+def unchunked(monkeypatch):
+    """Call to switch networks made afterwards to one-piece steps."""
+    def off():
+        monkeypatch.setattr(network, "_CHUNK_MIN_ROWS", 10**12)
+    return off
+
+
+@pytest.mark.parametrize("cost", ["quadratic", "cross_entropy"])
+@pytest.mark.parametrize("targets", [False, True])
+def test_chunked_train_step_matches_one_piece(cost, targets, unchunked):
+    rng = np.random.default_rng(0)
+    m = 20_001                                  # a short last chunk
+    X = rng.random((m, 200))
+    y = rng.integers(0, 10, m)
+    Y = np.eye(10)[y] if targets else y
+    a = fastnet.Network([200, 16, 10], cost=cost, dtype="float64", device="cpu", seed=1)
+    b = a.copy()
+    assert a._chunk_rows(m) < m
+    for _ in range(2):
+        a.train_step(X, Y, 0.5, lmbda=0.1, n=50_000)
+    assert a._ws[m].chunk < m and a._ws[m]._X is None
+    unchunked()
+    assert b._chunk_rows(m) == m
+    for _ in range(2):
+        b.train_step(X, Y, 0.5, lmbda=0.1, n=50_000)
+    assert _max_diff(a, b) < 1e-10
+
+
+@pytest.mark.parametrize("batch_size", [20_001, 15_000])
+def test_large_batch_fit_matches_one_piece(batch_size, unchunked):
+    rng = np.random.default_rng(1)
+    X = rng.random((20_001, 200))
+    y = rng.integers(0, 10, 20_001)
+    a = fastnet.Network([200, 16, 10], dtype="float64", device="cpu", seed=2)
+    b = a.copy()
+    ha = a.fit(X, y, epochs=2, batch_size=batch_size, eta=1.0, lmbda=0.5)
+    unchunked()
+    hb = b.fit(X, y, epochs=2, batch_size=batch_size, eta=1.0, lmbda=0.5)
+    assert _max_diff(a, b) < 1e-10
+    assert abs(ha["loss"][-1] - hb["loss"][-1]) < 1e-10
+    # both networks drew the same shuffles: the RNG state is the same afterwards
+    assert a._shuffle_rng.bit_generator.state == b._shuffle_rng.bit_generator.state
+
+
+def test_full_batch_fit_reads_data_in_place():
+    """batch_size == n: one step over all samples; no gather and no batch copy of X."""
+    rng = np.random.default_rng(2)
+    X = rng.random((64, 5))
+    y = rng.integers(0, 3, 64)
+    net = fastnet.Network([5, 4, 3], dtype="float64", device="cpu", seed=0)
+    ref = net.copy()
+    old = network.EPOCH_FASTPATH
+    network.EPOCH_FASTPATH = False
+    try:
+        net.fit(X, y, epochs=3, batch_size=64, eta=0.5, shuffle=True)
+    finally:
+        network.EPOCH_FASTPATH = old
+    assert net._ws[64]._X is None and net._ws[64]._y is None
+    # the same as three manual full-batch steps (shuffling only reorders the sum)
+    for _ in range(3):
+        ref.train_step(X, y, 0.5)
+    assert _max_diff(net, ref) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_kernel(dtype):
+    X = np.random.default_rng(3).random((100, 7)).astype(dtype)
+    assert K.all_finite_cpu(X) is True
+    X[3, 4] = np.finfo(dtype).max
+    assert K.all_finite_cpu(X) is True
+    for bad in (np.nan, np.inf, -np.inf):
+        Y = X.copy()
+        Y[99, 6] = bad
+        assert K.all_finite_cpu(Y) is False
+        with pytest.raises(ValueError, match="1 row"):
+            V.check_X(Y, 7)
+    assert K.all_finite_cpu(X[:, ::2]) is None          # not C-contiguous: the caller decides
+    assert K.all_finite_cpu(X[:3, :3].astype(np.float16)) is None
+    Z = np.asfortranarray(X)
+    Z[5, 1] = np.nan
+    with pytest.raises(ValueError, match="first at index 5"):
+        V.check_X(Z, 7)
+
+
+def test_train_step_refuses_non_finite_every_call():
+    net = fastnet.Network([4, 3], device="cpu", seed=0)
+    X = np.ones((8, 4), np.float32)
+    y = np.zeros(8, np.int64)
+    net.train_step(X, y, 0.1)
+    X[2, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        net.train_step(X, y, 0.1)
+
+
+def test_float32_sigmoid_accuracy():
+    rng = np.random.default_rng(4)
+    Z = (rng.standard_normal((300, 257)) * 8).astype(np.float32)
+    Z[0, :8] = [0.0, -0.0, 1e-30, -1e-30, 88.0, -88.0, -103.0, -120.0]
+    Z[1, :3] = [np.inf, -np.inf, np.nan]
+    b = rng.standard_normal(257).astype(np.float32)
+    s = (Z + b).astype(np.float64)            # the kernel adds in float32 too
+    with np.errstate(invalid="ignore"):
+        e = np.exp(-np.abs(s))
+        want = np.where(s >= 0, 1 / (1 + e), e / (1 + e))   # float64, no cancellation
+    got = K.bias_sigmoid_cpu(Z.copy(), b).astype(np.float64)
+    ok = ~np.isnan(s)
+    assert np.abs(got[ok] - want[ok]).max() < 1.5e-7
+    assert np.abs(got[ok] - (0.5 * np.tanh(0.5 * s[ok]) + 0.5)).max() < 2e-7
+    assert np.isnan(got[1, 2]) and got[1, 0] == 1.0 and got[1, 1] == 0.0
+    tail = ok & (want < 1e-3) & (want > 1e-37)            # relative accuracy where a is tiny
+    assert (np.abs(got[tail] - want[tail]) / want[tail]).max() < 5e-7
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_chunked_train_step_checks_every_chunk_before_changing_anything(bad):
+    """A large float batch is checked for NaN/inf chunk by chunk inside the step; a bad
+    value in the last chunk is still refused before any parameter changes."""
+    rng = np.random.default_rng(5)
+    m = 20_001
+    X = rng.random((m, 200)).astype(np.float32)
+    y = rng.integers(0, 10, m)
+    net = fastnet.Network([200, 16, 10], device="cpu", seed=1)
+    assert net._chunk_rows(m) < m
+    net.train_step(X, y, 0.5)
+    before = [w.copy() for w in net.weights + net.biases]
+    X[m - 1, 199] = bad
+    with pytest.raises(ValueError, match=f"first at index {m - 1}"):
+        net.train_step(X, y, 0.5)
+    assert all((a == b).all() for a, b in zip(before, net.weights + net.biases))
+    X[m - 1, 199] = 0.5
+    net.train_step(X, y, 0.5)                  # good data goes through again
+    with pytest.raises(ValueError, match="2-D"):
+        net.train_step(X[None], y, 0.5)
