@@ -24,10 +24,12 @@ __all__ = ["Network", "load", "History", "get_backend", "warmup", "DivergenceErr
            "ModelFileError", "TrainingInterrupted", "__version__"]
 
 
-def warmup(dtype="float32") -> str:
+def warmup(dtype="float32", n_layers=(1, 2, 3)) -> str:
     """Compile the CPU kernels for ``dtype`` now (cached on disk), so training starts warm.
 
-    Returns the kernel path that will run on NumPy arrays ("njit" or "xp").
+    n_layers: the weight-layer counts to compile the compiled epoch loop for (each is its
+    own version; ``[784, 30, 10]`` has 2). Returns the kernel path that will run on NumPy
+    arrays ("njit" or "xp").
 
     >>> import fastnet
     >>> fastnet.warmup("float64") in ("njit", "xp")
@@ -42,5 +44,5 @@ def warmup(dtype="float32") -> str:
         from fastnet.kernels import cpu, epoch_cpu
 
         cpu.warmup(dtype)
-        epoch_cpu.warmup(dtype)
+        epoch_cpu.warmup(dtype, tuple(n_layers))
     return ops.kernel_path(np.zeros(1))

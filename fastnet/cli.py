@@ -285,6 +285,12 @@ def cmd_train(a) -> int:
         print(B.describe(net.backend) + f"; kernels: {ops.kernel_path(net.weights[0])}")
         print(f"network: {net.sizes} cost={net.cost} dtype={net.dtype}; epochs={a.epochs} "
               f"batch={a.batch_size} eta={a.eta} lmbda={a.lmbda}", flush=True)
+    if ops.kernel_path(net.weights[0]) == "njit":  # so epoch 1's time is training, not compiling
+        t_jit = time.perf_counter()
+        fastnet.warmup(net.dtype, n_layers=(net.n_layers,))
+        if not a.quiet:
+            print(f"kernels ready in {time.perf_counter() - t_jit:.1f} s (compiled once, then cached on disk)",
+                  flush=True)
     # The bar prints the epoch lines (above itself) and is a fit callback: per epoch now,
     # per minibatch where fit drives fastnet.progress (see progress.for_fit).
     bar = None if a.quiet else progress.ProgressBar(
