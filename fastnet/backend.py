@@ -80,6 +80,13 @@ class Backend:
             dtype = getattr(self.xp, dtype)
         return self.xp.asarray(a, dtype=dtype)
 
+    def copy(self, a):
+        """A fresh copy of device array ``a`` (NumPy, CuPy and Array API namespaces alike:
+        CuPy's own ``asarray`` has no ``copy=`` argument, array-api-compat's has)."""
+        from array_api_compat import array_namespace
+
+        return array_namespace(a).asarray(a, copy=True)
+
     def asnumpy(self, a) -> np.ndarray:
         """Bring ``a`` back to the host as a NumPy array."""
         return self._asnumpy(a)

@@ -255,7 +255,7 @@ class Network:
                 raise ValueError(f"{name}[{l}] must have shape {shape}. Actual: {tuple(v.shape)}")
             self._check_same_device(v, f"{name}[{l}]", allow_host=True)
             V.check_X(v.reshape(1, -1) if hasattr(v, "reshape") else v, int(np.prod(shape)), f"{name}[{l}]")
-            out.append(self.backend.xp.asarray(self._to_device(v), copy=True))  # never alias the caller's
+            out.append(self.backend.copy(self._to_device(v)))  # never alias the caller's
         return out
 
     @property
@@ -436,7 +436,7 @@ class Network:
                 delta_prev = ops.backward_delta(G, acts[l - 1])
             if eta is None:
                 grads_W[l] = gW * (1.0 / m)
-                grads_b[l] = self.xp.asarray(ops.bias_grad(delta, ws.gb[l], 1.0 / m), copy=True)
+                grads_b[l] = self.backend.copy(ops.bias_grad(delta, ws.gb[l], 1.0 / m))
             else:
                 self._W[l] = ops.sgd_update(self._W[l], gW, scale, decay)
                 if m >= _ROWWISE_BIAS_MIN and type(delta) is np.ndarray:
@@ -645,7 +645,7 @@ class Network:
         for epoch in range(start_epoch, run["epochs"] + 1):
             t0 = time.perf_counter()
             fast = self._epoch_kernel(batch_size)  # per epoch: a callback may set new weights
-            saved = [xp.asarray(w, copy=True) for w in self._W] + [xp.asarray(b, copy=True) for b in self._b]
+            saved = [self.backend.copy(p) for p in self._W + self._b]
             rng_state = self._shuffle_rng.bit_generator.state  # replaying from here redraws this epoch's order
             if run["shuffle"]:
                 order = self.backend.asarray(self._shuffle_rng.permutation(n), dtype=xp.int64)
