@@ -403,53 +403,49 @@ class Network:
                 V.check_X(check, self.sizes[0], "X")   # raises, naming the first bad row
                 raise ValueError("X must be finite")   # pragma: no cover - check_X raised
             acts = self._forward(Xc, ws.a if r == c else [b[:r, ...] for b in ws.a])
-            ds = ws.d if r == c else [b[:r, ...] for b in ws.d]
-            delta = ops.output_delta(acts[-1], yc, self.cost, out=ds[-1])
-            for l in range(L - 1, -1, -1):
-                a_prev = Xc if l == 0 else acts[l - 1]
-                if k == 0:
-                    ops.matmul(a_prev.T, delta, out=ws.gW[l])
-                else:
-                    part = ops.matmul(a_prev.T, delta, out=ws.gW_part[l])
-                    ws.gW[l] += part
-                ops.bias_grad(delta, ws.gb[l], 1.0, accumulate=k > 0)
-                if l > 0:
-                    G = ops.matmul(delta, self._W[l].T, out=ds[l - 1])
-                    delta = ops.backward_delta(G, acts[l - 1])
+            self._grad_sums(Xc, yc, acts, ws, r, accumulate=k > 0)
         scale = eta / m
         for l in range(L):
             self._W[l] = ops.sgd_update(self._W[l], ws.gW[l], scale, decay)
             self._b[l] = ops.sgd_update(self._b[l], ws.gb[l], scale, 1.0)   # b - scale * sum
 
-    def _backward(self, X, y, acts, ws, m, eta=None, decay=1.0):
-        """Backprop one batch. With ``eta`` update in place (fused SGD); else return grads."""
-        L = self.n_layers
+    def _grad_sums(self, X, y, acts, ws, m, accumulate=False):
+        """Unscaled gradient sums of one batch (or chunk) of ``m`` rows into ``ws.gW`` and
+        ``ws.gb`` (added to them with ``accumulate``): the chunked step and ``backprop``."""
         ds = ws.rows(ws.d, m)
         delta = ops.output_delta(acts[-1], y, self.cost, out=ds[-1])
-        grads_W, grads_b = [None] * L, [None] * L
-        scale = None if eta is None else eta / m
-        for l in range(L - 1, -1, -1):
+        for l in range(self.n_layers - 1, -1, -1):
+            a_prev = X if l == 0 else acts[l - 1]
+            if accumulate:
+                ws.gW[l] += ops.matmul(a_prev.T, delta, out=ws.gW_part[l])
+            else:
+                ws.gW[l] = ops.matmul(a_prev.T, delta, out=ws.gW[l])
+            ws.gb[l] = ops.bias_grad(delta, ws.gb[l], 1.0, accumulate=accumulate)
+            if l > 0:
+                delta = ops.backward_delta(ops.matmul(delta, self._W[l].T, out=ds[l - 1]), acts[l - 1])
+
+    def _backward(self, X, y, acts, ws, m, eta, decay=1.0):
+        """Backprop one batch and update in place, layer by layer (fused SGD)."""
+        ds = ws.rows(ws.d, m)
+        delta = ops.output_delta(acts[-1], y, self.cost, out=ds[-1])
+        scale = eta / m
+        for l in range(self.n_layers - 1, -1, -1):
             a_prev = X if l == 0 else acts[l - 1]
             gW = ops.matmul(a_prev.T, delta, out=ws.gW[l])          # unscaled sum over the batch
             if l > 0:  # uses the old W_l, so it comes before the update
                 G = ops.matmul(delta, self._W[l].T, out=ds[l - 1])
                 delta_prev = ops.backward_delta(G, acts[l - 1])
-            if eta is None:
-                grads_W[l] = gW * (1.0 / m)
-                grads_b[l] = self.backend.copy(ops.bias_grad(delta, ws.gb[l], 1.0 / m))
+            self._W[l] = ops.sgd_update(self._W[l], gW, scale, decay)
+            if m >= _ROWWISE_BIAS_MIN and type(delta) is np.ndarray:
+                # Column sums streamed row by row into ws.gb (NumPy's order), then
+                # b - scale * sum: bitwise what bias_update computes, which walks the
+                # columns 8 at a time down all the rows (slow once delta leaves cache).
+                gb = ops.bias_grad(delta, ws.gb[l], 1.0)
+                self._b[l] = ops.sgd_update(self._b[l], gb, scale, 1.0)
             else:
-                self._W[l] = ops.sgd_update(self._W[l], gW, scale, decay)
-                if m >= _ROWWISE_BIAS_MIN and type(delta) is np.ndarray:
-                    # Column sums streamed row by row into ws.gb (NumPy's order), then
-                    # b - scale * sum: bitwise what bias_update computes, which walks the
-                    # columns 8 at a time down all the rows (slow once delta leaves cache).
-                    gb = ops.bias_grad(delta, ws.gb[l], 1.0)
-                    self._b[l] = ops.sgd_update(self._b[l], gb, scale, 1.0)
-                else:
-                    self._b[l] = ops.bias_update(self._b[l], delta, scale)
+                self._b[l] = ops.bias_update(self._b[l], delta, scale)
             if l > 0:
                 delta = delta_prev
-        return grads_W, grads_b
 
     def backprop(self, X, Y):
         """Gradients of the cost averaged over the batch.
@@ -469,7 +465,8 @@ class Network:
         m = Xd.shape[0]
         ws = _Workspace(self.xp, self.sizes, m, self.backend.dtype(self.dtype))
         acts = self._forward(Xd, ws.a)
-        return self._backward(Xd, yd, acts, ws, m)
+        self._grad_sums(Xd, yd, acts, ws, m)
+        return [g * (1.0 / m) for g in ws.gW], [g * (1.0 / m) for g in ws.gb]
 
     def train_step(self, X, Y, eta, lmbda=0.0, n=None):
         """One SGD step on one batch, in place.
