@@ -139,7 +139,91 @@ class _Workspace:
         return bufs if m == self.m else [b[:m, ...] for b in bufs]
 
 
-class Network:
+def check_seed(seed) -> None:
+    """Refuse a seed that is not an int or None (``True`` included)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"seed must be an int or None. Actual: {seed!r}")
+
+
+def initial_params(sizes: Sequence[int], init: str, seed: int | None):
+    """``(weights, biases, shuffle_rng)`` for a new network: float64 host arrays drawn from
+    ``default_rng(seed)`` (biases first, then weights, ``N(0, 1)``; ``init="scaled"`` divides
+    W by ``sqrt(n_in)``), and the generator of its minibatch orders, seeded from the same
+    stream. :class:`Network` and :class:`fastnet.NetworkStack` both start from here, so
+    net ``i`` of a stack starts exactly as ``Network(sizes, seed=seeds[i])``."""
+    rng = np.random.default_rng(seed)
+    biases = [rng.standard_normal(n) for n in sizes[1:]]
+    weights = [rng.standard_normal((i, o)) for i, o in zip(sizes[:-1], sizes[1:])]
+    if init == "scaled":
+        weights = [w / math.sqrt(w.shape[0]) for w in weights]
+    return weights, biases, np.random.default_rng(rng.integers(2**63))
+
+
+class _DeviceData:
+    """Input checking and conversion shared by :class:`Network` and
+    :class:`fastnet.NetworkStack`: needs ``backend``, ``sizes`` and ``dtype``."""
+
+    @property
+    def xp(self):
+        """The array namespace the network lives in."""
+        return self.backend.xp
+
+    def _to_device(self, a):
+        """Host (or same-device) array -> this network's device and dtype."""
+        return self.backend.asarray(a, dtype=self.dtype)
+
+    # --- input conversion ---------------------------------------------------------------
+
+    def _check_same_device(self, a, name: str, *, allow_host: bool) -> None:
+        if self.backend.owns(a):
+            return
+        if allow_host and isinstance(a, np.ndarray):
+            return
+        raise TypeError(
+            f"Arrays from two different devices ({type(a).__module__}.{type(a).__name__} and this "
+            f"network's {self.backend.name}) can not be combined; fix: pass host NumPy data to fit/"
+            f"evaluate/predict, or move the array with network.backend.asarray(...)"
+        )
+
+    def _prepare_X(self, X, name="X", *, allow_host=True):
+        """Validate X and return it on the device in the network's dtype (uint8 / 255)."""
+        if not hasattr(X, "shape"):
+            X = np.asarray(X)
+        self._check_same_device(X, name, allow_host=allow_host)
+        kind = V.check_X(X, self.sizes[0], name)
+        Xd = self._to_device(X)
+        if kind == "u" and str(X.dtype).endswith("uint8"):
+            Xd *= 1.0 / 255.0  # a fresh float array here, never the caller's
+        return Xd
+
+    def _prepare_y(self, y, n, name="y", *, allow_host=True):
+        if not hasattr(y, "shape"):
+            y = np.asarray(y)
+        self._check_same_device(y, name, allow_host=allow_host)
+        V.check_y(y, n, self.sizes[-1], name)
+        return self.backend.asarray(y, dtype=self.xp.int64)
+
+    def _prepare_validation(self, validation_data):
+        """``(X_val, y_val)`` on the device, or None."""
+        if validation_data is None:
+            return None
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("validation_data must be a pair (X_val, y_val)")
+        Xv = self._prepare_X(validation_data[0], "X_val")
+        return Xv, self._prepare_y(validation_data[1], Xv.shape[0], "y_val")
+
+    def _prepare_target(self, Y, n, name="Y", *, allow_host=True):
+        """Integer labels (n,) or a float target matrix (n, n_out)."""
+        if not hasattr(Y, "shape"):
+            Y = np.asarray(Y)
+        if len(Y.shape) == 2 and V._numeric_kind(Y, name) == "f":
+            self._check_same_device(Y, name, allow_host=allow_host)
+            V.check_targets(Y, n, self.sizes[-1], name)
+            return self._to_device(Y)
+        return self._prepare_y(Y, n, name, allow_host=allow_host)
+
+
+class Network(_DeviceData):
     """A fully connected feedforward network trained by minibatch SGD.
 
     Parameters
@@ -180,17 +264,11 @@ class Network:
         self.init = V.check_choice("init", init, V.INITS)
         self.dtype = V.check_dtype(dtype)
         self.backend: Backend = get_backend(device)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an int or None. Actual: {seed!r}")
+        check_seed(seed)
         self.seed = None if seed is None else int(seed)
-        rng = np.random.default_rng(self.seed)
-        biases = [rng.standard_normal(n) for n in self.sizes[1:]]
-        weights = [rng.standard_normal((i, o)) for i, o in zip(self.sizes[:-1], self.sizes[1:])]
-        if self.init == "scaled":
-            weights = [w / math.sqrt(w.shape[0]) for w in weights]
+        weights, biases, self._shuffle_rng = initial_params(self.sizes, self.init, self.seed)
         self._W = [self._to_device(w) for w in weights]
         self._b = [self._to_device(b) for b in biases]
-        self._shuffle_rng = np.random.default_rng(rng.integers(2**63))
         self._ws: dict[int, _Workspace] = {}
 
     # --- construction helpers -----------------------------------------------------------
@@ -218,10 +296,6 @@ class Network:
         net.weights = weights
         net.biases = biases
         return net
-
-    def _to_device(self, a):
-        """Host (or same-device) array -> this network's device and dtype."""
-        return self.backend.asarray(a, dtype=self.dtype)
 
     # --- parameters ---------------------------------------------------------------------
 
@@ -263,55 +337,9 @@ class Network:
         """Number of weight layers (``len(sizes) - 1``)."""
         return len(self.sizes) - 1
 
-    @property
-    def xp(self):
-        """The array namespace the network lives in."""
-        return self.backend.xp
-
     def __repr__(self) -> str:
         return (f"Network({self.sizes}, cost={self.cost!r}, init={self.init!r}, dtype={self.dtype!r}, "
                 f"device={self.backend.device!r}, backend={self.backend.name!r})")
-
-    # --- input conversion ---------------------------------------------------------------
-
-    def _check_same_device(self, a, name: str, *, allow_host: bool) -> None:
-        if self.backend.owns(a):
-            return
-        if allow_host and isinstance(a, np.ndarray):
-            return
-        raise TypeError(
-            f"Arrays from two different devices ({type(a).__module__}.{type(a).__name__} and this "
-            f"network's {self.backend.name}) can not be combined; fix: pass host NumPy data to fit/"
-            f"evaluate/predict, or move the array with network.backend.asarray(...)"
-        )
-
-    def _prepare_X(self, X, name="X", *, allow_host=True):
-        """Validate X and return it on the device in the network's dtype (uint8 / 255)."""
-        if not hasattr(X, "shape"):
-            X = np.asarray(X)
-        self._check_same_device(X, name, allow_host=allow_host)
-        kind = V.check_X(X, self.sizes[0], name)
-        Xd = self._to_device(X)
-        if kind == "u" and str(X.dtype).endswith("uint8"):
-            Xd *= 1.0 / 255.0  # a fresh float array here, never the caller's
-        return Xd
-
-    def _prepare_y(self, y, n, name="y", *, allow_host=True):
-        if not hasattr(y, "shape"):
-            y = np.asarray(y)
-        self._check_same_device(y, name, allow_host=allow_host)
-        V.check_y(y, n, self.sizes[-1], name)
-        return self.backend.asarray(y, dtype=self.xp.int64)
-
-    def _prepare_target(self, Y, n, name="Y", *, allow_host=True):
-        """Integer labels (n,) or a float target matrix (n, n_out)."""
-        if not hasattr(Y, "shape"):
-            Y = np.asarray(Y)
-        if len(Y.shape) == 2 and V._numeric_kind(Y, name) == "f":
-            self._check_same_device(Y, name, allow_host=allow_host)
-            V.check_targets(Y, n, self.sizes[-1], name)
-            return self._to_device(Y)
-        return self._prepare_y(Y, n, name, allow_host=allow_host)
 
     # --- forward ------------------------------------------------------------------------
 
@@ -604,12 +632,7 @@ class Network:
         for cb in callbacks:
             if not callable(cb):
                 raise TypeError(f"callbacks must be callables cb(network, record). Actual: {cb!r}")
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("validation_data must be a pair (X_val, y_val)")
-            Xv = self._prepare_X(validation_data[0], "X_val")
-            val = (Xv, self._prepare_y(validation_data[1], Xv.shape[0], "y_val"))
+        val = self._prepare_validation(validation_data)
 
         run = {"epochs": epochs, "batch_size": batch_size, "eta": eta, "lmbda": lmbda, "n_train": n,
                "shuffle": bool(shuffle)}
