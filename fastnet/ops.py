@@ -37,6 +37,11 @@ KERNEL_OPS = (
     "bias_grad",
     "sgd_update",
     "bias_update",
+    "bias_sigmoid_stacked",
+    "bias_softmax_stacked",
+    "output_delta_stacked",
+    "bias_grad_stacked",
+    "sgd_update_stacked",
 )
 
 _ndarray = np.ndarray
@@ -150,7 +155,13 @@ def output_delta(a, y, cost, out):
 
 
 def backward_delta(G, a):
-    """Fused ``G <- G * a * (1 - a)``; G and a (m, n). Returns ``delta``."""
+    """Fused ``G <- G * a * (1 - a)``; G and a (m, n). Returns ``delta``.
+
+    Stacked (K, m, n) arrays: pass C-contiguous ``G.reshape(K * m, n)`` and
+    ``a.reshape(K * m, n)`` (views, no copies, on NumPy and CuPy; the njit and CUDA
+    twins take 2-D arrays only) and reshape the result back to (K, m, n): in place it is
+    a view of ``G``; namespaces without in-place writes return a new array.
+    """
     return (_tables.get(type(G)) or _resolve(G)).backward_delta(G, a)
 
 
@@ -167,6 +178,43 @@ def sgd_update(P, grad, scale, decay=1.0):
 def bias_update(b, delta, scale):
     """``b <- b - scale * sum(delta, 0)`` in one pass; b (n,), delta (m, n)."""
     return (_tables.get(type(b)) or _resolve(b)).bias_update(b, delta, scale)
+
+
+# --- stacked: a leading K axis, one slice per network of a NetworkStack -----------------
+# Slice k of each result is what the unstacked op computes for net k (bitwise on the
+# njit path). All arrays C-contiguous, one float dtype. The labels are shared.
+
+def bias_sigmoid_stacked(Z, b):
+    """``Z[k] <- sigmoid(Z[k] + b[k])``; Z (K, m, n), b (K, n). Returns the activations."""
+    return (_tables.get(type(Z)) or _resolve(Z)).bias_sigmoid_stacked(Z, b)
+
+
+def bias_softmax_stacked(Z, b):
+    """``Z[k] <- softmax(Z[k] + b[k])`` by rows; Z (K, m, n), b (K, n). Returns the activations."""
+    return (_tables.get(type(Z)) or _resolve(Z)).bias_softmax_stacked(Z, b)
+
+
+def output_delta_stacked(a, y, cost, out):
+    """Output deltas of K nets into ``out`` (K, m, n_out); a (K, m, n_out), y (m,) labels.
+
+    Labels in [0, n_out), shared by the K nets; out of range raises on the njit and xp
+    paths (the CUDA twin does not check: see ``output_delta_stacked_cuda``).
+    """
+    return (_tables.get(type(a)) or _resolve(a)).output_delta_stacked(a, y, cost, out)
+
+
+def bias_grad_stacked(delta, out, scale, accumulate=False):
+    """``out[k] <- scale * sum(delta[k], 0)`` (or ``+=``); delta (K, m, n), out (K, n)."""
+    return (_tables.get(type(delta)) or _resolve(delta)).bias_grad_stacked(
+        delta, out, scale, accumulate)
+
+
+def sgd_update_stacked(P, grad, scales, decays):
+    """``P[k] <- decays[k] * P[k] - scales[k] * grad[k]`` in one pass; P, grad (K, ...).
+
+    scales, decays: (K,) arrays in P's dtype on P's device.
+    """
+    return (_tables.get(type(P)) or _resolve(P)).sgd_update_stacked(P, grad, scales, decays)
 
 
 # --- generic in-place helpers (no kernels: BLAS / the namespace do the work) -----------

@@ -59,7 +59,13 @@ __all__ = [
     "sgd_update_cpu",
     "bias_update_cpu",
     "all_finite_cpu",
+    "bias_sigmoid_stacked_cpu",
+    "bias_softmax_stacked_cpu",
+    "output_delta_stacked_cpu",
+    "bias_grad_stacked_cpu",
+    "sgd_update_stacked_cpu",
     "warmup",
+    "warmup_stacked",
     "PARALLEL_MIN_SIZE",
 ]
 
@@ -802,3 +808,277 @@ def warmup(dtype="float32", parallel=None) -> int:
             par(*args, 2)
             n += 1
     return n
+
+
+# =====================================================================================
+# Stacked kernels: a leading K axis, one slice per network of a NetworkStack.
+#
+# Slice k of every array is exactly what the unstacked kernel above computes for net k:
+# each stacked kernel loops over k and calls the same row/column helper on the 2-D
+# slice (an integer index on the leading axis of a C array is a C array again), so a
+# stacked result equals the unstacked one on each slice bitwise. Serial only (see
+# PARALLEL_MIN_SIZE). Same two-layer validation as above: the wrapper checks types,
+# dtypes and dimensions in one Python expression, a compiled prologue the shapes,
+# C-contiguity and (for labels) the label range; anything else takes the slow path,
+# which raises before anything is written.
+# =====================================================================================
+
+@njit(cache=True)
+def _check_Z_b_stacked(Z, b):
+    """Prologue for (K, m, n) Z and (K, n) b: _BAD or _OK."""
+    if Z.ndim != 3 or b.ndim != 2:
+        return _BAD
+    if (b.shape[0] != Z.shape[0] or b.shape[1] != Z.shape[2]
+            or not (Z.flags.c_contiguous and b.flags.c_contiguous)):
+        return _BAD
+    return _OK
+
+
+@njit(cache=True)
+def _bias_sigmoid_stacked_s(Z, b):
+    rc = _check_Z_b_stacked(Z, b)
+    if rc == _OK:
+        for k in range(Z.shape[0]):
+            _bias_sigmoid_rows(Z[k], b[k], 0, Z.shape[1])
+    return rc
+
+
+@njit(cache=True)
+def _bias_softmax_stacked_s(Z, b):
+    rc = _check_Z_b_stacked(Z, b)
+    if rc == _OK:
+        for k in range(Z.shape[0]):
+            _bias_softmax_rows(Z[k], b[k], 0, Z.shape[1])
+    return rc
+
+
+@njit(cache=True)
+def _delta_labels_stacked_s(a, y, out, quadratic):
+    if a.ndim != 3 or y.ndim != 1 or out.ndim != 3:
+        return _BAD
+    if (out.shape != a.shape or y.shape[0] != a.shape[1]
+            or not (a.flags.c_contiguous and out.flags.c_contiguous)):
+        return _BAD
+    n = a.shape[2]
+    for i in range(y.shape[0]):          # all labels checked before anything is written
+        if y[i] < 0 or y[i] >= n:
+            return _BAD
+    for k in range(a.shape[0]):
+        _delta_labels_rows(a[k], y, out[k], quadratic, 0, a.shape[1])
+    return _OK
+
+
+@njit(cache=True)
+def _colsum_stacked_s(delta, out, scale, accumulate):
+    if delta.ndim != 3 or out.ndim != 2:
+        return _BAD
+    if (out.shape[0] != delta.shape[0] or out.shape[1] != delta.shape[2]
+            or not (delta.flags.c_contiguous and out.flags.c_contiguous)):
+        return _BAD
+    n = delta.shape[2]
+    for k in range(delta.shape[0]):
+        if accumulate:
+            _colsum_add_cols(delta[k], out[k], scale, 0, n)
+        else:
+            _colsum_set_cols(delta[k], out[k], scale, 0, n)
+    return _OK
+
+
+@njit(cache=True)
+def _sgd_stacked_s(P, grad, scales, decays):
+    if scales.ndim != 1 or decays.ndim != 1:
+        return _BAD
+    K = P.shape[0]
+    if (P.shape != grad.shape or scales.shape[0] != K or decays.shape[0] != K
+            or not (P.flags.c_contiguous and grad.flags.c_contiguous
+                    and scales.flags.c_contiguous and decays.flags.c_contiguous)):
+        return _BAD
+    if P.size == 0:
+        return _OK
+    p, g = P.ravel(), grad.ravel()        # ravel of a C array: a view
+    per_net = P.size // K                 # net k owns p[k * per_net:(k + 1) * per_net]
+    for k in range(K):
+        s = scales[k]                     # already in P's dtype: sgd_update's rounding
+        d = decays[k]
+        for i in range(k * per_net, (k + 1) * per_net):
+            p[i] = _math.sgd_step(p[i], g[i], s, d)
+    return _OK
+
+
+def _run_serial(serial, *args):
+    """After the Python checks passed: the serial stacked kernel."""
+    if serial(*args) != _OK:          # pragma: no cover - the checks above agree
+        raise RuntimeError(f"{serial.__name__} refused arguments the Python checks accepted")
+
+
+def _slow_Z_b_stacked(fn, serial, Z, b):
+    _check_array(fn, "Z", Z, 3, writable=True)
+    _check_array(fn, "b", b, 2)
+    _check_same_dtype(fn, ("Z", "b"), (Z, b))
+    _check_shape(fn, "b", b, (Z.shape[0], Z.shape[2]),
+                 "one bias row per net, one entry per column of Z")
+    _run_serial(serial, Z, b)
+    return Z
+
+
+def bias_sigmoid_stacked_cpu(Z, b):
+    """Forward step of K sigmoid layers in place: ``Z[k] <- sigmoid(Z[k] + b[k])``.
+
+    Z: (K, m, n) float32/float64, C-contiguous, overwritten with the activations.
+    b: (K, n), same dtype, C-contiguous. Slice k equals ``bias_sigmoid_cpu(Z[k], b[k])``
+    bitwise. Returns ``Z``.
+    """
+    if (type(Z) is _ndarray and type(b) is _ndarray and Z.ndim == 3 and b.ndim == 2
+            and ((dt := Z.dtype) is _F32 or dt is _F64) and b.dtype is dt):
+        try:
+            if _bias_sigmoid_stacked_s(Z, b) == _OK:
+                return Z
+        except Exception:       # e.g. Numba refusing a read-only Z: say why below
+            pass
+    return _slow_Z_b_stacked("bias_sigmoid_stacked_cpu", _bias_sigmoid_stacked_s, Z, b)
+
+
+def bias_softmax_stacked_cpu(Z, b):
+    """Forward step of K softmax layers in place: ``Z[k] <- softmax(Z[k] + b[k])`` by rows.
+
+    Z: (K, m, n), overwritten. b: (K, n). Slice k equals ``bias_softmax_cpu(Z[k], b[k])``
+    bitwise. Returns ``Z``.
+    """
+    if (type(Z) is _ndarray and type(b) is _ndarray and Z.ndim == 3 and b.ndim == 2
+            and ((dt := Z.dtype) is _F32 or dt is _F64) and b.dtype is dt):
+        try:
+            if _bias_softmax_stacked_s(Z, b) == _OK:
+                return Z
+        except Exception:
+            pass
+    return _slow_Z_b_stacked("bias_softmax_stacked_cpu", _bias_softmax_stacked_s, Z, b)
+
+
+def output_delta_stacked_cpu(a, y, cost, out):
+    """Output-layer error of K networks into ``out``: ``out[k] <- output_delta(a[k], y)``.
+
+    a: (K, m, n_out) activations, C-contiguous. y: (m,) integer class ids in
+    [0, n_out), shared by the K nets (read directly; a label out of range is a
+    ValueError, raised before anything is written). cost: ``"quadratic"``
+    (``(a - t) * a * (1 - a)``) or ``"cross_entropy"`` (``a - t``). out: (K, m, n_out),
+    may be ``a`` itself. Slice k equals ``output_delta_cpu(a[k], y, cost, out[k])``
+    bitwise. Returns ``out``.
+    """
+    quadratic = cost == "quadratic"
+    if ((quadratic or cost == "cross_entropy")
+            and type(a) is _ndarray and type(out) is _ndarray and type(y) is _ndarray
+            and a.ndim == 3 and out.ndim == 3 and y.ndim == 1 and y.dtype is _I64
+            and ((dt := a.dtype) is _F32 or dt is _F64) and out.dtype is dt):
+        try:
+            if _delta_labels_stacked_s(a, y, out, quadratic) == _OK:
+                return out
+        except Exception:
+            pass
+    fn = "output_delta_stacked_cpu"
+    if cost not in COSTS:
+        raise ValueError(f"{fn}: cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}.")
+    _check_array(fn, "a", a, 3)
+    _check_array(fn, "out", out, 3, writable=True)
+    _check_same_dtype(fn, ("a", "out"), (a, out))
+    _check_shape(fn, "out", out, a.shape, "the shape of a")
+    if not isinstance(y, _ndarray):
+        _check_array(fn, "y", y)                        # raises the TypeError
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: labels y must be integer class ids. Actual: dtype {y.dtype}. "
+                        f"Fix: y.astype(numpy.int64).")
+    _check_shape(fn, "y", y, (a.shape[1],), "one label per row of a[k], shared by the nets")
+    n_out = a.shape[2]
+    if y.size and (y.min() < 0 or y.max() >= n_out):
+        raise ValueError(f"{fn}: labels y must lie in [0, {n_out}) (one class per column of "
+                         f"a). Actual: from {y.min()} to {y.max()}.")
+    _run_serial(_delta_labels_stacked_s, a, y, out, quadratic)
+    return out
+
+
+def bias_grad_stacked_cpu(delta, out, scale, accumulate=False):
+    """Bias gradients of K networks: ``out[k] <- scale * sum(delta[k], 0)``, or ``+=``.
+
+    delta: (K, m, n), C-contiguous. out: (K, n), same dtype, written in place. scale:
+    usually ``1 / m``. Slice k equals ``bias_grad_cpu(delta[k], out[k], scale,
+    accumulate)`` bitwise. Returns ``out``.
+    """
+    if type(scale) is not float:
+        scale = _real("bias_grad_stacked_cpu", "scale", scale)
+    accumulate = bool(accumulate)
+    if (type(delta) is _ndarray and type(out) is _ndarray and delta.ndim == 3
+            and out.ndim == 2 and ((dt := delta.dtype) is _F32 or dt is _F64)
+            and out.dtype is dt):
+        try:
+            if _colsum_stacked_s(delta, out, scale, accumulate) == _OK:
+                return out
+        except Exception:
+            pass
+    fn = "bias_grad_stacked_cpu"
+    _check_array(fn, "delta", delta, 3)
+    _check_array(fn, "out", out, 2, writable=True)
+    _check_same_dtype(fn, ("delta", "out"), (delta, out))
+    _check_shape(fn, "out", out, (delta.shape[0], delta.shape[2]),
+                 "one row per net, one entry per column of delta")
+    _run_serial(_colsum_stacked_s, delta, out, scale, accumulate)
+    return out
+
+
+def sgd_update_stacked_cpu(P, grad, scales, decays):
+    """Fused SGD step of K networks in place: ``P[k] <- decays[k] * P[k] - scales[k] * grad[k]``.
+
+    P: (K, ...) parameters (any trailing dimensions), C-contiguous. grad: same shape and
+    dtype, the *unscaled* minibatch sums. scales, decays: (K,) NumPy arrays in P's dtype
+    (``eta / m`` and ``1 - eta * lmbda / n`` per net). One pass; per element the
+    arithmetic of ``sgd_update_cpu``, so slice k equals ``sgd_update_cpu(P[k], grad[k],
+    scales[k], decays[k])`` bitwise. Returns ``P``.
+    """
+    if (type(P) is _ndarray and type(grad) is _ndarray and type(scales) is _ndarray
+            and type(decays) is _ndarray and P.ndim >= 1
+            and ((dt := P.dtype) is _F32 or dt is _F64)
+            and grad.dtype is dt and scales.dtype is dt and decays.dtype is dt):
+        try:
+            if _sgd_stacked_s(P, grad, scales, decays) == _OK:
+                return P
+        except Exception:
+            pass
+    fn = "sgd_update_stacked_cpu"
+    _check_array(fn, "P", P, writable=True)
+    _check_array(fn, "grad", grad)
+    _check_array(fn, "scales", scales, 1)
+    _check_array(fn, "decays", decays, 1)
+    names = ("P", "grad", "scales", "decays")
+    _check_same_dtype(fn, names, (P, grad, scales, decays))
+    if P.ndim < 1:
+        raise ValueError(f"{fn}: P must have a leading K axis (at least 1-D). Actual: shape ().")
+    _check_shape(fn, "grad", grad, P.shape, "the shape of P")
+    _check_shape(fn, "scales", scales, (P.shape[0],), "one scale per net")
+    _check_shape(fn, "decays", decays, (P.shape[0],), "one decay per net")
+    _run_serial(_sgd_stacked_s, P, grad, scales, decays)
+    return P
+
+
+def warmup_stacked(dtype="float32") -> int:
+    """Compile (or load from the on-disk cache) every stacked CPU kernel for ``dtype``.
+
+    Covers (K, m, n) activations, int64 labels, and 2-D and 3-D stacked parameters
+    ((K, n) biases, (K, n_in, n_out) weights). Returns the number of specialisations
+    touched.
+    """
+    dt = np.dtype(dtype)
+    if dt not in _FLOATS:
+        raise TypeError(f"warmup_stacked: dtype must be float32 or float64. Actual: {dt}.")
+    Z = np.zeros((2, 2, 3), dt)
+    b = np.zeros((2, 3), dt)
+    y = np.zeros(2, np.int64)
+    v = np.ones(2, dt)
+    calls = [
+        (_bias_sigmoid_stacked_s, (Z, b)),
+        (_bias_softmax_stacked_s, (Z, b)),
+        (_delta_labels_stacked_s, (Z, y, Z, True)),
+        (_colsum_stacked_s, (Z, b, 0.0, False)),
+        (_sgd_stacked_s, (Z, Z, v, v)),
+        (_sgd_stacked_s, (b, b, v, v)),
+    ]
+    for serial, args in calls:
+        serial(*args)
+    return len(calls)

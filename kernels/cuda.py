@@ -41,6 +41,11 @@ __all__ = [
     "bias_grad_cuda",
     "sgd_update_cuda",
     "bias_update_cuda",
+    "bias_sigmoid_stacked_cuda",
+    "bias_softmax_stacked_cuda",
+    "output_delta_stacked_cuda",
+    "bias_grad_stacked_cuda",
+    "sgd_update_stacked_cuda",
     "THREADS_PER_BLOCK",
 ]
 
@@ -359,3 +364,178 @@ def bias_update_cuda(b, delta, scale):
     # b + (-scale) * S equals the reference's b - scale * S bitwise.
     _launch(_colsum_k, d.shape[1], d.handle, bb.handle, t(-scale), True, t(0))
     return b
+
+
+# =====================================================================================
+# Stacked kernels: a leading K axis, one slice per network of a NetworkStack. Slice k
+# of every result is what the unstacked kernel above computes for net k, with the same
+# per-element (or per-row, per-column) arithmetic in the same order. One thread per
+# element, per (net, row) for the softmax, per (net, column) for the bias sums.
+# =====================================================================================
+
+@cuda.jit
+def _bias_sigmoid_stacked_k(Z, b, one):
+    t = cuda.grid(1)
+    n = Z.shape[2]
+    mn = Z.shape[1] * n
+    if t < Z.shape[0] * mn:
+        k = t // mn
+        r = t - k * mn
+        i = r // n
+        j = r - i * n
+        Z[k, i, j] = _math.sigmoid(Z[k, i, j] + b[k, j], one)
+
+
+@cuda.jit
+def _bias_softmax_stacked_k(Z, b, neg_inf, zero):
+    t = cuda.grid(1)                     # one thread per (net, row)
+    m = Z.shape[1]
+    if t < Z.shape[0] * m:
+        k = t // m
+        i = t - k * m
+        n = Z.shape[2]
+        mx = neg_inf
+        for j in range(n):
+            v = Z[k, i, j] + b[k, j]
+            Z[k, i, j] = v
+            if v > mx:
+                mx = v
+        s = zero
+        for j in range(n):
+            e = math.exp(Z[k, i, j] - mx)
+            Z[k, i, j] = e
+            s += e
+        for j in range(n):
+            Z[k, i, j] = Z[k, i, j] / s
+
+
+@cuda.jit
+def _delta_labels_stacked_k(a, y, out, quadratic, one, zero):
+    t = cuda.grid(1)
+    n = a.shape[2]
+    mn = a.shape[1] * n
+    if t < a.shape[0] * mn:
+        k = t // mn
+        r = t - k * mn
+        i = r // n
+        j = r - i * n
+        target = one if j == y[i] else zero     # labels shared by the K nets
+        if quadratic:
+            out[k, i, j] = _math.quadratic_delta(a[k, i, j], target, one)
+        else:
+            out[k, i, j] = _math.cross_entropy_delta(a[k, i, j], target)
+
+
+@cuda.jit
+def _colsum_stacked_k(delta, out, scale, accumulate, zero):
+    t = cuda.grid(1)                     # one thread per (net, column), rows in sequence
+    n = delta.shape[2]
+    if t < delta.shape[0] * n:
+        k = t // n
+        j = t - k * n
+        acc = zero
+        for i in range(delta.shape[1]):
+            acc += delta[k, i, j]
+        if accumulate:
+            out[k, j] = out[k, j] + scale * acc
+        else:
+            out[k, j] = scale * acc
+
+
+@cuda.jit
+def _sgd_stacked_k(p, g, scales, decays, per_net):
+    t = cuda.grid(1)                     # p, g: flat 1-D views; net k owns per_net of them
+    if t < p.shape[0]:
+        k = t // per_net
+        p[t] = _math.sgd_step(p[t], g[t], scales[k], decays[k])
+
+
+def bias_sigmoid_stacked_cuda(Z, b):
+    """Forward step of K sigmoid layers in place: ``Z[k] <- sigmoid(Z[k] + b[k])``.
+
+    Z: (K, m, n) float32/float64 CuPy array, C-contiguous, overwritten. b: (K, n).
+    Returns Z.
+    """
+    fn = "bias_sigmoid_stacked_cuda"
+    z, bb = _arrays(fn, [("Z", Z, 3, True, True), ("b", b, 2, False, True)])
+    _check_shape(fn, bb, (z.shape[0], z.shape[2]),
+                 "one bias row per net, one entry per column of Z")
+    _launch(_bias_sigmoid_stacked_k, math.prod(z.shape), z.handle, bb.handle, z.dtype.type(1))
+    return Z
+
+
+def bias_softmax_stacked_cuda(Z, b):
+    """Forward step of K softmax layers in place: ``Z[k] <- softmax(Z[k] + b[k])`` by rows.
+
+    One thread per (net, row). Returns Z.
+    """
+    fn = "bias_softmax_stacked_cuda"
+    z, bb = _arrays(fn, [("Z", Z, 3, True, True), ("b", b, 2, False, True)])
+    _check_shape(fn, bb, (z.shape[0], z.shape[2]),
+                 "one bias row per net, one entry per column of Z")
+    t = z.dtype.type
+    _launch(_bias_softmax_stacked_k, z.shape[0] * z.shape[1], z.handle, bb.handle,
+            t(-np.inf), t(0))
+    return Z
+
+
+def output_delta_stacked_cuda(a, y, cost, out):
+    """Output-layer error of K networks into ``out``: ``out[k] <- output_delta(a[k], y)``.
+
+    a, out: (K, m, n_out) (out may be a). y: (m,) integer labels shared by the K nets.
+    The label range is not checked here: that would cost a device-to-host
+    synchronisation per call. A label outside [0, n_out) gives an all-zero target row,
+    as in ``output_delta_cuda``; check labels once per data set. Returns out.
+    """
+    fn = "output_delta_stacked_cuda"
+    if cost not in COSTS:
+        raise ValueError(f"{fn}: cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}.")
+    aa, oo = _arrays(fn, [("a", a, 3, False, True), ("out", out, 3, True, True)])
+    _check_shape(fn, oo, aa.shape, "the shape of a")
+    yy = _Arg(fn, "y", y)
+    if yy.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: labels y must be integer class ids. Actual: dtype {yy.dtype}. "
+                        f"Fix: y.astype(cupy.int64).")
+    _check_shape(fn, yy, (aa.shape[1],), "one label per row of a[k], shared by the nets")
+    if not yy.c_contiguous:
+        raise ValueError(f"{fn}: labels y must be contiguous. Fix: cupy.ascontiguousarray(y).")
+    t = aa.dtype.type
+    _launch(_delta_labels_stacked_k, math.prod(aa.shape), aa.handle, yy.handle, oo.handle,
+            cost == "quadratic", t(1), t(0))
+    return out
+
+
+def bias_grad_stacked_cuda(delta, out, scale, accumulate=False):
+    """``out[k] <- scale * sum(delta[k], 0)`` (or ``+=``); delta (K, m, n), out (K, n).
+
+    One thread per (net, column). Returns out.
+    """
+    fn = "bias_grad_stacked_cuda"
+    scale = _real(fn, "scale", scale)
+    d, o = _arrays(fn, [("delta", delta, 3, False, True), ("out", out, 2, True, True)])
+    _check_shape(fn, o, (d.shape[0], d.shape[2]), "one row per net, one entry per column of delta")
+    t = d.dtype.type
+    _launch(_colsum_stacked_k, d.shape[0] * d.shape[2], d.handle, o.handle, t(scale),
+            bool(accumulate), t(0))
+    return out
+
+
+def sgd_update_stacked_cuda(P, grad, scales, decays):
+    """Fused ``P[k] <- decays[k] * P[k] - scales[k] * grad[k]`` in place; P (K, ...).
+
+    grad: P's shape. scales, decays: (K,) CuPy arrays in P's dtype. Returns P.
+    """
+    fn = "sgd_update_stacked_cuda"
+    p, g, s, d = _arrays(fn, [("P", P, None, True, True), ("grad", grad, None, False, True),
+                              ("scales", scales, 1, False, True),
+                              ("decays", decays, 1, False, True)])
+    if not p.shape:
+        raise ValueError(f"{fn}: P must have a leading K axis (at least 1-D). Actual: shape ().")
+    _check_shape(fn, g, p.shape, "the shape of P")
+    _check_shape(fn, s, (p.shape[0],), "one scale per net")
+    _check_shape(fn, d, (p.shape[0],), "one decay per net")
+    n = math.prod(p.shape)
+    if n:
+        _launch(_sgd_stacked_k, n, p.handle.reshape(n), g.handle.reshape(n), s.handle,
+                d.handle, n // p.shape[0])
+    return P

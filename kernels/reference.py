@@ -147,3 +147,137 @@ def bias_update(b, delta, scale):
         b -= scale * g
         return b
     return b - scale * g
+
+
+# --- stacked: a leading K axis, one slice per network of a NetworkStack ----------------
+# Every array carries the K networks along axis 0; slice k is exactly what the unstacked
+# step above computes for network k. Labels y (m,) are shared by all K networks.
+# Shapes are checked here (unlike above) because broadcasting would otherwise accept a
+# (1, n) bias or a length-1 scale vector for K networks without a word.
+
+def _expect_shape(fn, name, x, expected, why):
+    if tuple(x.shape) != tuple(expected):
+        raise ValueError(f"{fn}: {name} must have shape {tuple(expected)} ({why}). "
+                         f"Actual: {tuple(x.shape)}.")
+
+
+def _expect_ndim(fn, name, x, ndim):
+    if x.ndim != ndim:
+        raise ValueError(f"{fn}: {name} must be {ndim}-D. Actual: shape {tuple(x.shape)}.")
+
+
+def _check_Z_b_stacked(fn, Z, b):
+    _expect_ndim(fn, "Z", Z, 3)
+    _expect_shape(fn, "b", b, (Z.shape[0], Z.shape[2]),
+                  "one bias row per net, one entry per column of Z")
+
+
+def bias_sigmoid_stacked(Z, b):
+    """Forward step of K sigmoid layers: ``Z[k] <- sigmoid(Z[k] + b[k])``.
+
+    Z: (K, m, n) float, overwritten with the activations. b: (K, n), same dtype.
+    """
+    _check_Z_b_stacked("bias_sigmoid_stacked", Z, b)
+    xp = array_namespace(Z, b)
+    bb = xp.expand_dims(b, axis=1)           # (K, 1, n): broadcasts over the m rows
+    if _inplace(xp):
+        Z += bb
+        Z *= 0.5
+        xp.tanh(Z, out=Z)
+        Z *= 0.5
+        Z += 0.5
+        return Z
+    return sigmoid(Z + bb, xp)
+
+
+def bias_softmax_stacked(Z, b):
+    """Forward step of K softmax layers: ``Z[k] <- softmax(Z[k] + b[k])`` row by row.
+
+    Z: (K, m, n) float, overwritten with the activations. b: (K, n).
+    """
+    _check_Z_b_stacked("bias_softmax_stacked", Z, b)
+    xp = array_namespace(Z, b)
+    bb = xp.expand_dims(b, axis=1)
+    if _inplace(xp):
+        Z += bb
+        Z -= xp.max(Z, axis=2, keepdims=True)
+        xp.exp(Z, out=Z)
+        Z /= xp.sum(Z, axis=2, keepdims=True)
+        return Z
+    Z = Z + bb
+    Z = xp.exp(Z - xp.max(Z, axis=2, keepdims=True))
+    return Z / xp.sum(Z, axis=2, keepdims=True)
+
+
+def output_delta_stacked(a, y, cost, out):
+    """Output-layer error of K networks on one batch: ``out[k] <- output_delta(a[k], y)``.
+
+    a: (K, m, n_out) output activations. y: (m,) integer labels in [0, n_out), shared by
+    the K networks (a label out of range is a ValueError). cost: ``"quadratic"``:
+    ``(a - t) * a * (1 - a)``; ``"cross_entropy"``: ``a - t``. out: (K, m, n_out), may be
+    ``a``.
+    """
+    fn = "output_delta_stacked"
+    if cost not in ("quadratic", "cross_entropy"):
+        raise ValueError(f"{fn}: cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}")
+    _expect_ndim(fn, "a", a, 3)
+    _expect_shape(fn, "out", out, a.shape, "the shape of a")
+    _expect_ndim(fn, "y", y, 1)
+    _expect_shape(fn, "y", y, (a.shape[1],), "one label per row of a[k]")
+    xp = array_namespace(a, out)
+    n_out = a.shape[2]
+    if y.shape[0] and (int(xp.min(y)) < 0 or int(xp.max(y)) >= n_out):
+        raise ValueError(f"{fn}: labels y must lie in [0, {n_out}). Actual: from "
+                         f"{int(xp.min(y))} to {int(xp.max(y))}.")
+    t = one_hot(y, n_out, a.dtype, xp)       # (m, n_out): broadcasts over the K nets
+    d = a - t
+    if cost == "quadratic":
+        d = d * a * (1 - a)
+    if _inplace(xp):
+        out[...] = d
+        return out
+    return d
+
+
+def bias_grad_stacked(delta, out, scale, accumulate=False):
+    """Bias gradients of K networks: ``out[k] <- scale * sum(delta[k], axis=0)`` (or ``+=``).
+
+    delta: (K, m, n). out: (K, n). scale: usually ``1 / m``.
+    """
+    fn = "bias_grad_stacked"
+    _expect_ndim(fn, "delta", delta, 3)
+    _expect_shape(fn, "out", out, (delta.shape[0], delta.shape[2]),
+                  "one row per net, one entry per column of delta")
+    xp = array_namespace(delta, out)
+    g = scale * xp.sum(delta, axis=1)
+    if _inplace(xp):
+        if accumulate:
+            out += g
+        else:
+            out[...] = g
+        return out
+    return out + g if accumulate else g
+
+
+def sgd_update_stacked(P, grad, scales, decays):
+    """Fused SGD step of K networks: ``P[k] <- decays[k] * P[k] - scales[k] * grad[k]``.
+
+    P: (K, ...) parameters. grad: same shape, the *unscaled* minibatch sums. scales,
+    decays: (K,) in P's dtype (``eta / m`` and ``1 - eta * lmbda / n`` per net).
+    """
+    fn = "sgd_update_stacked"
+    if P.ndim < 1:
+        raise ValueError(f"{fn}: P must have a leading K axis (at least 1-D). Actual: shape ().")
+    _expect_shape(fn, "grad", grad, P.shape, "the shape of P")
+    K = P.shape[0]
+    _expect_shape(fn, "scales", scales, (K,), "one scale per net")
+    _expect_shape(fn, "decays", decays, (K,), "one decay per net")
+    xp = array_namespace(P, grad, scales, decays)
+    col = (K,) + (1,) * (P.ndim - 1)         # (K, 1, ...): broadcasts over each net's slice
+    s = xp.reshape(scales, col)
+    d = xp.reshape(decays, col)
+    if _inplace(xp):
+        P *= d                                # times 1 is exact: decay 1 changes nothing
+        P -= s * grad
+        return P
+    return P * d - s * grad
