@@ -19,8 +19,9 @@ from fastnet.backend import get_backend  # noqa: E402
 from fastnet.history import History  # noqa: E402
 from fastnet.io import ModelFileError, load  # noqa: E402
 from fastnet.network import DivergenceError, Network, TrainingInterrupted  # noqa: E402
+from fastnet.stack import NetworkStack  # noqa: E402
 
-__all__ = ["Network", "load", "History", "get_backend", "warmup", "DivergenceError",
+__all__ = ["Network", "NetworkStack", "load", "History", "get_backend", "warmup", "DivergenceError",
            "ModelFileError", "TrainingInterrupted", "__version__"]
 
 

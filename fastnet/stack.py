@@ -1,0 +1,497 @@
+"""K same-shape networks trained at once: :class:`NetworkStack`.
+
+Nielsen's book, and most users after it, compare many small networks: learning rates,
+L2 strengths, seeds. One ``[784, 30, 10]`` network keeps a sliver of the machine busy
+(at minibatch 10 a step is 0.5 MFLOP); a stack trains K of them in one pass, so the
+per-step costs (Python, kernel launches, the batch gather, reading X) are paid once for
+all K and the arithmetic comes in K-times-wider pieces.
+
+Layout: every parameter has a leading K axis, ``W[l]`` is ``(K, n_l, n_{l+1})`` and
+``b[l]`` is ``(K, n_{l+1})``; activations and deltas are ``(K, m, n)``. Net ``k`` is
+exactly the network ``Network(sizes, seed=seeds[k])`` would be, trained with its own
+``eta`` and ``lmbda``:
+
+- ``order="shared"`` (default): one minibatch order for all K nets, the order net 0's
+  seed draws (``Network(sizes, seed=seeds[0])`` would train on the same one). Layer 1
+  then reads one batch ``X_b`` for all K nets: ``X_b @ W_1[k]`` for every k is one wide
+  product, and so is its gradient.
+- ``order="independent"``: net ``k`` draws its own order from its own seed, so it is
+  exactly a separate ``Network(sizes, seed=seeds[k]).fit(...)`` run; each net gathers its
+  own batch (K gathers per step), and no wide product.
+
+Paths, picked per fit as for :class:`fastnet.Network`:
+
+- NumPy on the Numba kernel path with a shared order and small steps: the compiled
+  epoch loop of :mod:`fastnet.kernels.epoch_stack_cpu` (layer 1 as one wide matrix,
+  FMA, the nets split over the CPU cores);
+- otherwise step by step: batched GEMMs (``matmul`` over the K axis: BLAS / cuBLAS) and
+  the stacked fused kernels of :mod:`fastnet.ops` (``*_stacked``: njit on NumPy, CUDA
+  on CuPy, plain ``xp`` with ``FASTNET_KERNELS=xp`` or any other Array API namespace:
+  the oracle).
+
+A net that diverges (NaN or infinite loss) never stops the others: its records say
+``diverged: True`` and its weights stay as they are (NaN); the other nets are computed
+column by column apart from it and are unaffected.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from fastnet import _validate as V
+from fastnet import ops, progress
+from fastnet.backend import Backend, get_backend
+from fastnet.history import History
+from fastnet.network import Network, _DeviceData, check_seed, initial_params
+
+__all__ = ["NetworkStack", "STACK_FASTPATH"]
+
+#: Train NumPy stacks with a shared order on the compiled loop
+#: (:mod:`fastnet.kernels.epoch_stack_cpu`) when their steps are small. Tests set it to
+#: False to compare with the step path.
+STACK_FASTPATH = True
+
+#: Rows per chunk of the metrics pass: about this many activation elements at once.
+_METRIC_ELEMS = 1 << 22
+
+
+def _per_net(name: str, value, k: int | None, check) -> list:
+    """``value`` (a scalar or a length-K sequence) as a list of K checked values."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        return None if k is None else [check(name, value)] * k
+    values = list(value)
+    if not values:
+        raise ValueError(f"{name} must not be empty: give one value per network, or one for all")
+    if k is not None and len(values) != k:
+        raise ValueError(f"{name} has {len(values)} values for k={k} networks; "
+                         f"fix: give {k} values, or one value for all")
+    return [check(f"{name}[{i}]", v) for i, v in enumerate(values)]
+
+
+def _seed_value(name, v):
+    check_seed(v)
+    if v is None:
+        raise TypeError(f"{name} must be an int (a stack needs one seed per network). Actual: None")
+    return int(v)
+
+
+class _StackWorkspace:
+    """Buffers for one batch size ``m`` (K nets); made once per fit, reused every step."""
+
+    def __init__(self, xp, sizes, k: int, m: int, dtype, independent: bool):
+        self.m = m
+        self.X = xp.empty((k, m, sizes[0]) if independent else (m, sizes[0]), dtype=dtype)
+        self.y = xp.empty((k, m) if independent else (m,), dtype=xp.int64)
+        self.a = [xp.empty((k, m, n), dtype=dtype) for n in sizes[1:]]
+        self.d = [xp.empty((k, m, n), dtype=dtype) for n in sizes[1:]]
+        self.gW = [xp.empty((k, i, o), dtype=dtype) for i, o in zip(sizes[:-1], sizes[1:])]
+        self.gb = [xp.empty((k, o), dtype=dtype) for o in sizes[1:]]
+
+
+class NetworkStack(_DeviceData):
+    """K networks of one shape trained together, each with its own seed, eta and lmbda.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths shared by all K networks, e.g. ``[784, 30, 10]``.
+    k : int, optional
+        Number of networks; by default the length of ``seeds`` / ``etas`` / ``lmbdas``
+        (whichever are sequences; they must agree). With only scalars, ``k`` is needed.
+    seeds : int or sequence of int, default ``range(k)``
+        Net ``i`` starts with the parameters of ``Network(sizes, seed=seeds[i])``.
+    etas, lmbdas : float or sequence of float
+        Learning rate (> 0) and L2 strength (>= 0) of each network (a scalar: all).
+    cost, init, dtype, device
+        As for :class:`fastnet.Network`, shared by all K.
+    order : {"shared", "independent"}
+        One minibatch order for all nets (the one ``seeds[0]`` draws; fast), or each net
+        its own (exactly K separate runs).
+
+    Example
+    -------
+    >>> import numpy as np, fastnet
+    >>> stack = fastnet.NetworkStack([4, 8, 2], etas=[0.1, 1.0, 3.0], cost="cross_entropy",
+    ...                              device="cpu")
+    >>> len(stack), stack.seeds
+    (3, [0, 1, 2])
+    >>> X = np.eye(4); y = np.array([0, 1, 0, 1])
+    >>> hists = stack.fit(X, y, epochs=100, batch_size=2)
+    >>> [round(a, 2) for a in stack.evaluate(X, y)]
+    [1.0, 1.0, 1.0]
+    >>> stack[2].predict(X).tolist()
+    [0, 1, 0, 1]
+    """
+
+    def __init__(self, sizes, k=None, *, seeds=None, etas=3.0, lmbdas=0.0, cost="quadratic",
+                 init="nielsen", dtype="float32", device="auto", order="shared"):
+        self.sizes = V.check_sizes(sizes)
+        self.cost = V.check_choice("cost", cost, V.COSTS)
+        self.init = V.check_choice("init", init, V.INITS)
+        self.dtype = V.check_dtype(dtype)
+        self.order = V.check_choice("order", order, ("shared", "independent"))
+        if k is not None:
+            k = V.check_positive_int("k", k)
+        eta = lambda name, v: V.check_real(name, v, positive=True)   # noqa: E731
+        lmb = lambda name, v: V.check_real(name, v)                  # noqa: E731
+        for name, value in (("seeds", seeds), ("etas", etas), ("lmbdas", lmbdas)):
+            if value is not None and not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
+                n = len(value)
+                if n == 0:
+                    raise ValueError(f"{name} must not be empty: give one value per network, or one for all")
+                if k is None:
+                    k = n
+                elif n != k:
+                    raise ValueError(f"{name} has {n} values for k={k} networks; fix: give {k} values, "
+                                     f"or one value for all")
+        if k is None:
+            raise ValueError("how many networks? give k=K, or seeds / etas / lmbdas as sequences")
+        k = V.check_positive_int("k", k)
+        self.seeds = list(range(k)) if seeds is None else _per_net("seeds", seeds, k, _seed_value)
+        self.etas = _per_net("etas", etas, k, eta)
+        self.lmbdas = _per_net("lmbdas", lmbdas, k, lmb)
+        if self.lmbdas is not None:
+            bad = [i for i, v in enumerate(self.lmbdas) if v < 0]
+            if bad:
+                raise ValueError(f"lmbdas[{bad[0]}] must be >= 0. Actual: {self.lmbdas[bad[0]]}")
+        self.backend: Backend = get_backend(device)
+        params = [initial_params(self.sizes, self.init, s) for s in self.seeds]
+        self._W = [self._to_device(np.stack([p[0][l] for p in params])) for l in range(self.n_layers)]
+        self._b = [self._to_device(np.stack([p[1][l] for p in params])) for l in range(self.n_layers)]
+        self._shuffle_rngs = [p[2] for p in params]
+
+    # --- shape and parameters -----------------------------------------------------------
+
+    @property
+    def k(self) -> int:
+        """Number of networks in the stack."""
+        return len(self.seeds)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers (``len(sizes) - 1``)."""
+        return len(self.sizes) - 1
+
+    def __len__(self) -> int:
+        return self.k
+
+    @property
+    def weights(self) -> list:
+        """``weights[l]``: the ``(K, sizes[l], sizes[l+1])`` stacked weights (the arrays
+        themselves, on the stack's device: read them, or index a net with ``stack[i]``)."""
+        return list(self._W)
+
+    @property
+    def biases(self) -> list:
+        """``biases[l]``: the ``(K, sizes[l+1])`` stacked biases."""
+        return list(self._b)
+
+    def __getitem__(self, i) -> Network:
+        """Net ``i`` as an ordinary :class:`fastnet.Network` (a copy, seeded ``seeds[i]``).
+
+        >>> import fastnet
+        >>> stack = fastnet.NetworkStack([3, 2], seeds=[5, 6], device="cpu", dtype="float64")
+        >>> bool((stack[1].weights[0] == fastnet.Network([3, 2], seed=6, dtype="float64").weights[0]).all())
+        True
+        """
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"index a stack with an int. Actual: {i!r}")
+        if not -self.k <= i < self.k:
+            raise IndexError(f"stack index {i} out of range for k={self.k} networks")
+        i = int(i) % self.k
+        net = Network(self.sizes, cost=self.cost, init=self.init, dtype=self.dtype,
+                      device=self.backend, seed=self.seeds[i])
+        net.weights = [W[i, ...] for W in self._W]
+        net.biases = [b[i, ...] for b in self._b]
+        return net
+
+    def __iter__(self):
+        return (self[i] for i in range(self.k))
+
+    def __repr__(self) -> str:
+        return (f"NetworkStack({self.sizes}, k={self.k}, cost={self.cost!r}, dtype={self.dtype!r}, "
+                f"order={self.order!r}, device={self.backend.device!r})")
+
+    def config(self) -> dict:
+        """The stack's settings (JSON-friendly).
+
+        >>> import fastnet
+        >>> fastnet.NetworkStack([3, 2], etas=[0.5, 1.0], device="cpu").config()["etas"]
+        [0.5, 1.0]
+        """
+        return {"sizes": list(self.sizes), "k": self.k, "seeds": list(self.seeds),
+                "etas": list(self.etas), "lmbdas": list(self.lmbdas), "cost": self.cost,
+                "init": self.init, "dtype": self.dtype, "order": self.order}
+
+    # --- forward ------------------------------------------------------------------------
+
+    def _activate(self, l: int, Z):
+        if l == self.n_layers - 1 and self.cost == "cross_entropy":
+            return ops.bias_softmax_stacked(Z, self._b[l])
+        return ops.bias_sigmoid_stacked(Z, self._b[l])
+
+    def _forward(self, X, outs=None) -> list:
+        """Activations ``(K, m, n)`` of every layer; X is ``(m, n_0)`` (shared) or ``(K, m, n_0)``."""
+        acts, a = [], X
+        for l in range(self.n_layers):
+            a = self._activate(l, ops.matmul(a, self._W[l], out=None if outs is None else outs[l]))
+            acts.append(a)
+        return acts
+
+    def feedforward(self, X):
+        """Output activations of all K nets: ``(K, n, sizes[-1])`` for X ``(n, sizes[0])``.
+
+        >>> import numpy as np, fastnet
+        >>> fastnet.NetworkStack([3, 4, 2], k=5, device="cpu").feedforward(np.ones((7, 3))).shape
+        (5, 7, 2)
+        """
+        return self._forward(self._prepare_X(X))[-1]
+
+    def predict(self, X):
+        """Class ids ``(K, n)``: each net's argmax.
+
+        >>> import numpy as np, fastnet
+        >>> fastnet.NetworkStack([3, 2], k=4, device="cpu").predict(np.ones((5, 3))).shape
+        (4, 5)
+        """
+        return self.xp.argmax(self.feedforward(X), axis=2)
+
+    def _metrics(self, Xd, yd, lmbdas=None):
+        """Per net ``(losses, accuracies)`` over device data (lists of K floats): one sync."""
+        xp = array_namespace(Xd)
+        n, K = Xd.shape[0], self.k
+        chunk = max(256, _METRIC_ELEMS // (K * max(self.sizes[1:])))
+        dt = self.backend.dtype(self.dtype)
+        cost = xp.zeros((K,), dtype=dt)
+        correct = xp.zeros((K,), dtype=xp.int64)
+        for s in range(0, n, chunk):
+            stop = min(s + chunk, n)
+            a = self._forward(Xd[s:stop, ...])[-1]                      # (K, c, n_out)
+            yk = yd[s:stop]
+            t = ops._ref.one_hot(yk, self.sizes[-1], a.dtype, xp)      # (c, n_out), broadcast over K
+            if self.cost == "quadratic":
+                cost = cost + 0.5 * xp.sum((a - t) ** 2, axis=(1, 2))
+            else:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    cost = cost - xp.sum(xp.log(xp.sum(t * a, axis=2)), axis=1)
+            correct = correct + xp.sum(xp.astype(xp.argmax(a, axis=2) == yk, xp.int64), axis=1)
+        losses = [float(c) / n for c in self.backend.asnumpy(cost)]
+        if lmbdas is not None:
+            sq = sum(self.backend.asnumpy(xp.sum(W * W, axis=(1, 2))).astype(np.float64) for W in self._W)
+            losses = [v + 0.5 * lm / n * float(s) for v, lm, s in zip(losses, lmbdas, sq)]
+        return losses, [int(c) / n for c in self.backend.asnumpy(correct)]
+
+    def evaluate(self, X, y) -> list[float]:
+        """Each net's accuracy on ``(X, y)``: a list of K fractions.
+
+        >>> import numpy as np, fastnet
+        >>> accs = fastnet.NetworkStack([2, 2], k=3, device="cpu").evaluate(np.eye(2), [0, 1])
+        >>> len(accs), all(0.0 <= a <= 1.0 for a in accs)
+        (3, True)
+        """
+        Xd = self._prepare_X(X)
+        return self._metrics(Xd, self._prepare_y(y, Xd.shape[0]))[1]
+
+    def loss(self, X, y, lmbda: bool = False) -> list[float]:
+        """Each net's mean cost on ``(X, y)``; with ``lmbda=True`` plus its own L2 term.
+
+        >>> import numpy as np, fastnet
+        >>> st = fastnet.NetworkStack([2, 1], lmbdas=[0.0, 1.0], device="cpu", dtype="float64")
+        >>> plain, with_l2 = st.loss(np.ones((2, 2)), [0, 0], lmbda=True)
+        >>> plain < with_l2
+        True
+        """
+        Xd = self._prepare_X(X)
+        return self._metrics(Xd, self._prepare_y(y, Xd.shape[0]), self.lmbdas if lmbda else None)[0]
+
+    # --- training -----------------------------------------------------------------------
+
+    def fit(self, X, y, *, epochs, batch_size, validation_data=None, shuffle=True, verbose=0,
+            callbacks: Iterable[Callable] = ()) -> list[History]:
+        """Train all K nets by minibatch SGD; returns K :class:`fastnet.History` objects.
+
+        Each net uses its own ``etas[i]`` and ``lmbdas[i]``; ``epochs``, ``batch_size``
+        and the minibatch order (see ``order``) are shared. Records hold ``epoch``,
+        ``loss``, ``accuracy`` (training data), ``val_loss`` / ``val_accuracy`` with
+        ``validation_data``, ``seconds`` (the stack's training time for the epoch, shared
+        by all K), ``samples_per_s`` (samples x K nets per second) and ``diverged``.
+        ``callbacks``: each called as ``cb(stack, records)`` after every epoch, records
+        being the K dicts of that epoch. Nothing is changed when an argument is refused.
+
+        >>> import numpy as np, fastnet
+        >>> st = fastnet.NetworkStack([2, 3, 2], etas=[0.5, 2.0], device="cpu")
+        >>> hists = st.fit(np.eye(2), np.array([0, 1]), epochs=2, batch_size=1)
+        >>> len(hists), hists[1]["epoch"], hists[1].config["eta"], hists[1][-1]["diverged"]
+        (2, [1, 2], 2.0, False)
+        """
+        Xd = self._prepare_X(X)
+        n = Xd.shape[0]
+        yd = self._prepare_y(y, n)
+        epochs = V.check_positive_int("epochs", epochs)
+        batch_size = V.check_positive_int("batch_size", batch_size, upper=n,
+                                          upper_name="the number of samples")
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            if not callable(cb):
+                raise TypeError(f"callbacks must be callables cb(stack, records). Actual: {cb!r}")
+        val = self._prepare_validation(validation_data)
+        base = {"sizes": list(self.sizes), "cost": self.cost, "init": self.init, "dtype": self.dtype,
+                "epochs": epochs, "batch_size": batch_size, "n_train": n, "shuffle": bool(shuffle),
+                "order": self.order, "stack_k": self.k, "device": self.backend.device,
+                "backend": self.backend.name, "kernels": ops.kernel_path(self._W[0]),
+                "n_val": None if val is None else int(val[0].shape[0])}
+        histories = [History(config=base | {"seed": s, "eta": e, "lmbda": lm, "stack_index": i})
+                     for i, (s, e, lm) in enumerate(zip(self.seeds, self.etas, self.lmbdas))]
+        summary = History(config=base)   # what the progress lines show: the best net
+        bar = progress.for_fit(verbose, epochs, summary)
+        try:
+            self._train(Xd, yd, val, epochs, batch_size, shuffle, histories, summary, bar, callbacks)
+        finally:
+            bar.close()
+        return histories
+
+    def _fast_runner(self, batch_size: int):
+        """The compiled loop for this fit, or None for the step path (see the module doc)."""
+        if not (STACK_FASTPATH and self.order == "shared" and ops.kernel_path(self._W[0]) == "njit"):
+            return None
+        try:
+            from fastnet.kernels import epoch_cpu, epoch_stack_cpu
+        except ImportError:  # pragma: no cover - numba is there: the njit path is
+            return None
+        per_net = batch_size * sum(int(w[0].size) for w in self._W) * self._W[0].itemsize // 4
+        if per_net > epoch_cpu.MAX_STEP_MACS:
+            return None
+        return epoch_stack_cpu
+
+    def _train(self, Xd, yd, val, epochs, batch_size, shuffle, histories, summary, bar, callbacks):
+        xp, K, n = self.xp, self.k, Xd.shape[0]
+        dt = self.backend.dtype(self.dtype)
+        decays = [1.0 - e * lm / n for e, lm in zip(self.etas, self.lmbdas)]
+        independent = self.order == "independent"
+        n_steps = -(-n // batch_size)
+        fast = self._fast_runner(batch_size)
+        runner = None
+        if fast is not None:
+            Xd, yd = np.ascontiguousarray(Xd), np.ascontiguousarray(yd)
+            runner = fast.StackRunner(self._W, self._b, self.etas, decays, batch_size,
+                                      self.cost == "quadratic")
+        else:
+            sizes_m = sorted({batch_size, n - (n_steps - 1) * batch_size})
+            ws = {m: _StackWorkspace(xp, self.sizes, K, m, dt, independent) for m in sizes_m}
+            # per-net step scales eta_k / m for a full and for the last batch, and decays
+            scales = {m: self._to_device(np.array([e / m for e in self.etas])) for m in sizes_m}
+            dec_W = self._to_device(np.array(decays))
+            dec_b = self._to_device(np.ones(K))
+        orders = [xp.arange(n, dtype=xp.int64)] * (K if independent else 1)
+        diverged = [False] * K
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            if shuffle:
+                rngs = self._shuffle_rngs if independent else self._shuffle_rngs[:1]
+                orders = [self.backend.asarray(r.permutation(n), dtype=xp.int64) for r in rngs]
+            bar.start_epoch(epoch, n_steps)
+            if runner is not None:
+                chunk = max(1, min(fast.MAX_CHUNK_STEPS, fast.CHUNK_SAMPLES // batch_size))
+                for s in range(0, n_steps, chunk):
+                    runner.run(Xd, yd, orders[0], s, min(n_steps, s + chunk))
+                    bar.update(min(n_steps, s + chunk))
+                runner.store(self._W, self._b)
+            else:
+                for s in range(n_steps):
+                    k0 = s * batch_size
+                    m = min(batch_size, n - k0)
+                    self._step(Xd, yd, [o[k0:k0 + m] for o in orders], ws[m], scales[m], dec_W, dec_b)
+                    bar.update(s + 1)
+            self.backend.synchronize()
+            seconds = time.perf_counter() - t0
+            losses, accs = self._metrics(Xd, yd, self.lmbdas)
+            vl = va = None
+            if val is not None:
+                vl, va = self._metrics(*val, self.lmbdas)
+            records = []
+            for i in range(K):
+                diverged[i] = diverged[i] or not math.isfinite(losses[i])
+                rec = {"epoch": epoch, "loss": losses[i], "accuracy": accs[i], "seconds": seconds,
+                       "samples_per_s": n * K / seconds if seconds > 0 else float("inf")}
+                if val is not None:
+                    rec["val_loss"], rec["val_accuracy"] = vl[i], va[i]
+                rec["diverged"] = diverged[i]
+                histories[i].append(rec)
+                records.append(rec)
+            best = max(range(K), key=lambda i: (not diverged[i],
+                                                 (va if val is not None else accs)[i]))
+            summary.append(records[best] | {"best_of": K, "diverged_nets": sum(diverged)})
+            bar.end_epoch(summary[-1])
+            for cb in callbacks:
+                cb(self, records)
+            if runner is not None:
+                runner.load(self._W, self._b)   # a callback may have changed the parameters
+
+    def _step(self, Xd, yd, idx, ws, scales, dec_W, dec_b) -> None:
+        """One SGD step of all K nets on rows ``idx`` (one index array, or K of them)."""
+        K, L, m = self.k, self.n_layers, ws.m
+        if len(idx) == 1:
+            Xb = ops.take_rows(Xd, idx[0], out=ws.X)
+            yb = ops.take_rows(yd, idx[0], out=ws.y)
+        elif _inplace(ws.X):   # independent orders: each net its own rows
+            for k in range(K):
+                ops.take_rows(Xd, idx[k], out=ws.X[k, ...])
+                ops.take_rows(yd, idx[k], out=ws.y[k, ...])
+            Xb, yb = ws.X, ws.y
+        else:
+            xp = self.xp
+            Xb = xp.stack([ops.take_rows(Xd, i) for i in idx])
+            yb = xp.stack([ops.take_rows(yd, i) for i in idx])
+        acts = self._forward(Xb, ws.a)
+        if len(idx) == 1:
+            delta = ops.output_delta_stacked(acts[-1], yb, self.cost, ws.d[-1])
+        else:
+            delta = self._output_delta_each(acts[-1], yb, ws.d[-1])
+        for l in range(L - 1, -1, -1):
+            a_prev = Xb if l == 0 else acts[l - 1]
+            a_T = a_prev.T if a_prev.ndim == 2 else _mT(a_prev)
+            gW = ops.matmul(a_T, delta, out=ws.gW[l])                    # (K, n_l, n_{l+1})
+            if l > 0:   # with the old W_l, before its update
+                G = ops.matmul(delta, _mT(self._W[l]), out=ws.d[l - 1])
+                shape = G.shape
+                delta_prev = ops.backward_delta(_flat(G), _flat(acts[l - 1]))
+                delta_prev = _unflat(delta_prev, shape)
+            self._W[l] = ops.sgd_update_stacked(self._W[l], gW, scales, dec_W)
+            gb = ops.bias_grad_stacked(delta, ws.gb[l], 1.0)
+            self._b[l] = ops.sgd_update_stacked(self._b[l], gb, scales, dec_b)
+            if l > 0:
+                delta = delta_prev
+
+    def _output_delta_each(self, a, yb, out):
+        """Output deltas when each net has its own labels ``yb`` (K, m)."""
+        K = self.k
+        if _inplace(out):
+            for k in range(K):
+                ops.output_delta(a[k, ...], yb[k, ...], self.cost, out[k, ...])
+            return out
+        xp = self.xp
+        return xp.stack([ops.output_delta(a[k, ...], yb[k, ...], self.cost, xp.empty_like(a[k, ...]))
+                         for k in range(K)])
+
+
+def _inplace(a) -> bool:
+    """Whether kernels write into ``a`` (NumPy and CuPy) rather than return new arrays."""
+    return type(a).__module__.split(".")[0] in ("numpy", "cupy")
+
+
+def _mT(a):
+    """The matrix transpose of the last two axes (a view where the namespace has them)."""
+    return a.mT if hasattr(a, "mT") else array_namespace(a).matrix_transpose(a)
+
+
+def _flat(a):
+    """``(K, m, n)`` -> ``(K*m, n)``: for the element-wise kernels that take 2-D arrays."""
+    return array_namespace(a).reshape(a, (-1, a.shape[-1]))
+
+
+def _unflat(a, shape):
+    return array_namespace(a).reshape(a, shape)
