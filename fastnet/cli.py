@@ -1,4 +1,4 @@
-"""The ``fastnet`` command: ``train``, ``evaluate``, ``predict``, ``plot``, ``show``, ``info``, ``bench``.
+"""The ``fastnet`` command: ``train``, ``evaluate``, ``predict``, ``plot``, ``show``, ``info``, ``bench``, ``sweep``.
 
 Bad input (and a missing optional extra) exits with code 2 and one line on stderr
 naming what was wrong; Ctrl-C exits with 130.
@@ -187,6 +187,53 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", metavar="PATH", help="write {machine, config, rows} here")
     b.add_argument("--plot", metavar="PATH",
                    help="draw samples/s against batch size per path and peer here (PNG; needs fastnet[plot])")
+
+    sw = sub.add_parser("sweep", help="train a grid of sizes, etas, lmbdas and seeds as network stacks; one table",
+                        description="Train every combination of the values given (sizes x batch sizes x costs x "
+                                    "etas x lmbdas x seeds) and print one row per configuration: final and best "
+                                    "test accuracy, seconds, status. Configurations that differ only in eta, "
+                                    "lmbda and seed train together as one NetworkStack (at most --max-stack "
+                                    "networks); stacks run one after the other (--engine local) or as Ray tasks "
+                                    "(--engine ray, on this machine's cores or the cluster at --address; needs "
+                                    "fastnet[ray]). A failed stack marks its rows 'failed' with the error and the "
+                                    "others still run. Exit code 0 when every configuration ran, 1 when some "
+                                    "failed, 2 for bad input (before any training). A progress bar on a "
+                                    "terminal.")
+    sw.add_argument("--sizes", type=_sizes, nargs="+", default=[[784, 30, 10]], metavar="SIZES",
+                    help="one or more network shapes (default 784,30,10)")
+    sw.add_argument("--eta", type=_positive(float), nargs="+", default=[3.0], metavar="ETA",
+                    help="learning rates (default 3.0)")
+    sw.add_argument("--lmbda", type=_positive(float), nargs="+", default=[0.0], metavar="LMBDA",
+                    help="L2 strengths (default 0)")
+    sw.add_argument("--seeds", nargs="+", default=["0"], metavar="SEEDS",
+                    help="seeds: ints and inclusive ranges, e.g. 0-7, 0 1 5 or 0-3 9 (default 0)")
+    sw.add_argument("--batch-size", type=_positive(int), nargs="+", default=[10], metavar="N",
+                    help="minibatch sizes (default 10)")
+    sw.add_argument("--cost", nargs="+", default=["quadratic"], metavar="COST",
+                    help="quadratic | cross_entropy (default quadratic)")
+    sw.add_argument("--epochs", type=_positive(int), default=30, help="for every configuration (default 30)")
+    sw.add_argument("--data", default="auto", help="as for train (default auto)")
+    sw.add_argument("--limit", type=_top_n("--limit"), metavar="N",
+                    help="train on the first N training samples only (quick runs); the test split stays whole")
+    sw.add_argument("--engine", choices=["local", "ray"], default="local",
+                    help="local: stacks one after the other here; ray: one Ray task per stack (default local)")
+    sw.add_argument("--address", help="with --engine ray: the Ray cluster to use (default: start one on this "
+                                      "machine's cores, shut down at the end)")
+    sw.add_argument("--max-stack", type=_top_n("--max-stack"), metavar="K",
+                    help="at most K networks per stack (default 8 on the CPU, 64 on a GPU; with --address: "
+                         "64 for --device cuda, else 8)")
+    sw.add_argument("--order", choices=["shared", "independent"], default="shared",
+                    help="minibatch order: one for every net, drawn by --order-seed (fast), or each net its "
+                         "own (exactly `fastnet train --seed S`; slower) (default shared)")
+    sw.add_argument("--order-seed", type=int, default=0, metavar="S",
+                    help="with --order shared: the seed whose minibatch order all nets follow (default 0)")
+    sw.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    sw.add_argument("--dtype", default="float32", help="float32 | float64 (default float32)")
+    sw.add_argument("--json", metavar="PATH", help="write {machine, config, rows} here")
+    sw.add_argument("--plot", metavar="PATH", help="draw the best accuracy against each swept parameter here "
+                                                   "(PNG; needs fastnet[plot])")
+    sw.add_argument("--quiet", action="store_true", help="print only the table: no header, no progress bar (the "
+                    "bar is also off when stdout is not a terminal)")
     return p
 
 
@@ -470,6 +517,82 @@ def cmd_bench(a) -> int:
     return 0
 
 
+def cmd_sweep(a) -> int:
+    from fastnet import backend as B
+    from fastnet import progress, sweep
+
+    for path, flag in ((a.json, "--json"), (a.plot, "--plot")):
+        _check_output(path, flag)
+    if a.plot:
+        from fastnet import plot
+
+        plot.require("--plot")  # fail now, not after the runs
+    configs = sweep.expand_grid(sizes=a.sizes, etas=a.eta, lmbdas=a.lmbda,
+                                seeds=sweep.parse_int_ranges(a.seeds), batch_sizes=a.batch_size,
+                                costs=a.cost, epochs=a.epochs)
+    engine, max_k, dtype, order = sweep._check_options(a.engine, a.address, a.max_stack, a.device, a.dtype,
+                                                       a.order)
+    sweep._check_order_seed(a.order_seed)
+    (Xtr, ytr), (Xte, yte), desc = _load_data(a.data)
+    if a.limit is not None and a.limit < len(ytr):
+        Xtr, ytr = Xtr[:a.limit], ytr[:a.limit]
+        desc += f"; training on the first {a.limit:,} (--limit)"
+    data = sweep._check_data((Xtr, ytr, Xte, yte), configs)
+    stacks = sweep.group_stacks(configs, max_k)
+    if not a.quiet:
+        print(f"data: {desc}")
+        if a.address is None:
+            print(B.describe(B.get_backend(a.device)))
+        else:
+            print(f"device: {a.device}, chosen in each task on the cluster")
+        where = ("" if engine == "local" else f" (the Ray cluster at {a.address})" if a.address
+                 else " (a Ray cluster on this machine's cores)")
+        print(f"sweep: {len(configs)} configuration{'s' if len(configs) != 1 else ''} in {len(stacks)} "
+              f"stack{'s' if len(stacks) != 1 else ''} of at most {max_k} networks, {a.epochs} epochs each, "
+              f"{dtype}, order {order}; engine {engine}{where}", flush=True)
+    bar = None
+    if progress.enabled():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(configs), desc="configurations", unit="config", leave=False, file=sys.stderr,
+                   dynamic_ncols=True)
+
+    def done(rows):
+        if bar is not None:
+            bar.update(len(rows))
+        failed = [r for r in rows if r["status"] != "ok"]
+        if failed and not a.quiet:  # say so now; the table repeats it
+            line = f"a stack of {len(rows)} failed: {failed[0]['error']}"
+            if bar is not None:
+                bar.write(line, file=sys.stdout)
+            else:
+                print(line, flush=True)
+
+    try:
+        result = sweep.run_sweep(configs, data, engine=engine, address=a.address, max_k=max_k, device=a.device,
+                                 dtype=dtype, order=order, order_seed=a.order_seed, progress=done)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(sweep.format_table(result))
+    n_failed = len(result.failures)
+    print(f"{len(configs) - n_failed} of {len(configs)} configurations ran in {result.config['wall_s']:.1f} s"
+          + (f"; {n_failed} failed (their errors are in the table)" if n_failed else ""))
+    if a.json:
+        sweep.save_json(result, a.json, {"data": a.data, "data_description": desc, "limit": a.limit,
+                                         "command": {k: v for k, v in vars(a).items() if k != "command"}})
+        print(f"saved results to {a.json}")
+    if a.plot:
+        try:
+            fig = sweep.plot_sweep(result, a.plot)
+        except ValueError as exc:  # every configuration failed or diverged: the table says which
+            print(f"no picture written to {a.plot}: {exc}")
+        else:
+            w, h = (int(round(v)) for v in fig.get_size_inches() * fig.dpi)
+            print(f"saved best accuracy against the swept parameters to {a.plot} ({w} x {h} px)")
+    return 1 if n_failed else 0
+
+
 def main(argv=None) -> int:
     """Entry point of the ``fastnet`` command; returns the exit code."""
     parser = build_parser()
@@ -480,7 +603,7 @@ def main(argv=None) -> int:
     from fastnet.plot import MissingExtraError
 
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "plot": cmd_plot,
-                "show": cmd_show, "info": cmd_info, "bench": cmd_bench}
+                "show": cmd_show, "info": cmd_info, "bench": cmd_bench, "sweep": cmd_sweep}
     try:
         with _progress_policy(quiet=getattr(args, "quiet", False)):
             return commands[args.command](args)

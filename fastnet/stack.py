@@ -12,7 +12,8 @@ exactly the network ``Network(sizes, seed=seeds[k])`` would be, trained with its
 ``eta`` and ``lmbda``:
 
 - ``order="shared"`` (default): one minibatch order for all K nets, the order net 0's
-  seed draws (``Network(sizes, seed=seeds[0])`` would train on the same one). Layer 1
+  seed draws (``Network(sizes, seed=seeds[0])`` would train on the same one), or
+  ``order_seed``'s. Layer 1
   then reads one batch ``X_b`` for all K nets: ``X_b @ W_1[k]`` for every k is one wide
   product, and so is its gradient.
 - ``order="independent"``: net ``k`` draws its own order from its own seed, so it is
@@ -109,8 +110,11 @@ class NetworkStack(_DeviceData):
     cost, init, dtype, device
         As for :class:`fastnet.Network`, shared by all K.
     order : {"shared", "independent"}
-        One minibatch order for all nets (the one ``seeds[0]`` draws; fast), or each net
-        its own (exactly K separate runs).
+        One minibatch order for all nets (fast), or each net its own (exactly K separate
+        runs).
+    order_seed : int, optional
+        With ``order="shared"``: the seed whose order all nets follow, the order
+        ``Network(sizes, seed=order_seed)`` would draw (default ``seeds[0]``).
 
     Example
     -------
@@ -128,7 +132,7 @@ class NetworkStack(_DeviceData):
     """
 
     def __init__(self, sizes, k=None, *, seeds=None, etas=3.0, lmbdas=0.0, cost="quadratic",
-                 init="nielsen", dtype="float32", device="auto", order="shared"):
+                 init="nielsen", dtype="float32", device="auto", order="shared", order_seed=None):
         self.sizes = V.check_sizes(sizes)
         self.cost = V.check_choice("cost", cost, V.COSTS)
         self.init = V.check_choice("init", init, V.INITS)
@@ -163,6 +167,13 @@ class NetworkStack(_DeviceData):
         self._W = [self._to_device(np.stack([p[0][l] for p in params])) for l in range(self.n_layers)]
         self._b = [self._to_device(np.stack([p[1][l] for p in params])) for l in range(self.n_layers)]
         self._shuffle_rngs = [p[2] for p in params]
+        self.order_seed = None if self.order == "independent" else (
+            self.seeds[0] if order_seed is None else order_seed)
+        if order_seed is not None:
+            if self.order != "shared":
+                raise ValueError("order_seed applies to order='shared' only (each net draws its own order "
+                                 "with order='independent')")
+            self._shuffle_rngs[0] = initial_params(self.sizes, self.init, _seed_value("order_seed", order_seed))[2]
 
     # --- shape and parameters -----------------------------------------------------------
 
@@ -225,7 +236,8 @@ class NetworkStack(_DeviceData):
         """
         return {"sizes": list(self.sizes), "k": self.k, "seeds": list(self.seeds),
                 "etas": list(self.etas), "lmbdas": list(self.lmbdas), "cost": self.cost,
-                "init": self.init, "dtype": self.dtype, "order": self.order}
+                "init": self.init, "dtype": self.dtype, "order": self.order,
+                "order_seed": self.order_seed}
 
     # --- forward ------------------------------------------------------------------------
 
@@ -341,7 +353,7 @@ class NetworkStack(_DeviceData):
         val = self._prepare_validation(validation_data)
         base = {"sizes": list(self.sizes), "cost": self.cost, "init": self.init, "dtype": self.dtype,
                 "epochs": epochs, "batch_size": batch_size, "n_train": n, "shuffle": bool(shuffle),
-                "order": self.order, "stack_k": self.k, "device": self.backend.device,
+                "order": self.order, "order_seed": self.order_seed, "stack_k": self.k, "device": self.backend.device,
                 "backend": self.backend.name, "kernels": ops.kernel_path(self._W[0]),
                 "n_val": None if val is None else int(val[0].shape[0])}
         histories = [History(config=base | {"seed": s, "eta": e, "lmbda": lm, "stack_index": i})
@@ -434,7 +446,8 @@ class NetworkStack(_DeviceData):
     def _step(self, Xd, yd, idx, ws, scales, dec_W, dec_b) -> None:
         """One SGD step of all K nets on rows ``idx`` (one index array, or K of them)."""
         K, L, m = self.k, self.n_layers, ws.m
-        if len(idx) == 1:
+        shared = self.order == "shared"
+        if shared:
             Xb = ops.take_rows(Xd, idx[0], out=ws.X)
             yb = ops.take_rows(yd, idx[0], out=ws.y)
         elif _inplace(ws.X):   # independent orders: each net its own rows
@@ -447,7 +460,7 @@ class NetworkStack(_DeviceData):
             Xb = xp.stack([ops.take_rows(Xd, i) for i in idx])
             yb = xp.stack([ops.take_rows(yd, i) for i in idx])
         acts = self._forward(Xb, ws.a)
-        if len(idx) == 1:
+        if shared:
             delta = ops.output_delta_stacked(acts[-1], yb, self.cost, ws.d[-1])
         else:
             delta = self._output_delta_each(acts[-1], yb, ws.d[-1])

@@ -109,6 +109,26 @@ def test_independent_orders_equal_network_fit(path, name):
     assert_same(st, nets)
 
 
+@pytest.mark.parametrize("name", ["fast", "step"])
+def test_order_seed_and_single_net_stacks(path, name):
+    """order_seed picks the shared order; a stack of one is a Network, either order."""
+    X, y = random_data(23, 6, 3, seed=6)
+    path(name)
+    st = fastnet.NetworkStack([6, 5, 3], seeds=[1, 2], etas=[1.0, 2.0], order_seed=9, dtype="float64", device="cpu")
+    st.fit(X, y, epochs=2, batch_size=4)
+    assert st.config()["order_seed"] == 9
+    assert_same(st, separate_runs([6, 5, 3], [1, 2], [1.0, 2.0], [0.0, 0.0], X, y, epochs=2, batch_size=4,
+                                  cost="quadratic", order_seeds=[9, 9]))
+    for order in ("shared", "independent"):
+        one = fastnet.NetworkStack([6, 5, 3], seeds=[4], etas=2.0, order=order, dtype="float64", device="cpu")
+        one.fit(X, y, epochs=2, batch_size=4)
+        net = fastnet.Network([6, 5, 3], seed=4, dtype="float64", device="cpu")
+        net.fit(X, y, epochs=2, batch_size=4, eta=2.0)
+        assert_same(one, [net])
+    with pytest.raises(ValueError, match="order_seed"):
+        fastnet.NetworkStack([6, 3], k=2, order="independent", order_seed=1, device="cpu")
+
+
 def test_array_api_strict_namespace_equals_numpy(path):
     xps = pytest.importorskip("array_api_strict")
     sizes = [12, 7, 4]
