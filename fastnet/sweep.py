@@ -455,7 +455,7 @@ def run_stack(configs, data, device="auto", dtype="float32", *, order="shared", 
     Xtr, ytr, Xte, yte = _unpack_data(data)
     _fail_check(configs, os.environ.get(FAIL_ENV, "") if fail_pattern is None else fail_pattern)
     c0 = configs[0]
-    _warm_kernels(device, dtype, order)
+    _warm_kernels(device, dtype, order, len(c0.sizes) - 1)
     t0 = time.perf_counter()
     stack = fastnet.NetworkStack(list(c0.sizes), len(configs), seeds=[c.seed for c in configs],
                                  etas=[c.eta for c in configs], lmbdas=[c.lmbda for c in configs], cost=c0.cost,
@@ -467,7 +467,7 @@ def run_stack(configs, data, device="auto", dtype="float32", *, order="shared", 
     return [_result_row(c, h, stack_seconds, len(configs)) for c, h in zip(configs, histories)]
 
 
-def _warm_kernels(device, dtype, order) -> None:
+def _warm_kernels(device, dtype, order, n_layers) -> None:
     """Compile (or load from the disk cache) the stacks' compiled CPU loop before a stack's
     clock starts, so that its seconds are training time; a no-op once done in this process."""
     import numpy as np
@@ -481,7 +481,7 @@ def _warm_kernels(device, dtype, order) -> None:
         from fastnet.kernels import epoch_stack_cpu
     except ImportError:  # pragma: no cover - numba is there: the njit path is
         return
-    epoch_stack_cpu.warmup(dtype, n_layers=(1,))  # one compiled version serves every layer count
+    epoch_stack_cpu.warmup(dtype, n_layers=(n_layers,))  # each layer count is its own compiled version
 
 
 def _error_text(exc: BaseException) -> str:
