@@ -28,7 +28,7 @@ __all__ = ["Network", "NetworkStack", "load", "History", "get_backend", "warmup"
 def warmup(dtype="float32", n_layers=(1, 2, 3)) -> str:
     """Compile the CPU kernels for ``dtype`` now (cached on disk), so training starts warm.
 
-    n_layers: the weight-layer counts to compile the compiled epoch loop for (each is its
+    n_layers: the weight-layer counts to compile the compiled epoch loops for (each is its
     own version; ``[784, 30, 10]`` has 2). Returns the kernel path that will run on NumPy
     arrays ("njit" or "xp").
 
@@ -42,8 +42,9 @@ def warmup(dtype="float32", n_layers=(1, 2, 3)) -> str:
     import numpy as np
 
     if ops.kernel_path(np.zeros(1)) == "njit":
-        from fastnet.kernels import cpu, epoch_cpu
+        from fastnet.kernels import cpu, epoch_cpu, epoch_stack_cpu
 
         cpu.warmup(dtype)
         epoch_cpu.warmup(dtype, tuple(n_layers))
+        epoch_stack_cpu.warmup(dtype, tuple(n_layers))   # Network's default engine and NetworkStack
     return ops.kernel_path(np.zeros(1))

@@ -1,4 +1,4 @@
-"""The compiled epoch loop (kernels/epoch_cpu.py) trains exactly like the step path.
+"""The compiled epoch loops (StackRunner of one net, the default; kernels/epoch_cpu.py) train exactly like the step path.
 
 ``Network.fit`` on NumPy arrays with the Numba kernels runs chunks of SGD steps inside
 one ``@njit`` function. These tests hold it to the step path: the njit step path
@@ -24,11 +24,14 @@ epoch_cpu = pytest.importorskip("fastnet.kernels.epoch_cpu")
 
 @pytest.fixture
 def path(monkeypatch):
-    """``path("fast" | "step" | "xp")``: how the next ``fit`` trains."""
+    """``path("fast" | "fast-steps" | "step" | "xp")``: how the next ``fit`` trains
+    ("fast": the compiled loop on the default engine, StackRunner; "fast-steps": on
+    epoch_cpu.train_steps)."""
     def use(name):
         monkeypatch.setenv("FASTNET_KERNELS", "xp" if name == "xp" else "auto")
         ops.refresh()
-        monkeypatch.setattr(network, "EPOCH_FASTPATH", name == "fast")
+        monkeypatch.setattr(network, "EPOCH_FASTPATH", name.startswith("fast"))
+        monkeypatch.setattr(network, "EPOCH_ENGINE", "steps" if name == "fast-steps" else "runner")
     yield use
     monkeypatch.delenv("FASTNET_KERNELS", raising=False)
     ops.refresh()
@@ -93,12 +96,13 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("engine", ["fast", "fast-steps"])
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_float64_fast_path_equals_step_paths(path, case):
+def test_float64_fast_path_equals_step_paths(path, case, engine):
     sizes, cost, n, batch_size, lmbda, shuffle, epochs = CASES[case]
     X, y = random_data(n, sizes[0], sizes[-1])
     kw = dict(cost=cost, epochs=epochs, batch_size=batch_size, eta=0.7, lmbda=lmbda, shuffle=shuffle)
-    fast, h_fast = train(path, "fast", sizes, X, y, **kw)
+    fast, h_fast = train(path, engine, sizes, X, y, **kw)
     for other in ("step", "xp"):
         ref, h_ref = train(path, other, sizes, X, y, **kw)
         assert ops.kernel_path(ref.weights[0]) == ("xp" if other == "xp" else "njit")
@@ -108,10 +112,11 @@ def test_float64_fast_path_equals_step_paths(path, case):
         assert h_fast["accuracy"] == h_ref["accuracy"]
 
 
-def test_float32_fast_path_close_to_step_path(path):
+@pytest.mark.parametrize("engine", ["fast", "fast-steps"])
+def test_float32_fast_path_close_to_step_path(path, engine):
     X, y = random_data(300, 64, 10, seed=1)
     kw = dict(dtype="float32", epochs=2, batch_size=10, eta=3.0)
-    fast, h_fast = train(path, "fast", [64, 30, 10], X, y, **kw)
+    fast, h_fast = train(path, engine, [64, 30, 10], X, y, **kw)
     step, h_step = train(path, "step", [64, 30, 10], X, y, **kw)
     for a, b in zip(fast.weights + fast.biases, step.weights + step.biases):
         assert a.dtype == np.float32
@@ -128,20 +133,29 @@ def test_fit_takes_the_fast_path_only_on_the_njit_kernels_and_small_steps(path, 
     assert calls == []
     macs = 10 * (5 * 4 + 4 * 3) * 2           # float64 counts double
     monkeypatch.setattr(epoch_cpu, "MAX_STEP_MACS", macs - 1)
-    train(path, "fast", [5, 4, 3], X, y, epochs=1, batch_size=10, eta=0.5)
+    train(path, "fast-steps", [5, 4, 3], X, y, epochs=1, batch_size=10, eta=0.5)
     assert calls == []                         # big steps: BLAS on the step path
     monkeypatch.setattr(epoch_cpu, "MAX_STEP_MACS", macs)
     monkeypatch.setattr(network.Network, "_step", lambda *a: pytest.fail("the step path ran"))
-    train(path, "fast", [5, 4, 3], X, y, epochs=2, batch_size=10, eta=0.5)
+    train(path, "fast-steps", [5, 4, 3], X, y, epochs=2, batch_size=10, eta=0.5)
     assert calls == [(0, 5), (0, 5)]           # steps [s0, s1) of each epoch, one chunk each
+    # the default engine: the one-net StackRunner, same chunks, train_steps not called
+    from fastnet.kernels import epoch_stack_cpu
+
+    runs, real_run = [], epoch_stack_cpu.StackRunner.run
+    monkeypatch.setattr(epoch_stack_cpu.StackRunner, "run",
+                        lambda self, *a: runs.append((self.K, a[3], a[4])) or real_run(self, *a))
+    train(path, "fast", [5, 4, 3], X, y, epochs=2, batch_size=10, eta=0.5)
+    assert runs == [(1, 0, 5), (1, 0, 5)] and calls == [(0, 5), (0, 5)]
 
 
-def test_non_contiguous_input_and_chunks_smaller_than_an_epoch(path, monkeypatch):
+@pytest.mark.parametrize("engine", ["fast", "fast-steps"])
+def test_non_contiguous_input_and_chunks_smaller_than_an_epoch(path, monkeypatch, engine):
     X, y = random_data(95, 6, 3)
     kw = dict(epochs=2, batch_size=4, eta=0.5)
     step, _ = train(path, "step", [6, 5, 3], X, y, **kw)
     monkeypatch.setattr(epoch_cpu, "CHUNK_SAMPLES", 12)   # 3 steps a chunk: 8 chunks an epoch
-    fast, _ = train(path, "fast", [6, 5, 3], np.asfortranarray(X), y[::-1].copy()[::-1], **kw)
+    fast, _ = train(path, engine, [6, 5, 3], np.asfortranarray(X), y[::-1].copy()[::-1], **kw)
     for a, b in zip(fast.weights + fast.biases, step.weights + step.biases):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
@@ -160,14 +174,15 @@ class _CtrlCAfter(progress.ProgressBar):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_ctrl_c_inside_an_epoch_stops_after_the_chunk_and_resumes_bitwise(path, monkeypatch, tmp_path):
+@pytest.mark.parametrize("engine", ["fast", "fast-steps"])
+def test_ctrl_c_inside_an_epoch_stops_after_the_chunk_and_resumes_bitwise(path, monkeypatch, tmp_path, engine):
     X, y = random_data(120, 6, 3)
     kw = dict(epochs=3, batch_size=5, eta=0.9, lmbda=0.1)
-    ref, _ = train(path, "fast", [6, 5, 3], X, y, **kw)
+    ref, _ = train(path, engine, [6, 5, 3], X, y, **kw)
     monkeypatch.setattr(epoch_cpu, "CHUNK_SAMPLES", 20)   # 4 steps a chunk
     ck = tmp_path / "ck.npz"
     bar = _CtrlCAfter(3, steps=5)
-    path("fast")
+    path(engine)
     net = fastnet.Network([6, 5, 3], dtype="float64", device="cpu", seed=3)
     with pytest.raises(fastnet.TrainingInterrupted, match=r"epoch 2, sample 40 of 120"):
         net.fit(X, y, checkpoint=ck, callbacks=[bar], **kw)
@@ -181,7 +196,7 @@ def test_ctrl_c_inside_an_epoch_stops_after_the_chunk_and_resumes_bitwise(path, 
 
 
 def test_chunk_calls_allocate_nothing_per_step(path):
-    path("fast")
+    path("fast-steps")
     net = fastnet.Network([784, 30, 10], device="cpu", seed=0)
     X, y = random_data(2000, 784, 10)
     Xd, yd = net._prepare_X(X), net._prepare_y(y, 2000)
