@@ -50,13 +50,13 @@ def bias_softmax(Z, b):
     xp = array_namespace(Z, b)
     if _inplace(xp):
         Z += b
-        Z -= xp.max(Z, axis=1, keepdims=True)
+        Z -= xp.max(Z, axis=-1, keepdims=True)
         xp.exp(Z, out=Z)
-        Z /= xp.sum(Z, axis=1, keepdims=True)
+        Z /= xp.sum(Z, axis=-1, keepdims=True)
         return Z
     Z = Z + b
-    Z = xp.exp(Z - xp.max(Z, axis=1, keepdims=True))
-    return Z / xp.sum(Z, axis=1, keepdims=True)
+    Z = xp.exp(Z - xp.max(Z, axis=-1, keepdims=True))
+    return Z / xp.sum(Z, axis=-1, keepdims=True)
 
 
 def one_hot(y, n_out, dtype, xp=None):
@@ -178,16 +178,7 @@ def bias_sigmoid_stacked(Z, b):
     Z: (K, m, n) float, overwritten with the activations. b: (K, n), same dtype.
     """
     _check_Z_b_stacked("bias_sigmoid_stacked", Z, b)
-    xp = array_namespace(Z, b)
-    bb = xp.expand_dims(b, axis=1)           # (K, 1, n): broadcasts over the m rows
-    if _inplace(xp):
-        Z += bb
-        Z *= 0.5
-        xp.tanh(Z, out=Z)
-        Z *= 0.5
-        Z += 0.5
-        return Z
-    return sigmoid(Z + bb, xp)
+    return bias_sigmoid(Z, array_namespace(Z, b).expand_dims(b, axis=1))   # (K, 1, n): over the rows
 
 
 def bias_softmax_stacked(Z, b):
@@ -196,17 +187,7 @@ def bias_softmax_stacked(Z, b):
     Z: (K, m, n) float, overwritten with the activations. b: (K, n).
     """
     _check_Z_b_stacked("bias_softmax_stacked", Z, b)
-    xp = array_namespace(Z, b)
-    bb = xp.expand_dims(b, axis=1)
-    if _inplace(xp):
-        Z += bb
-        Z -= xp.max(Z, axis=2, keepdims=True)
-        xp.exp(Z, out=Z)
-        Z /= xp.sum(Z, axis=2, keepdims=True)
-        return Z
-    Z = Z + bb
-    Z = xp.exp(Z - xp.max(Z, axis=2, keepdims=True))
-    return Z / xp.sum(Z, axis=2, keepdims=True)
+    return bias_softmax(Z, array_namespace(Z, b).expand_dims(b, axis=1))
 
 
 def output_delta_stacked(a, y, cost, out):
