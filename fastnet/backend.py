@@ -73,6 +73,7 @@ class Backend:
     reason: str
     _asnumpy: Callable = field(repr=False, compare=False, default=np.asarray)
     _sync: Callable = field(repr=False, compare=False, default=lambda: None)
+    _free: Callable = field(repr=False, compare=False, default=lambda: None)
 
     def asarray(self, a, dtype=None):
         """Copy host data ``a`` to this backend (a no-op view for NumPy when possible)."""
@@ -94,6 +95,11 @@ class Backend:
     def synchronize(self) -> None:
         """Wait until queued device work is done (no-op on the CPU)."""
         self._sync()
+
+    def memory_free(self) -> int | None:
+        """Bytes the device can still hand out (free device memory plus what CuPy's pool
+        holds unused), or None where no limit is known (host memory: the OS decides)."""
+        return self._free()
 
     def dtype(self, name: str):
         """The namespace's dtype object for ``"float32"`` / ``"float64"`` etc."""
@@ -129,6 +135,7 @@ def _cupy_backend(reason: str) -> Backend:
         "cupy", cupy, "cuda", reason,
         _asnumpy=cupy.asnumpy,
         _sync=lambda: cupy.cuda.get_current_stream().synchronize(),
+        _free=lambda: int(cupy.cuda.runtime.memGetInfo()[0]) + int(cupy.get_default_memory_pool().free_bytes()),
     )
 
 

@@ -608,7 +608,7 @@ def main(argv=None) -> int:
         with _progress_policy(quiet=getattr(args, "quiet", False)):
             return commands[args.command](args)
     except (ValueError, TypeError, RuntimeError, FileNotFoundError, DataNotFoundError, IDXError,
-            ModelFileError, OSError, MissingExtraError, DivergenceError) as exc:
+            ModelFileError, OSError, MissingExtraError, DivergenceError, MemoryError) as exc:
         msg = " ".join(str(exc).split())
         print(f"fastnet {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -211,6 +211,33 @@ class _DeviceData:
         V.check_y(y, n, self.sizes[-1], name)
         return self.backend.asarray(y, dtype=self.xp.int64)
 
+    def _workspace_bytes(self, m: int) -> int:
+        """Device bytes of a step's buffers for a batch of ``m`` rows (see _Workspace):
+        the gathered batch and its labels, activations and deltas, gradients."""
+        item = np.dtype(self.dtype).itemsize
+        rows = m * (self.sizes[0] + 2 * sum(self.sizes[1:]))
+        grads = sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
+        return item * (rows + grads) + 8 * m
+
+    def _check_fits(self, m: int, nets: int = 1) -> None:
+        """Refuse, before allocating anything, a batch whose buffers (for ``nets``
+        networks) the device cannot hold: a ``MemoryError`` naming the largest batch size
+        that would fit. Only where the backend knows its free memory (CuPy)."""
+        free = self.backend.memory_free()
+        if free is None:
+            return
+        need = nets * self._workspace_bytes(m)
+        if need <= free:
+            return
+        fixed = nets * self._workspace_bytes(0)
+        per_row = nets * (self._workspace_bytes(1) - self._workspace_bytes(0))
+        fits = max(0, (free - fixed) // per_row)
+        fix = (f"use batch_size <= {fits:,}" if fits else
+               "free device memory (other processes, or arrays this process still holds)")
+        raise MemoryError(
+            f"a batch of {m:,} needs {need / 2**20:,.1f} MiB of {self.backend.device} memory for its "
+            f"buffers and {free / 2**20:,.1f} MiB are free; nothing was changed. Fix: {fix}")
+
     def _prepare_validation(self, validation_data):
         """``(X_val, y_val)`` on the device, or None."""
         if validation_data is None:
@@ -402,6 +429,7 @@ class Network(_DeviceData):
     def _workspace(self, m: int) -> _Workspace:
         ws = self._ws.get(m)
         if ws is None:
+            self._check_fits(m)
             ws = self._ws[m] = _Workspace(self.xp, self.sizes, m, self.backend.dtype(self.dtype),
                                           chunk=self._chunk_rows(m))
         return ws

@@ -393,6 +393,7 @@ class NetworkStack(_DeviceData):
                                       self.cost == "quadratic")
         else:
             sizes_m = sorted({batch_size, n - (n_steps - 1) * batch_size})
+            self._check_fits(batch_size, nets=K * len(sizes_m))   # one workspace per batch size
             ws = {m: _StackWorkspace(xp, self.sizes, K, m, dt, independent) for m in sizes_m}
             # per-net step scales eta_k / m for a full and for the last batch, and decays
             scales = {m: self._to_device(np.array([e / m for e in self.etas])) for m in sizes_m}

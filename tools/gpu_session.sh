@@ -37,7 +37,7 @@ dev=${dev:-gpu}
 } > "$OUT/info-$dev.txt" 2>&1
 FASTNET_REQUIRE_GPU=1 FASTNET_REQUIRE_DATA=0 timeout 300 python -m pytest -q -rs \
   tests/test_golden.py tests/test_network.py tests/test_kernels_cuda.py tests/test_kernels.py \
-  tests/test_stack.py tests/test_kernels_stacked.py tests/test_kernels_stacked_cuda.py \
+  tests/test_stack.py tests/test_kernels_stacked.py tests/test_kernels_stacked_cuda.py tests/test_memory.py \
   > "$OUT/tests-gpu-$dev.txt" 2>&1
 timeout 150 python -m fastnet bench --against torch,jax --json "$OUT/bench-gpu-$dev.json" \
   > "$OUT/bench-gpu-$dev.txt" 2>&1
