@@ -1,4 +1,7 @@
-"""Whole minibatch-SGD steps in one compiled call: the CPU fast path of ``Network.fit``.
+"""Whole minibatch-SGD steps in one compiled call: one of the two engines of the CPU fast
+path of ``Network.fit`` (``network.EPOCH_ENGINE = "steps"``; the default, "runner", is
+the one-net case of :class:`fastnet.kernels.epoch_stack_cpu.StackRunner`, which uses
+FMA and is 1.2-1.5x faster; this one is the bit-reproducible loop, no FMA).
 
 :func:`train_steps` runs steps ``[s0, s1)`` of an epoch -- gather the batch, forward,
 output delta, backward, SGD update -- without returning to Python, so a minibatch of 10
