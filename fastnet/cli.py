@@ -470,6 +470,13 @@ def info_lines() -> list[str]:
     be = B.get_backend("auto")
     lines.append(B.describe(be))
     lines.append(f"kernel path on NumPy arrays: {ops.kernel_path(np.zeros(1))}")
+    if ops.kernel_path(np.zeros(1)) == "njit":
+        from fastnet import network
+        from fastnet.kernels import epoch_stack_cpu
+
+        engine = ("StackRunner: fused multiply-adds, " f"{epoch_stack_cpu.WIDE_BYTES * 8}-bit vectors"
+                  if network.EPOCH_ENGINE == "runner" else "epoch_cpu.train_steps (no FMA)")
+        lines.append(f"compiled CPU epoch loop: {engine}")
     from fastnet import machine
 
     lines.append(f"OPENBLAS_CORETYPE: {machine.OPENBLAS_DECISION}")

@@ -95,11 +95,17 @@ def choose_openblas_coretype(flags, env: dict, numpy_loaded: bool) -> tuple[str 
     ('SkylakeX', 'set to SkylakeX: the CPU has AVX-512 and it was unset')
     >>> choose_openblas_coretype(["avx2"], {}, numpy_loaded=False)[0] is None
     True
-    >>> choose_openblas_coretype(["avx512f"], {"OPENBLAS_CORETYPE": "Haswell"}, False)[1]
+    >>> choose_openblas_coretype(["avx2"], {"OPENBLAS_CORETYPE": "Haswell"}, False)[1]
     'OPENBLAS_CORETYPE=Haswell set by the user: left alone'
+    >>> choose_openblas_coretype(["avx512f"], {"OPENBLAS_CORETYPE": "Haswell"}, False)[1][-64:]
+    'unset it and fastnet picks SkylakeX (1.5-1.8x faster SGEMM here)'
     """
     if "OPENBLAS_CORETYPE" in env:
-        return None, f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} set by the user: left alone"
+        why = f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} set by the user: left alone"
+        if "avx512f" in flags and env["OPENBLAS_CORETYPE"].lower() != "skylakex":
+            why += ("; this CPU has AVX-512: unset it and fastnet picks SkylakeX "
+                    "(1.5-1.8x faster SGEMM here)")
+        return None, why
     if "avx512f" not in flags:
         return None, "not set: the CPU has no AVX-512 (SkylakeX kernels would not run)"
     if numpy_loaded:
