@@ -168,6 +168,13 @@ def _simulator_main():
     # (3 blocks); 2x7 -> 7 columns for the bias sums (2 blocks); 1x1 the degenerate case.
     count, failures = parity_checks(K, ident, ident, [(1, 1), (3, 5), (9, 4), (2, 7)])
     bad = bad_input_checks(K, ident, ident)
+    report_and_exit(count, bad, failures)
+
+
+def report_and_exit(count, bad, failures) -> None:
+    """End of a simulator run: what ran, what failed, and the exit code the test reads."""
+    from fastnet.kernels import _cuda_api
+
     print(f"implementation: {_cuda_api.implementation()}")
     print(f"checks: {count} parity, {bad} bad input; failures: {len(failures)}")
     for f in failures:
@@ -175,13 +182,15 @@ def _simulator_main():
     sys.exit(1 if failures else 0)
 
 
-def test_cuda_twins_match_reference_under_the_simulator():
+def run_simulator_main(module: str) -> None:
+    """Run ``tests/<module>._simulator_main()`` in a subprocess with NUMBA_ENABLE_CUDASIM=1
+    (the simulator must be on before numba.cuda is first imported) and assert it passed."""
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(TESTS)!r})
-        import test_kernels_cuda
-        test_kernels_cuda._simulator_main()
+        import {module}
+        {module}._simulator_main()
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -189,6 +198,10 @@ def test_cuda_twins_match_reference_under_the_simulator():
     assert proc.returncode == 0, report
     assert "CUDA simulator" in proc.stdout, report
     assert "failures: 0" in proc.stdout, report
+
+
+def test_cuda_twins_match_reference_under_the_simulator():
+    run_simulator_main("test_kernels_cuda")
 
 
 def test_cuda_twins_refuse_numpy_arrays_outside_the_simulator():

@@ -12,17 +12,9 @@ skips with the reason otherwise.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
 
 
@@ -178,7 +170,7 @@ def stacked_bad_input_checks(K, to_dev, to_host):
 
 def _simulator_main():
     """Entry point of the subprocess (NUMBA_ENABLE_CUDASIM=1)."""
-    from test_kernels_cuda import _compile_math_first
+    from test_kernels_cuda import _compile_math_first, report_and_exit
 
     from fastnet.kernels import _cuda_api
     from fastnet.kernels import cuda as K
@@ -192,27 +184,13 @@ def _simulator_main():
     count, failures = stacked_parity_checks(K, ident, ident, [(1, 1, 1), (2, 3, 5), (3, 2, 1)],
                                             exact=True)
     bad = stacked_bad_input_checks(K, ident, ident)
-    print(f"implementation: {_cuda_api.implementation()}")
-    print(f"checks: {count} parity, {bad} bad input; failures: {len(failures)}")
-    for f in failures:
-        print("FAIL", f)
-    sys.exit(1 if failures else 0)
+    report_and_exit(count, bad, failures)
 
 
 def test_stacked_cuda_twins_match_reference_under_the_simulator():
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    code = textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(TESTS)!r})
-        import test_kernels_stacked_cuda
-        test_kernels_stacked_cuda._simulator_main()
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    report = proc.stdout + proc.stderr[-4000:]
-    assert proc.returncode == 0, report
-    assert "CUDA simulator" in proc.stdout, report
-    assert "failures: 0" in proc.stdout, report
+    from test_kernels_cuda import run_simulator_main
+
+    run_simulator_main("test_kernels_stacked_cuda")
 
 
 @pytest.mark.gpu
