@@ -1,5 +1,7 @@
 """Large-batch CPU step path: chunked steps, full-batch fit without a gather, the compiled
-finiteness check and the vectorized float32 sigmoid."""
+finiteness check, the vectorized float32 sigmoid, and the threaded FMA step for large
+narrow batches (kernels/batch_cpu.py). The chunked-BLAS tests switch the latter off (it
+would otherwise take their narrow int-label batches)."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,6 +18,12 @@ from fastnet.kernels import cpu as K  # noqa: E402
 def _max_diff(a, b):
     return max(float(np.abs(np.asarray(p) - np.asarray(q)).max())
                for p, q in zip(a.weights + a.biases, b.weights + b.biases))
+
+
+@pytest.fixture(autouse=True)
+def blas_steps(monkeypatch):
+    """The BLAS step paths by default here; a test turns large_step back on itself."""
+    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", None)
 
 
 @pytest.fixture
@@ -152,3 +160,52 @@ def test_chunked_train_step_checks_every_chunk_before_changing_anything(bad):
     net.train_step(X, y, 0.5)                  # good data goes through again
     with pytest.raises(ValueError, match="2-D"):
         net.train_step(X[None], y, 0.5)
+
+
+@pytest.mark.parametrize("cost", ["quadratic", "cross_entropy"])
+def test_large_narrow_batches_take_the_threaded_step_and_match_blas(monkeypatch, cost):
+    """At >= LARGE_STEP_MIN_ROWS rows, narrow layers and integer labels, train_step and fit
+    run batch_cpu.large_step; float64 weights equal the BLAS path's to 1e-10."""
+    from fastnet.kernels import batch_cpu
+
+    rng = np.random.default_rng(3)
+    X = rng.random((6_001, 64))
+    y = rng.integers(0, 10, 6_001)
+    calls = []
+    real = batch_cpu.large_step
+    monkeypatch.setattr(batch_cpu, "large_step", lambda *a, **k: calls.append(a[0].shape[0]) or real(*a, **k))
+    a = fastnet.Network([64, 30, 10], cost=cost, dtype="float64", device="cpu", seed=4)
+    b = a.copy()
+    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", 5000)
+    a.train_step(X, y, 0.5, lmbda=0.1, n=10_000)
+    a.fit(X, y, epochs=2, batch_size=6_001, eta=0.5)
+    assert calls == [6_001, 6_001, 6_001]
+    a.train_step(X, np.eye(10)[y], 0.5)          # float targets: the BLAS path
+    wide = fastnet.Network([64, 101, 10], dtype="float64", device="cpu")
+    wide.train_step(X, y, 0.5)                    # wider than LARGE_STEP_MAX_WIDTH: BLAS
+    assert len(calls) == 3
+    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", None)
+    b.train_step(X, y, 0.5, lmbda=0.1, n=10_000)
+    b.fit(X, y, epochs=2, batch_size=6_001, eta=0.5)
+    b.train_step(X, np.eye(10)[y], 0.5)
+    assert _max_diff(a, b) < 1e-10
+
+
+@pytest.mark.parametrize("bad", [np.nan, -np.inf])
+def test_threaded_step_refuses_non_finite_x_and_restores(monkeypatch, bad):
+    """The threaded step checks X only when the step left a parameter non-finite; a bad
+    X then restores the parameters bit for bit and raises the usual error."""
+    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", 5000)
+    rng = np.random.default_rng(6)
+    X = rng.random((8_000, 50)).astype(np.float32)
+    y = rng.integers(0, 10, 8_000)
+    net = fastnet.Network([50, 30, 10], device="cpu", seed=2)
+    net.train_step(X, y, 0.5)
+    before = [w.copy() for w in net.weights + net.biases]
+    X[7_777, 3] = bad
+    with pytest.raises(ValueError, match="first at index 7777"):
+        net.train_step(X, y, 0.5)
+    assert all((p == q).all() for p, q in zip(before, net.weights + net.biases))
+    X[7_777, 3] = 0.25
+    net.train_step(X, y, 0.5)
+    assert not all((p == q).all() for p, q in zip(before, net.weights + net.biases))
