@@ -611,22 +611,22 @@ def run_sweep(configs, data, *, engine="local", address=None, max_k=None, device
     """
     configs = _check_configs(configs)
     engine, max_k, dtype, order = _check_options(engine, address, max_k, device, dtype, order)
-    order = (order, _check_order_seed(order_seed))   # travels as one value to run_stack
+    run_kw = {"device": device, "dtype": dtype, "order": order, "order_seed": _check_order_seed(order_seed)}
     data = _check_data(data, configs)
     stacks = group_stacks(configs, max_k)
     t0 = time.perf_counter()
     if engine == "local":
-        results = _run_local(stacks, data, device, dtype, order, progress)
+        results = _run_local(stacks, data, run_kw, progress)
         cluster = None
     else:
-        results, cluster = _run_ray(stacks, data, device, dtype, order, progress, address)
+        results, cluster = _run_ray(stacks, data, run_kw, progress, address)
     index = {c: i for i, c in enumerate(configs)}
     rows = [None] * len(configs)
     for s, (stack, stack_rows) in enumerate(zip(stacks, results)):
         for c, row in zip(stack, stack_rows):
             rows[index[c]] = {"index": index[c], "stack": s, **row}
     config = {"engine": engine, "address": address, "cluster": cluster, "device": device, "dtype": dtype,
-              "order": order[0], "order_seed": order[1], "max_k": max_k, "configurations": len(configs), "stacks": len(stacks),
+              "order": order, "order_seed": run_kw["order_seed"], "max_k": max_k, "configurations": len(configs), "stacks": len(stacks),
               "failed": sum(r["status"] != "ok" for r in rows), "wall_s": round(time.perf_counter() - t0, 3)}
     return SweepResult(rows, config)
 
@@ -642,12 +642,13 @@ def _check_order_seed(order_seed) -> int:
     return order_seed
 
 
-def _run_local(stacks, data, device, dtype, order, progress) -> list[list[dict]]:
+def _run_local(stacks, data, run_kw, progress) -> list[list[dict]]:
+    """The local engine: the stacks one after the other; ``run_kw``: :func:`run_stack`'s keywords."""
     fail = os.environ.get(FAIL_ENV, "")
     results = []
     for stack in stacks:
         try:
-            rows = run_stack(stack, data, device, dtype, order=order[0], order_seed=order[1], fail_pattern=fail)
+            rows = run_stack(stack, data, **run_kw, fail_pattern=fail)
         except Exception as exc:  # a failed stack is reported in its rows; the others still run
             rows = [_failed_row(c, _error_text(exc), len(stack)) for c in stack]
         results.append(rows)
@@ -655,7 +656,7 @@ def _run_local(stacks, data, device, dtype, order, progress) -> list[list[dict]]
     return results
 
 
-def _stack_task(configs, data, device, dtype, order, fail_pattern):
+def _stack_task(configs, data, run_kw, fail_pattern):
     """What a Ray task runs: :func:`run_stack` with Numba's threads matched to the task's CPUs."""
     try:
         import numba
@@ -666,10 +667,10 @@ def _stack_task(configs, data, device, dtype, order, fail_pattern):
             numba.set_num_threads(max(1, min(int(cpus), numba.config.NUMBA_NUM_THREADS)))
     except Exception:  # pragma: no cover - threads are a matter of speed, never of results
         pass
-    return run_stack(configs, data, device, dtype, order=order[0], order_seed=order[1], fail_pattern=fail_pattern)
+    return run_stack(configs, data, **run_kw, fail_pattern=fail_pattern)
 
 
-def _run_ray(stacks, data, device, dtype, order, progress, address):
+def _run_ray(stacks, data, run_kw, progress, address):
     import logging
 
     ray = require_ray()
@@ -686,11 +687,11 @@ def _run_ray(stacks, data, device, dtype, order, progress, address):
         resources = ray.cluster_resources()
         cluster = {"address": address or ("local" if started else "already initialised"),
                    "cpus": resources.get("CPU"), "gpus": resources.get("GPU", 0)}
-        options = {"num_gpus": 1} if resources.get("GPU", 0) > 0 and device != "cpu" else {}
+        options = {"num_gpus": 1} if resources.get("GPU", 0) > 0 and run_kw["device"] != "cpu" else {}
         task = ray.remote(max_retries=1, retry_exceptions=True)(_stack_task)
         data_ref = ray.put(data)  # once: every task reads the same copy in the object store
         fail = os.environ.get(FAIL_ENV, "")
-        refs = {task.options(**options).remote(stack, data_ref, device, dtype, order, fail): i
+        refs = {task.options(**options).remote(stack, data_ref, run_kw, fail): i
                 for i, stack in enumerate(stacks)}
         results = [None] * len(stacks)
         pending = list(refs)
