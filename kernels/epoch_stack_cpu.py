@@ -692,10 +692,20 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
 
 
 def _usable_cpus() -> int:
+    """The CPUs this process may run on, capped by Numba's thread count for the calling
+    thread (``NUMBA_NUM_THREADS`` or ``numba.set_num_threads``: a ``fastnet sweep`` Ray
+    task sets it to the CPUs Ray gave it, so tasks sharing a node do not oversubscribe)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    try:
+        import numba
+
+        n = min(n, numba.get_num_threads())
+    except Exception:  # pragma: no cover - numba is imported by this module already
+        pass
+    return max(1, n)
 
 
 def _round_up(x: int, q: int) -> int:

@@ -315,3 +315,20 @@ def test_warmup_and_constants():
         esc.warmup("int32")
     assert esc.WIDE_BYTES in (32, 64)
     assert esc.MAX_CHUNK_STEPS >= 1 and esc.CHUNK_SAMPLES >= 1
+
+
+def test_default_thread_count_follows_numba_threads():
+    """threads=None: min(CPUs, K), capped by numba's thread count (what a sweep's Ray task
+    sets to its CPUs)."""
+    import numba
+
+    Ws = [np.zeros((4, 6, 5)), np.zeros((4, 5, 3))]
+    bs = [np.zeros((4, 5)), np.zeros((4, 3))]
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert esc.StackRunner(Ws, bs, [1.0] * 4, [1.0] * 4, 5, True).threads == 1
+        numba.set_num_threads(old)
+        assert esc.StackRunner(Ws, bs, [1.0] * 4, [1.0] * 4, 5, True).threads == min(4, esc._usable_cpus())
+    finally:
+        numba.set_num_threads(old)
