@@ -586,8 +586,16 @@ class Network(_DeviceData):
 
     def _metrics(self, Xd, yd, lmbda=0.0, chunk=10_000):
         """(mean cost incl. L2 term, accuracy) over device data; one sync at the end."""
-        xp = array_namespace(Xd)
         n = Xd.shape[0]
+        if self._large_batch_ok(Xd, yd):   # large narrow data: the threaded FMA forward pass
+            from fastnet.kernels.batch_cpu import forward_metrics
+
+            total, correct = forward_metrics(Xd, yd, self._W, self._b, self.cost == "quadratic")
+            loss = total / n
+            if lmbda:
+                loss += 0.5 * lmbda / n * sum(float(np.sum(w * w)) for w in self._W)
+            return loss, correct / n
+        xp = array_namespace(Xd)
         cost_sum = xp.zeros((), dtype=self.backend.dtype(self.dtype))
         correct = xp.zeros((), dtype=xp.int64)
         for k in range(0, n, chunk):
@@ -770,14 +778,10 @@ class Network(_DeviceData):
         acts = self._forward(Xb, ws.rows(ws.a, m))
         self._backward(Xb, yb, acts, ws, m, eta, decay)
 
-    def _large_step(self, X, y, eta, decay, check=None) -> bool:
-        """One step in :func:`fastnet.kernels.batch_cpu.large_step` when it applies (see
-        :data:`LARGE_STEP_MIN_ROWS`); False (nothing done) otherwise. ``check``: the
-        caller's X when its finiteness is still to be checked: the step runs first and,
-        only when it left a parameter non-finite, X is checked; a NaN/inf in X then
-        restores the parameters (copies of the small W and b) and raises the usual error."""
-        m = X.shape[0]
-        if (LARGE_STEP_MIN_ROWS is None or m < LARGE_STEP_MIN_ROWS
+    def _large_batch_ok(self, X, y) -> bool:
+        """Whether ``(X, y)`` goes to :mod:`fastnet.kernels.batch_cpu` (the threaded FMA
+        loops) rather than BLAS: see :data:`LARGE_STEP_MIN_ROWS`."""
+        if (LARGE_STEP_MIN_ROWS is None or X.shape[0] < LARGE_STEP_MIN_ROWS
                 or max(self.sizes[1:]) > LARGE_STEP_MAX_WIDTH
                 or type(X) is not np.ndarray or not X.flags.c_contiguous or X.dtype != np.dtype(self.dtype)
                 or type(y) is not np.ndarray or y.dtype != np.int64 or y.ndim != 1
@@ -785,9 +789,21 @@ class Network(_DeviceData):
                 or not all(type(p) is np.ndarray and p.flags.c_contiguous for p in self._W + self._b)):
             return False
         try:
-            from fastnet.kernels.batch_cpu import large_step
+            from fastnet.kernels import batch_cpu  # noqa: F401
         except ImportError:  # pragma: no cover - numba is there: the njit path is
             return False
+        return True
+
+    def _large_step(self, X, y, eta, decay, check=None) -> bool:
+        """One step in :func:`fastnet.kernels.batch_cpu.large_step` when it applies (see
+        :data:`LARGE_STEP_MIN_ROWS`); False (nothing done) otherwise. ``check``: the
+        caller's X when its finiteness is still to be checked: the step runs first and,
+        only when it left a parameter non-finite, X is checked; a NaN/inf in X then
+        restores the parameters (copies of the small W and b) and raises the usual error."""
+        if not self._large_batch_ok(X, y):
+            return False
+        from fastnet.kernels.batch_cpu import large_step
+
         saved = [p.copy() for p in self._W + self._b] if check is not None else None
         large_step(X, y, self._W, self._b, eta, decay, self.cost == "quadratic")
         if saved is not None and not all(np.isfinite(p).all() for p in self._W + self._b):

@@ -142,18 +142,7 @@ def _part_grads(X, y, k0, k1, chunk, quadratic, sizes, Ws, WTs, bs, acts, deltas
             xrows[i] = (k + i) * n0
             yb[i] = y[k + i]
         # forward: z = a_prev @ W + b, then sigmoid (softmax on the output with CE)
-        for l in range(L):
-            nin = sizes[l]
-            nout = sizes[l + 1]
-            if l == 0:
-                _product(Xf, xrows, Ws[0], acts[0], nout, m, nin, nout, wv, nv)
-            else:
-                _product(acts[l - 1], rows[l - 1], Ws[l], acts[l], nout, m, nin, nout, wv, nv)
-            Z = acts[l][:m * nout].reshape((m, nout))
-            if l == L - 1 and not quadratic:
-                _bias_softmax_rows(Z, bs[l], 0, m)
-            else:
-                _bias_sigmoid_rows(Z, bs[l], 0, m)
+        _forward_chunk(Xf, xrows, m, quadratic, sizes, Ws, bs, acts, rows, wv, nv)
         nL = sizes[L]
         _delta_labels_rows(acts[L - 1][:m * nL].reshape((m, nL)), yb,
                            deltas[L - 1][:m * nL].reshape((m, nL)), quadratic, 0, m)
@@ -170,6 +159,63 @@ def _part_grads(X, y, k0, k1, chunk, quadratic, sizes, Ws, WTs, bs, acts, deltas
             if l > 0:
                 _product(deltas[l], rows[l], WTs[l], deltas[l - 1], nin, m, nout, nin, wv, nv)
                 _hadamard(deltas[l - 1], acts[l - 1], m, nin)
+
+
+@njit(cache=True, inline="always")
+def _forward_chunk(Xf, xrows, m, quadratic, sizes, Ws, bs, acts, rows, wv, nv):
+    """Activations of every layer for ``m`` rows of X (row i at ``Xf[xrows[i]:]``) into acts."""
+    L = len(bs)
+    for l in range(L):
+        nin = sizes[l]
+        nout = sizes[l + 1]
+        if l == 0:
+            _product(Xf, xrows, Ws[0], acts[0], nout, m, nin, nout, wv, nv)
+        else:
+            _product(acts[l - 1], rows[l - 1], Ws[l], acts[l], nout, m, nin, nout, wv, nv)
+        Z = acts[l][:m * nout].reshape((m, nout))
+        if l == L - 1 and not quadratic:
+            _bias_softmax_rows(Z, bs[l], 0, m)
+        else:
+            _bias_sigmoid_rows(Z, bs[l], 0, m)
+
+
+@njit(cache=True, nogil=True)
+def _part_metrics(X, y, k0, k1, chunk, quadratic, sizes, Ws, bs, acts, rows, xrows, out):
+    """Cost sum and correct count of rows ``k0 .. k1 - 1`` (forward only) into out[0], out[1]
+    (float64): quadratic ``0.5 * sum((a - onehot)**2)`` or ``-log a[true class]``; correct
+    when the first largest output is the label (NumPy's argmax)."""
+    n0 = X.shape[1]
+    L = len(bs)
+    nL = sizes[L]
+    Xf = X.ravel()
+    wv = _wzero(Xf)
+    nv = _nzero(Xf)
+    cost = 0.0
+    correct = 0
+    for k in range(k0, k1, chunk):
+        m = min(chunk, k1 - k)
+        for i in range(m):
+            xrows[i] = (k + i) * n0
+        _forward_chunk(Xf, xrows, m, quadratic, sizes, Ws, bs, acts, rows, wv, nv)
+        A = acts[L - 1]
+        for i in range(m):
+            t = y[k + i]
+            best = 0
+            bv = A[i * nL]
+            for j in range(nL):
+                a = A[i * nL + j]
+                if a > bv:
+                    bv = a
+                    best = j
+                if quadratic:
+                    d = float(a) - (1.0 if j == t else 0.0)
+                    cost += 0.5 * d * d
+            if not quadratic:
+                cost -= np.log(float(A[i * nL + t]))
+            if best == t:
+                correct += 1
+    out[0] = cost
+    out[1] = correct
 
 
 @njit(cache=True)
@@ -298,6 +344,33 @@ class LargeStep:
             raise ValueError(f"decay must be a finite number. Actual: {decay!r}")
         self._run(X, y, Ws, bs, float(eta), float(decay), bool(quadratic))
 
+    def metrics(self, X, y, Ws, bs, quadratic=True):
+        """``(cost_sum, correct)`` over all of ``(X, y)``: the forward pass only, threads
+        over rows as in :meth:`run` (cost summed in float64). Same arguments as run."""
+        self.check(X, y, Ws, bs)
+        m, C = X.shape[0], self.chunk
+        nch = -(-m // C)
+        T = min(self.threads, nch)
+        cuts = [t * nch // T for t in range(T + 1)]
+        outs = [np.zeros(2) for _ in range(T)]
+        args = (tuple(W.ravel() for W in Ws), tuple(bs))
+        jobs = [(X, y, cuts[t] * C, min(cuts[t + 1] * C, m), C, bool(quadratic), self._sizes, *args,
+                 self._parts[t].acts, self._parts[t].rows, self._parts[t].xrows, outs[t]) for t in range(T)]
+        self._spread(_part_metrics, jobs)
+        return sum(float(o[0]) for o in outs), int(sum(o[1] for o in outs))
+
+    @staticmethod
+    def _spread(fn, jobs) -> None:
+        """``fn(*job)`` for every job: the first on this thread, the others on the pool."""
+        if len(jobs) > 1:
+            pool = _get_pool(len(jobs) - 1)
+            futs = [pool.submit(fn, *a) for a in jobs[1:]]
+            fn(*jobs[0])
+            for f in futs:
+                f.result()
+        else:
+            fn(*jobs[0])
+
     def _run(self, X, y, Ws, bs, eta, decay, quadratic):
         L, m, C = len(self.sizes) - 1, X.shape[0], self.chunk
         for l in range(1, L):                  # W_l.T, shared read-only by the threads
@@ -315,14 +388,7 @@ class LargeStep:
             jobs.append((X, y, cuts[t] * C, min(cuts[t + 1] * C, m), C, quadratic, self._sizes,
                          Wf, WTs, bt, p.acts, p.deltas, p.rows, p.gWs, p.gbs, self._ones,
                          p.acc, p.xrows, p.yb))
-        if T > 1:
-            pool = _get_pool(T - 1)
-            futs = [pool.submit(_part_grads, *a) for a in jobs[1:]]
-            _part_grads(*jobs[0])
-            for f in futs:
-                f.result()
-        else:
-            _part_grads(*jobs[0])
+        self._spread(_part_grads, jobs)
         # the partial sums, in thread order, then the update
         p0 = self._parts[0]
         for t in range(1, T):
@@ -344,6 +410,23 @@ def large_step(X, y, Ws, bs, eta, decay=1.0, quadratic=True, threads=None):
     Buffers are kept per (sizes, dtype, threads) between calls. The result depends on
     the thread count only through the grouping of the chunk partial sums (module doc).
     """
+    _runner_for(X, Ws, threads).run(X, y, Ws, bs, eta, decay, quadratic)
+
+
+def forward_metrics(X, y, Ws, bs, quadratic=True, threads=None):
+    """``(cost_sum, correct)`` of the network ``(Ws, bs)`` on ``(X, y)``: see
+    :meth:`LargeStep.metrics` (``Network``'s per-epoch metrics on large narrow data).
+
+    >>> import numpy as np
+    >>> Ws = [np.zeros((3, 2))]; bs = [np.zeros(2)]
+    >>> forward_metrics(np.ones((4, 3)), np.array([0, 1, 1, 0]), Ws, bs, threads=1)  # a = 0.5: 4 x 0.25; argmax 0
+    (1.0, 2)
+    """
+    return _runner_for(X, Ws, threads).metrics(X, y, Ws, bs, quadratic)
+
+
+def _runner_for(X, Ws, threads) -> "LargeStep":
+    """The cached :class:`LargeStep` for these weights' sizes and dtype and ``threads``."""
     if not isinstance(Ws, (list, tuple)) or not Ws:
         raise TypeError(f"Ws must be a non-empty list of arrays. Actual: {type(Ws).__name__}")
     if not isinstance(X, np.ndarray) or not isinstance(Ws[0], np.ndarray):
@@ -361,4 +444,4 @@ def large_step(X, y, Ws, bs, eta, decay=1.0, quadratic=True, threads=None):
     runner = _cache.get(key)
     if runner is None:
         runner = _cache[key] = LargeStep(sizes, dt, threads)
-    runner.run(X, y, Ws, bs, eta, decay, quadratic)
+    return runner

@@ -209,3 +209,28 @@ def test_threaded_step_refuses_non_finite_x_and_restores(monkeypatch, bad):
     X[7_777, 3] = 0.25
     net.train_step(X, y, 0.5)
     assert not all((p == q).all() for p, q in zip(before, net.weights + net.biases))
+
+
+@pytest.mark.parametrize("cost", ["quadratic", "cross_entropy"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_threaded_metrics_equal_the_blas_metrics(monkeypatch, cost, dtype):
+    """Loss and accuracy of large narrow data come from batch_cpu.forward_metrics; they
+    equal the BLAS pass (float64 1e-12; float32 to its rounding, the count exactly or
+    within a near-tie or two)."""
+    rng = np.random.default_rng(8)
+    X = rng.random((7_003, 40)).astype(dtype)
+    y = rng.integers(0, 10, 7_003)
+    net = fastnet.Network([40, 25, 10], cost=cost, dtype=dtype, device="cpu", seed=5)
+    blas = (net.loss(X, y, lmbda=0.3), net.evaluate(X, y))
+    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", 5000)
+    from fastnet.kernels import batch_cpu
+
+    calls = []
+    real = batch_cpu.forward_metrics
+    monkeypatch.setattr(batch_cpu, "forward_metrics", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fast = (net.loss(X, y, lmbda=0.3), net.evaluate(X, y))
+    assert len(calls) == 2
+    if dtype == "float64":
+        assert fast[0] == pytest.approx(blas[0], rel=1e-12) and fast[1] == blas[1]
+    else:
+        assert fast[0] == pytest.approx(blas[0], rel=1e-5) and abs(fast[1] - blas[1]) <= 2 / 7_003
