@@ -60,17 +60,11 @@ STACK_FASTPATH = True
 _METRIC_ELEMS = 1 << 22
 
 
-def _per_net(name: str, value, k: int | None, check) -> list:
-    """``value`` (a scalar or a length-K sequence) as a list of K checked values."""
+def _per_net(name: str, value, k: int, check) -> list:
+    """``value`` (a scalar, or a sequence whose length the caller checked) as K checked values."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-        return None if k is None else [check(name, value)] * k
-    values = list(value)
-    if not values:
-        raise ValueError(f"{name} must not be empty: give one value per network, or one for all")
-    if k is not None and len(values) != k:
-        raise ValueError(f"{name} has {len(values)} values for k={k} networks; "
-                         f"fix: give {k} values, or one value for all")
-    return [check(f"{name}[{i}]", v) for i, v in enumerate(values)]
+        return [check(name, value)] * k
+    return [check(f"{name}[{i}]", v) for i, v in enumerate(value)]
 
 
 def _seed_value(name, v):
