@@ -111,7 +111,7 @@ def bias_grad(delta, out, scale, accumulate=False):
     delta: (m, n). out: (n,). scale: usually ``1 / m``.
     """
     xp = array_namespace(delta, out)
-    g = scale * xp.sum(delta, axis=0)
+    g = scale * xp.sum(delta, axis=-2)   # over the rows: (m, n) here, (K, m, n) for the stacked op
     if _inplace(xp):
         if accumulate:
             out += g
@@ -229,15 +229,7 @@ def bias_grad_stacked(delta, out, scale, accumulate=False):
     _expect_ndim(fn, "delta", delta, 3)
     _expect_shape(fn, "out", out, (delta.shape[0], delta.shape[2]),
                   "one row per net, one entry per column of delta")
-    xp = array_namespace(delta, out)
-    g = scale * xp.sum(delta, axis=1)
-    if _inplace(xp):
-        if accumulate:
-            out += g
-        else:
-            out[...] = g
-        return out
-    return out + g if accumulate else g
+    return bias_grad(delta, out, scale, accumulate)
 
 
 def sgd_update_stacked(P, grad, scales, decays):
