@@ -247,6 +247,22 @@ class _DeviceData:
             f"a batch of {m:,} needs {need / 2**20:,.1f} MiB of {self.backend.device} memory for its "
             f"buffers and {free / 2**20:,.1f} MiB are free; nothing was changed. Fix: {fix}")
 
+    def _large_batch_ok(self, X, y) -> bool:
+        """Whether ``(X, y)`` goes to :mod:`fastnet.kernels.batch_cpu` (the threaded FMA
+        loops) rather than BLAS: see :data:`LARGE_STEP_MIN_ROWS`."""
+        if (LARGE_STEP_MIN_ROWS is None or X.shape[0] < LARGE_STEP_MIN_ROWS
+                or max(self.sizes[1:]) > LARGE_STEP_MAX_WIDTH
+                or type(X) is not np.ndarray or not X.flags.c_contiguous or X.dtype != np.dtype(self.dtype)
+                or type(y) is not np.ndarray or y.dtype != np.int64 or y.ndim != 1
+                or ops.kernel_path(X) != "njit"
+                or not all(type(p) is np.ndarray and p.flags.c_contiguous for p in self._W + self._b)):
+            return False
+        try:
+            from fastnet.kernels import batch_cpu  # noqa: F401
+        except ImportError:  # pragma: no cover - numba is there: the njit path is
+            return False
+        return True
+
     def _prepare_validation(self, validation_data):
         """``(X_val, y_val)`` on the device, or None."""
         if validation_data is None:
@@ -777,22 +793,6 @@ class Network(_DeviceData):
             return
         acts = self._forward(Xb, ws.rows(ws.a, m))
         self._backward(Xb, yb, acts, ws, m, eta, decay)
-
-    def _large_batch_ok(self, X, y) -> bool:
-        """Whether ``(X, y)`` goes to :mod:`fastnet.kernels.batch_cpu` (the threaded FMA
-        loops) rather than BLAS: see :data:`LARGE_STEP_MIN_ROWS`."""
-        if (LARGE_STEP_MIN_ROWS is None or X.shape[0] < LARGE_STEP_MIN_ROWS
-                or max(self.sizes[1:]) > LARGE_STEP_MAX_WIDTH
-                or type(X) is not np.ndarray or not X.flags.c_contiguous or X.dtype != np.dtype(self.dtype)
-                or type(y) is not np.ndarray or y.dtype != np.int64 or y.ndim != 1
-                or ops.kernel_path(X) != "njit"
-                or not all(type(p) is np.ndarray and p.flags.c_contiguous for p in self._W + self._b)):
-            return False
-        try:
-            from fastnet.kernels import batch_cpu  # noqa: F401
-        except ImportError:  # pragma: no cover - numba is there: the njit path is
-            return False
-        return True
 
     def _large_step(self, X, y, eta, decay, check=None) -> bool:
         """One step in :func:`fastnet.kernels.batch_cpu.large_step` when it applies (see

@@ -267,9 +267,21 @@ class NetworkStack(_DeviceData):
         return self.xp.argmax(self.feedforward(X), axis=2)
 
     def _metrics(self, Xd, yd, lmbdas=None):
-        """Per net ``(losses, accuracies)`` over device data (lists of K floats): one sync."""
-        xp = array_namespace(Xd)
+        """Per net ``(losses, accuracies)`` over device data (lists of K floats): one sync.
+        Large narrow NumPy data: each net's pass in the threaded FMA loop instead
+        (:func:`fastnet.kernels.batch_cpu.forward_metrics`, as for a Network)."""
         n, K = Xd.shape[0], self.k
+        if self._large_batch_ok(Xd, yd):
+            from fastnet.kernels.batch_cpu import forward_metrics
+
+            totals = [forward_metrics(Xd, yd, [W[k] for W in self._W], [b[k] for b in self._b],
+                                      self.cost == "quadratic") for k in range(K)]
+            losses = [t / n for t, _ in totals]
+            if lmbdas is not None:
+                losses = [v + 0.5 * lm / n * sum(float(np.sum(W[k] * W[k])) for W in self._W)
+                          for k, (v, lm) in enumerate(zip(losses, lmbdas))]
+            return losses, [c / n for _, c in totals]
+        xp = array_namespace(Xd)
         chunk = max(256, _METRIC_ELEMS // (K * max(self.sizes[1:])))
         dt = self.backend.dtype(self.dtype)
         cost = xp.zeros((K,), dtype=dt)
