@@ -290,3 +290,24 @@ def test_cupy_stack_equals_numpy_stack(path):
         for l in range(2):
             np.testing.assert_allclose(gpu.backend.asnumpy(gpu.weights[l]), cpu.weights[l], rtol=1e-10, atol=1e-12)
         assert [h[-1]["accuracy"] for h in hg] == [h[-1]["accuracy"] for h in hc]
+
+
+def test_large_data_metrics_take_the_threaded_pass_and_agree(monkeypatch):
+    """From network.LARGE_STEP_MIN_ROWS rows (narrow nets, NumPy) each net's loss and
+    accuracy come from batch_cpu.forward_metrics; they equal the batched-BLAS pass."""
+    from fastnet import network
+    from fastnet.kernels import batch_cpu
+
+    X, y = random_data(6_001, 20, 5, seed=9)
+    st = fastnet.NetworkStack([20, 12, 5], etas=[1.0, 2.0, 3.0], lmbdas=[0.0, 0.5, 1.0], dtype="float64",
+                              device="cpu", cost="cross_entropy")
+    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", None)
+    blas = (st.loss(X, y, lmbda=True), st.evaluate(X, y))
+    calls = []
+    real = batch_cpu.forward_metrics
+    monkeypatch.setattr(batch_cpu, "forward_metrics", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", 5000)
+    fast = (st.loss(X, y, lmbda=True), st.evaluate(X, y))
+    assert len(calls) == 6
+    np.testing.assert_allclose(fast[0], blas[0], rtol=1e-12)
+    assert fast[1] == blas[1]
