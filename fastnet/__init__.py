@@ -25,12 +25,13 @@ __all__ = ["Network", "NetworkStack", "load", "History", "get_backend", "warmup"
            "ModelFileError", "TrainingInterrupted", "__version__"]
 
 
-def warmup(dtype="float32", n_layers=(1, 2, 3)) -> str:
+def warmup(dtype="float32", n_layers=(1, 2, 3), large=False) -> str:
     """Compile the CPU kernels for ``dtype`` now (cached on disk), so training starts warm.
 
     n_layers: the weight-layer counts to compile the compiled epoch loops for (each is its
-    own version; ``[784, 30, 10]`` has 2). Returns the kernel path that will run on NumPy
-    arrays ("njit" or "xp").
+    own version; ``[784, 30, 10]`` has 2). large: also compile the threaded large-batch
+    step and metrics pass (:data:`fastnet.network.LARGE_STEP_MIN_ROWS`). Returns the
+    kernel path that will run on NumPy arrays ("njit" or "xp").
 
     >>> import fastnet
     >>> fastnet.warmup("float64") in ("njit", "xp")
@@ -47,4 +48,8 @@ def warmup(dtype="float32", n_layers=(1, 2, 3)) -> str:
         cpu.warmup(dtype)
         epoch_cpu.warmup(dtype, tuple(n_layers))
         epoch_stack_cpu.warmup(dtype, tuple(n_layers))   # Network's default engine and NetworkStack
+        if large:   # steps and metrics on 5,000+ rows of narrow nets (fastnet.network.LARGE_STEP_MIN_ROWS)
+            from fastnet.kernels import batch_cpu
+
+            batch_cpu.warmup(dtype, tuple(n_layers))
     return ops.kernel_path(np.zeros(1))

@@ -334,7 +334,11 @@ def cmd_train(a) -> int:
               f"batch={a.batch_size} eta={a.eta} lmbda={a.lmbda}", flush=True)
     if ops.kernel_path(net.weights[0]) == "njit":  # so epoch 1's time is training, not compiling
         t_jit = time.perf_counter()
-        fastnet.warmup(net.dtype, n_layers=(net.n_layers,))
+        from fastnet import network as N
+
+        large = (N.LARGE_STEP_MIN_ROWS is not None and max(net.sizes[1:]) <= N.LARGE_STEP_MAX_WIDTH
+                 and max(len(ytr), len(yte)) >= N.LARGE_STEP_MIN_ROWS)   # its metrics pass, at least
+        fastnet.warmup(net.dtype, n_layers=(net.n_layers,), large=large)
         if not a.quiet:
             print(f"kernels ready in {time.perf_counter() - t_jit:.1f} s (compiled once, then cached on disk)",
                   flush=True)

@@ -445,3 +445,17 @@ def _runner_for(X, Ws, threads) -> "LargeStep":
     if runner is None:
         runner = _cache[key] = LargeStep(sizes, dt, threads)
     return runner
+
+
+def warmup(dtype="float32", n_layers=(1, 2, 3)) -> None:
+    """Compile (or load from the disk cache) :func:`large_step` and :func:`forward_metrics`
+    for ``dtype`` and each weight-layer count in ``n_layers`` (each its own version; cold
+    about 12 s for the first, from the cache well under a second)."""
+    dt = np.dtype(dtype)
+    X = np.ones((4, 3), dt)
+    y = np.zeros(4, np.int64)
+    for layers in n_layers:
+        Ws = [np.zeros((3, 3), dt) for _ in range(layers)]
+        bs = [np.zeros(3, dt) for _ in range(layers)]
+        large_step(X, y, Ws, bs, 0.1, threads=1)
+        forward_metrics(X, y, Ws, bs, threads=1)
