@@ -6,6 +6,8 @@ failure; ``FASTNET_REQUIRE_GPU=1`` does the same for a missing GPU.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,39 @@ def backend_name(request) -> str:
         if not ok:
             skip_or_fail(f"no usable CUDA GPU: {why}", gpu=True)
     return request.param
+
+
+def run_tty(*args, timeout=300, env=None):
+    """Run ``python -m fastnet ARGS`` with stdout and stderr on a pseudo-terminal (100 columns);
+    returns (exit code, everything written, as text). env: the child's environment (default
+    this process's), TERM=xterm added."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    p = subprocess.Popen([sys.executable, "-m", "fastnet", *args], stdin=subprocess.DEVNULL, stdout=slave,
+                         stderr=slave, env={**(os.environ if env is None else env), "TERM": "xterm"}, close_fds=True)
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if ready:
+                try:
+                    b = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not b:
+                    break
+                chunks.append(b)
+            elif p.poll() is not None:
+                break
+        rc = p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        os.close(master)
+    return rc, b"".join(chunks).decode("utf-8", "replace")

@@ -75,46 +75,15 @@ def test_evaluate_refuses_tampered_model(tmp_path):
 
 # --- progress, plots, predict: added with issue 8 ----------------------------------------------
 
-import fcntl  # noqa: E402
-import pty  # noqa: E402
-import select  # noqa: E402
-import struct  # noqa: E402
-import termios  # noqa: E402
 import time  # noqa: E402
+
+from conftest import run_tty  # noqa: E402
 
 PIL = pytest.importorskip("PIL.Image", reason="Pillow is in the dev extra: pip install -e '.[dev]'")
 pytest.importorskip("matplotlib", reason="matplotlib is in the dev extra: pip install -e '.[dev]'")
 from PIL import Image  # noqa: E402
 
 EPOCH_FIELDS = {"epoch", "loss", "accuracy", "seconds", "samples_per_s", "val_loss", "val_accuracy"}
-
-
-def run_tty(*args, timeout=300):
-    """Run ``python -m fastnet ARGS`` with stdout and stderr on a pseudo-terminal (100 columns);
-    returns (exit code, everything written, as text)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-    p = subprocess.Popen([sys.executable, "-m", "fastnet", *args], stdin=subprocess.DEVNULL, stdout=slave,
-                         stderr=slave, env={**os.environ, "TERM": "xterm"}, close_fds=True)
-    os.close(slave)
-    chunks, deadline = [], time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if ready:
-                try:
-                    b = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not b:
-                    break
-                chunks.append(b)
-            elif p.poll() is not None:
-                break
-        rc = p.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        os.close(master)
-    return rc, b"".join(chunks).decode("utf-8", "replace")
 
 
 @pytest.fixture(scope="module")

@@ -118,6 +118,12 @@ def bad_input_checks(K, to_dev, to_host):
         (ValueError, K.bias_update_cuda, (np.ones(4), a, 0.1)),
         (ValueError, K.backward_delta_cuda, (np.ones((3, 4)).T, a)),
     ]
+    return check_refused(cases, to_dev, to_host)
+
+
+def check_refused(cases, to_dev, to_host) -> int:
+    """Each ``(exception, kernel, host args)`` case raises that exception, and every array
+    argument is unchanged afterwards. Returns the number of cases."""
     for exc, fn, args in cases:
         dev = [to_dev(x) if isinstance(x, np.ndarray) else x for x in args]
         saved = [np.array(to_host(x), copy=True) if isinstance(x, np.ndarray) else None
@@ -127,7 +133,7 @@ def bad_input_checks(K, to_dev, to_host):
         except exc:
             pass
         else:
-            raise AssertionError(f"{fn.__name__}{tuple(type(x).__name__ for x in args)} "
+            raise AssertionError(f"{fn.__name__}{tuple(getattr(x, 'shape', x) for x in args)} "
                                  f"did not raise {exc.__name__}")
         for x, before in zip(dev, saved):
             if before is not None:

@@ -368,36 +368,10 @@ def test_plot_has_one_panel_per_swept_parameter(tmp_path):
 
 
 def test_progress_bar_on_a_terminal_counts_configurations():
-    import fcntl
-    import pty
-    import select
-    import struct
-    import termios
-    import time
+    from conftest import run_tty
 
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k != sweep.FAIL_ENV} | {"TERM": "xterm"}
-    p = subprocess.Popen([sys.executable, "-m", "fastnet", *SWEEP, "--max-stack", "2"], stdin=subprocess.DEVNULL,
-                         stdout=slave, stderr=slave, env=env, close_fds=True)
-    os.close(slave)
-    chunks, deadline = [], time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            if select.select([master], [], [], 1.0)[0]:
-                try:
-                    b = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not b:
-                    break
-                chunks.append(b)
-            elif p.poll() is not None:
-                break
-        rc = p.wait(timeout=30)
-    finally:
-        os.close(master)
-    text = b"".join(chunks).decode("utf-8", "replace")
+    env = {k: v for k, v in os.environ.items() if k != sweep.FAIL_ENV}
+    rc, text = run_tty(*SWEEP, "--max-stack", "2", timeout=120, env=env)
     assert rc == 0, text
     assert "configurations:" in text and "/4" in text and "\r" in text, "a tqdm bar over the 4 configurations"
     assert "4 of 4 configurations ran" in text
