@@ -481,6 +481,13 @@ def info_lines() -> list[str]:
         engine = ("StackRunner: fused multiply-adds, " f"{epoch_stack_cpu.WIDE_BYTES * 8}-bit vectors"
                   if network.EPOCH_ENGINE == "runner" else "epoch_cpu.train_steps (no FMA)")
         lines.append(f"compiled CPU epoch loop: {engine}")
+        from fastnet.kernels import split_cpu
+
+        threads = split_cpu.split_threads(10**9)
+        lines.append("wide-layer steps: " + (
+            f"rows split over {threads} threads, each with single-threaded OpenBLAS" if threads > 1 else
+            "one thread calling BLAS (" + ("one usable CPU or BLAS thread" if split_cpu.blas_controller()
+                                           else "no OpenBLAS whose thread count fastnet can set") + ")"))
     from fastnet import machine
 
     lines.append(f"OPENBLAS_CORETYPE: {machine.OPENBLAS_DECISION}")
