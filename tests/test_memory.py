@@ -79,3 +79,22 @@ def test_real_gpu_batch_larger_than_the_device():
     m = int(free // (4 * (784 + 2 * 8010))) * 2    # twice the rows the free memory holds
     with pytest.raises(MemoryError, match="Fix: use batch_size <="):
         net._workspace(m)
+
+
+def test_peak_memory_of_a_batch_60000_fit_is_within_issue_5s_budget(tmp_path):
+    """bench/peak_memory.py on the embedded sample tiled to 60,000 rows: the float32
+    [784, 500, 500, 10] fit's peak RSS (whole process) stays under 1.5x data + parameters
+    + activations + deltas (0.71x measured on the dev machine)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "mem.json"
+    r = subprocess.run([sys.executable, "bench/peak_memory.py", "--data", "sample", "--json", str(out)],
+                       cwd=root, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(out.read_text())
+    assert res["rows"] == 60_000 and res["budget"]["total"] > 600 * 2**20
+    assert res["ratio"] <= 1.5, res
