@@ -266,16 +266,23 @@ class _DeviceData:
         loops) rather than BLAS: see :data:`LARGE_STEP_MIN_ROWS`."""
         if (LARGE_STEP_MIN_ROWS is None or X.shape[0] < LARGE_STEP_MIN_ROWS
                 or max(self.sizes[1:]) > LARGE_STEP_MAX_WIDTH
-                or type(X) is not np.ndarray or not X.flags.c_contiguous or X.dtype != np.dtype(self.dtype)
-                or type(y) is not np.ndarray or y.dtype != np.int64 or y.ndim != 1
-                or ops.kernel_path(X) != "njit"
-                or not all(type(p) is np.ndarray and p.flags.c_contiguous for p in self._W + self._b)):
+                or not self._threaded_cpu_ok(X, y, targets_ok=False)):
             return False
         try:
             from fastnet.kernels import batch_cpu  # noqa: F401
         except ImportError:  # pragma: no cover - numba is there: the njit path is
             return False
         return True
+
+    def _threaded_cpu_ok(self, X, y, targets_ok: bool) -> bool:
+        """Whether X, y and the parameters are what the threaded CPU steps take: C-contiguous
+        NumPy arrays, X in the network's dtype on the njit kernel path, int64 labels (or,
+        with ``targets_ok``, a target matrix in X's dtype)."""
+        return (type(X) is np.ndarray and type(y) is np.ndarray
+                and X.flags.c_contiguous and y.flags.c_contiguous and X.dtype == np.dtype(self.dtype)
+                and (y.dtype == np.int64 and y.ndim == 1 or targets_ok and y.dtype == X.dtype and y.ndim == 2)
+                and ops.kernel_path(X) == "njit"
+                and all(type(p) is np.ndarray and p.flags.c_contiguous for p in self._W + self._b))
 
     def _prepare_validation(self, validation_data):
         """``(X_val, y_val)`` on the device, or None."""
@@ -814,16 +821,12 @@ class Network(_DeviceData):
 
     def _split_step(self, X, y, ws, m, eta, decay) -> bool:
         """One unchunked step in :class:`fastnet.kernels.split_cpu.SplitStep` when it
-        applies (see :data:`SPLIT_STEP_MIN_MACS` and :data:`SPLIT_STEP_MIN_WIDTH`); False (nothing done) otherwise."""
+        applies (see :data:`SPLIT_STEP_MIN_MACS` and :data:`SPLIT_STEP_MIN_WIDTH`); False
+        (nothing done) otherwise."""
         if (SPLIT_STEP_MIN_MACS is None or m < 2 or self.n_layers < 2
                 or min(self.sizes[1:-1]) < SPLIT_STEP_MIN_WIDTH
                 or m * sum(i * o for i, o in zip(self.sizes[:-1], self.sizes[1:])) < SPLIT_STEP_MIN_MACS
-                or type(X) is not np.ndarray or type(y) is not np.ndarray
-                or not (X.flags.c_contiguous and y.flags.c_contiguous)
-                or X.dtype != np.dtype(self.dtype)
-                or not (y.dtype == np.int64 and y.ndim == 1 or y.dtype == X.dtype and y.ndim == 2)
-                or ops.kernel_path(X) != "njit"
-                or not all(type(p) is np.ndarray and p.flags.c_contiguous for p in self._W + self._b)):
+                or not self._threaded_cpu_ok(X, y, targets_ok=True)):
             return False
         try:
             from fastnet.kernels import split_cpu
