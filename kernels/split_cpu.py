@@ -82,7 +82,8 @@ class _OpenBLAS:
                 fields = [line.split() for line in f]
         except OSError:          # not Linux: no control, the one-thread schedule
             return None
-        paths = sorted({p[-1] for p in fields if len(p) >= 6 and "openblas" in p[-1].rsplit("/", 1)[-1].lower()})
+        paths = sorted({p[-1] for p in fields if len(p) >= 6 and "openblas" in p[-1].rsplit("/", 1)[-1].lower()},
+                       key=lambda path: ("numpy" not in path, path))   # NumPy's first
         funcs = []
         for path in paths:
             try:
@@ -99,8 +100,8 @@ class _OpenBLAS:
         return cls(funcs) if funcs else None
 
     def get(self) -> int:
-        """The thread count of NumPy's OpenBLAS (the first one found): the one it had
-        before any running step set it to one."""
+        """The thread count of the first OpenBLAS found (NumPy's where its path says so):
+        the one it had before any running step set it to one."""
         with self._lock:
             return int(self._saved[0]) if self._active else int(self._funcs[0][0]())
 
