@@ -504,17 +504,22 @@ def cmd_info(a) -> int:
     return 0
 
 
-def cmd_bench(a) -> int:
-    import json
-
-    from fastnet import benchmark
-
+def _check_json_plot(a) -> None:
+    """Refuse an unwritable --json / --plot path, or --plot without matplotlib, before any run."""
     for path, flag in ((a.json, "--json"), (a.plot, "--plot")):
         _check_output(path, flag)
     if a.plot:
         from fastnet import plot
 
         plot.require("--plot")  # fail now, not after the runs
+
+
+def cmd_bench(a) -> int:
+    import json
+
+    from fastnet import benchmark
+
+    _check_json_plot(a)
     result = benchmark.run(quick=a.quick, data=a.data, against=a.against, dtype=a.dtype, repeat=a.repeat)
     cfg = result["config"]
     print(f"fastnet bench{' --quick' if a.quick else ''}: {a.dtype}, data {a.data}, "
@@ -539,12 +544,7 @@ def cmd_sweep(a) -> int:
     from fastnet import backend as B
     from fastnet import progress, sweep
 
-    for path, flag in ((a.json, "--json"), (a.plot, "--plot")):
-        _check_output(path, flag)
-    if a.plot:
-        from fastnet import plot
-
-        plot.require("--plot")  # fail now, not after the runs
+    _check_json_plot(a)
     configs = sweep.expand_grid(sizes=a.sizes, etas=a.eta, lmbdas=a.lmbda,
                                 seeds=sweep.parse_int_ranges(a.seeds), batch_sizes=a.batch_size,
                                 costs=a.cost, epochs=a.epochs)

@@ -76,3 +76,12 @@ def sgd(weights, biases, X, y, *, epochs, batch_size, eta, cost="quadratic", lmb
                 weights[l] = (1 - eta * lmbda / n) * weights[l] - eta * gW[l]
                 biases[l] = biases[l] - eta * gb[l]
     return weights, biases
+
+
+def random_data(n, n_in, n_out, seed=0):
+    """``(X, y)``: n rows of n_in features in [0, 1) with ~40 % zeros (as in images) and
+    integer labels in [0, n_out)."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, n_in))
+    X[X < 0.4] = 0.0
+    return X, rng.integers(0, n_out, n)

@@ -18,6 +18,7 @@ import fastnet
 from fastnet import data as fdata
 from fastnet import io as fio
 from fastnet import network, ops, progress
+from reference import random_data
 
 epoch_cpu = pytest.importorskip("fastnet.kernels.epoch_cpu")
 
@@ -36,12 +37,6 @@ def path(monkeypatch):
     monkeypatch.delenv("FASTNET_KERNELS", raising=False)
     ops.refresh()
 
-
-def random_data(n, n_in, n_out, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.random((n, n_in))
-    X[X < 0.4] = 0.0                       # zeros, as in images
-    return X, rng.integers(0, n_out, n)
 
 
 def train(path, name, sizes, X, y, dtype="float64", cost="quadratic", seed=3, **kw):

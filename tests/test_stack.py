@@ -18,6 +18,7 @@ from fastnet import ops, stack as stack_mod
 from fastnet.network import initial_params
 
 from conftest import skip_or_fail
+from reference import random_data
 
 
 @pytest.fixture
@@ -31,12 +32,6 @@ def path(monkeypatch):
     monkeypatch.delenv("FASTNET_KERNELS", raising=False)
     ops.refresh()
 
-
-def random_data(n, n_in, n_out, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.random((n, n_in))
-    X[X < 0.4] = 0.0
-    return X, rng.integers(0, n_out, n)
 
 
 def separate_runs(sizes, seeds, etas, lmbdas, X, y, *, epochs, batch_size, cost, order_seeds,
