@@ -15,6 +15,35 @@ from fastnet import machine as _machine
 
 _machine.apply_openblas_coretype()  # before NumPy loads OpenBLAS (fastnet.machine says why)
 
+
+def _map_source_kernels() -> None:
+    """Make ``fastnet.kernels`` importable when this ``fastnet`` is the source tree's.
+
+    The kernels live in the top-level ``kernels/`` folder, which the installed package maps
+    to ``fastnet/kernels/``. Run from a clone's root, Python finds the clone's ``fastnet/``
+    first (the current directory leads ``sys.path``), which has no ``kernels/`` inside:
+    load the clone's ``kernels/`` as ``fastnet.kernels`` then, so the source tree imports
+    the same as the installed package."""
+    import importlib.util
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    src = os.path.join(os.path.dirname(here), "kernels")
+    if (os.path.isdir(os.path.join(here, "kernels")) or "fastnet.kernels" in sys.modules
+            or not os.path.isfile(os.path.join(src, "__init__.py"))):
+        return
+    if importlib.util.find_spec("fastnet.kernels") is not None:   # an editable install's finder
+        return
+    spec = importlib.util.spec_from_file_location("fastnet.kernels", os.path.join(src, "__init__.py"),
+                                                  submodule_search_locations=[src])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fastnet.kernels"] = module
+    spec.loader.exec_module(module)
+
+
+_map_source_kernels()
+
 from fastnet.backend import get_backend  # noqa: E402
 from fastnet.history import History  # noqa: E402
 from fastnet.io import ModelFileError, load  # noqa: E402
