@@ -40,6 +40,7 @@ def _map_source_kernels() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules["fastnet.kernels"] = module
     spec.loader.exec_module(module)
+    globals()["kernels"] = module   # what the import system does for a submodule it loads
 
 
 _map_source_kernels()
