@@ -24,6 +24,15 @@ class History:
         self.records: list[dict] = list(records or [])
         self.config: dict = dict(config or {})
 
+    @property
+    def engine(self):
+        """The training engine that ran (:mod:`fastnet.engines`), or None when not recorded.
+
+        >>> History(config={"engine": "compiled"}).engine
+        'compiled'
+        """
+        return self.config.get("engine")
+
     def append(self, record: dict) -> None:
         """Add one epoch's record.
 

@@ -121,6 +121,27 @@ def kernel_path(a) -> str:
     return (_tables.get(type(a)) or _resolve(a)).path
 
 
+one_hot = _ref.one_hot
+
+
+def table(path: str) -> _Table:
+    """The kernel table of ``path``: ``"njit"`` (:mod:`fastnet.kernels.cpu`), ``"cuda"``
+    or ``"xp"`` (the reference); its attributes are the ops of :data:`KERNEL_OPS`, with
+    the signatures of this module's functions. The engines pick one per fit."""
+    t = _named.get(path)
+    if t is None:
+        if path == "xp":
+            t = _Table("xp", _ref, "")
+        else:
+            mod = _twin_module("cpu" if path == "njit" else "cuda")
+            t = _Table(path, mod, "_cpu" if path == "njit" else "_cuda") if mod is not None else table("xp")
+        _named[path] = t
+    return t
+
+
+_named: dict[str, _Table] = {}
+
+
 def _impl(name: str, a):
     """The function that runs kernel op ``name`` for array ``a``."""
     return getattr(_tables.get(type(a)) or _resolve(a), name)

@@ -44,17 +44,13 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from fastnet import _validate as V
-from fastnet import ops, progress
+from fastnet import engines, ops, progress
 from fastnet.backend import Backend, get_backend
 from fastnet.history import History
-from fastnet.network import Network, _DeviceData, check_seed, initial_params
+from fastnet._device import DeviceData
+from fastnet.network import Network, check_seed, initial_params
 
-__all__ = ["NetworkStack", "STACK_FASTPATH"]
-
-#: Train NumPy stacks with a shared order on the compiled loop
-#: (:mod:`fastnet.kernels.epoch_stack_cpu`) when their steps are small. Tests set it to
-#: False to compare with the step path.
-STACK_FASTPATH = True
+__all__ = ["NetworkStack"]
 
 #: Rows per chunk of the metrics pass: about this many activation elements at once.
 _METRIC_ELEMS = 1 << 22
@@ -87,7 +83,7 @@ class _StackWorkspace:
         self.gb = [xp.empty((k, o), dtype=dtype) for o in sizes[1:]]
 
 
-class NetworkStack(_DeviceData):
+class NetworkStack(DeviceData):
     """K networks of one shape trained together, each with its own seed, eta and lmbda.
 
     Parameters
@@ -158,6 +154,8 @@ class NetworkStack(_DeviceData):
                 raise ValueError(f"lmbdas[{bad[0]}] must be >= 0. Actual: {self.lmbdas[bad[0]]}")
         self.backend: Backend = get_backend(device)
         params = [initial_params(self.sizes, self.init, s) for s in self.seeds]
+        self._k = None              # the kernel table of the running fit (see _kern)
+        self._metrics_with = None   # the metrics pass of the running fit
         self._W = [self._to_device(np.stack([p[0][l] for p in params])) for l in range(self.n_layers)]
         self._b = [self._to_device(np.stack([p[1][l] for p in params])) for l in range(self.n_layers)]
         self._shuffle_rngs = [p[2] for p in params]
@@ -237,8 +235,8 @@ class NetworkStack(_DeviceData):
 
     def _activate(self, l: int, Z):
         if l == self.n_layers - 1 and self.cost == "cross_entropy":
-            return ops.bias_softmax_stacked(Z, self._b[l])
-        return ops.bias_sigmoid_stacked(Z, self._b[l])
+            return self._kern().bias_softmax_stacked(Z, self._b[l])
+        return self._kern().bias_sigmoid_stacked(Z, self._b[l])
 
     def _forward(self, X, outs=None) -> list:
         """Activations ``(K, m, n)`` of every layer; X is ``(m, n_0)`` (shared) or ``(K, m, n_0)``."""
@@ -271,7 +269,8 @@ class NetworkStack(_DeviceData):
         Large narrow NumPy data: each net's pass in the threaded FMA loop instead
         (:func:`fastnet.kernels.batch_cpu.forward_metrics`, as for a Network)."""
         n, K = Xd.shape[0], self.k
-        if self._large_batch_ok(Xd, yd):
+        path = self._metrics_with or engines.metrics_path(self, n)
+        if path == "rows" and type(Xd) is np.ndarray and Xd.flags.c_contiguous and Xd.dtype == self._W[0].dtype:
             from fastnet.kernels.batch_cpu import forward_metrics
 
             totals = [forward_metrics(Xd, yd, [W[k] for W in self._W], [b[k] for b in self._b],
@@ -290,7 +289,7 @@ class NetworkStack(_DeviceData):
             stop = min(s + chunk, n)
             a = self._forward(Xd[s:stop, ...])[-1]                      # (K, c, n_out)
             yk = yd[s:stop]
-            t = ops._ref.one_hot(yk, self.sizes[-1], a.dtype, xp)      # (c, n_out), broadcast over K
+            t = ops.one_hot(yk, self.sizes[-1], a.dtype, xp)      # (c, n_out), broadcast over K
             if self.cost == "quadratic":
                 cost = cost + 0.5 * xp.sum((a - t) ** 2, axis=(1, 2))
             else:
@@ -329,7 +328,7 @@ class NetworkStack(_DeviceData):
     # --- training -----------------------------------------------------------------------
 
     def fit(self, X, y, *, epochs, batch_size, validation_data=None, shuffle=True, verbose=0,
-            callbacks: Iterable[Callable] = ()) -> list[History]:
+            callbacks: Iterable[Callable] = (), engine="auto") -> list[History]:
         """Train all K nets by minibatch SGD; returns K :class:`fastnet.History` objects.
 
         Each net uses its own ``etas[i]`` and ``lmbdas[i]``; ``epochs``, ``batch_size``
@@ -338,7 +337,9 @@ class NetworkStack(_DeviceData):
         ``validation_data``, ``seconds`` (the stack's training time for the epoch, shared
         by all K), ``samples_per_s`` (samples x K nets per second) and ``diverged``.
         ``callbacks``: each called as ``cb(stack, records)`` after every epoch, records
-        being the K dicts of that epoch. Nothing is changed when an argument is refused.
+        being the K dicts of that epoch. ``engine``: ``"auto"`` or a name of
+        :func:`fastnet.engines.names` (``compiled``, ``step`` or ``xp`` for a stack); the
+        histories' ``engine`` says which ran. Nothing is changed when an argument is refused.
 
         >>> import numpy as np, fastnet
         >>> st = fastnet.NetworkStack([2, 3, 2], etas=[0.5, 2.0], device="cpu")
@@ -357,43 +358,44 @@ class NetworkStack(_DeviceData):
             if not callable(cb):
                 raise TypeError(f"callbacks must be callables cb(stack, records). Actual: {cb!r}")
         val = self._prepare_validation(validation_data)
+        p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, engine=engine)
         base = {"sizes": list(self.sizes), "cost": self.cost, "init": self.init, "dtype": self.dtype,
                 "epochs": epochs, "batch_size": batch_size, "n_train": n, "shuffle": bool(shuffle),
                 "order": self.order, "order_seed": self.order_seed, "stack_k": self.k, "device": self.backend.device,
-                "backend": self.backend.name, "kernels": ops.kernel_path(self._W[0]),
+                "backend": self.backend.name, "engine": p.engine, "kernels": p.kernels,
                 "n_val": None if val is None else int(val[0].shape[0])}
         histories = [History(config=base | {"seed": s, "eta": e, "lmbda": lm, "stack_index": i})
                      for i, (s, e, lm) in enumerate(zip(self.seeds, self.etas, self.lmbdas))]
         summary = History(config=base)   # what the progress lines show: the best net
+        compile_s = round(sum(engines.prepare(u, self.dtype, self.n_layers) for u in p.compile), 3)
+        for h in histories + [summary]:
+            h.config["compile_seconds"] = compile_s
         bar = progress.for_fit(verbose, epochs, summary)
+        old = self._k, self._metrics_with
+        self._k, self._metrics_with = ops.table(p.kernels), p.metrics
         try:
-            self._train(Xd, yd, val, epochs, batch_size, shuffle, histories, summary, bar, callbacks)
+            self._train(Xd, yd, val, epochs, batch_size, shuffle, histories, summary, bar, callbacks,
+                        p.engine == "compiled")
         finally:
+            self._k, self._metrics_with = old
             bar.close()
         return histories
 
-    def _fast_runner(self, batch_size: int):
-        """The compiled loop for this fit, or None for the step path (see the module doc)."""
-        if not (STACK_FASTPATH and self.order == "shared" and ops.kernel_path(self._W[0]) == "njit"):
-            return None
-        try:
-            from fastnet.kernels import epoch_cpu, epoch_stack_cpu
-        except ImportError:  # pragma: no cover - numba is there: the njit path is
-            return None
-        per_net = batch_size * sum(int(w[0].size) for w in self._W) * self._W[0].itemsize // 4
-        if per_net > epoch_cpu.MAX_STEP_MACS:
-            return None
-        return epoch_stack_cpu
+    def _kern(self):
+        """The element-wise kernels: the running fit's choice, else the array type's twin
+        when it is compiled, else the plain ``xp`` kernels (see :mod:`fastnet.engines`)."""
+        return self._k or ops.table(engines.kernels_path(self))
 
-    def _train(self, Xd, yd, val, epochs, batch_size, shuffle, histories, summary, bar, callbacks):
+    def _train(self, Xd, yd, val, epochs, batch_size, shuffle, histories, summary, bar, callbacks, compiled):
         xp, K, n = self.xp, self.k, Xd.shape[0]
         dt = self.backend.dtype(self.dtype)
         decays = [1.0 - e * lm / n for e, lm in zip(self.etas, self.lmbdas)]
         independent = self.order == "independent"
         n_steps = -(-n // batch_size)
-        fast = self._fast_runner(batch_size)
         runner = None
-        if fast is not None:
+        if compiled:
+            from fastnet.kernels import epoch_stack_cpu as fast
+
             Xd, yd = np.ascontiguousarray(Xd), np.ascontiguousarray(yd)
             runner = fast.StackRunner(self._W, self._b, self.etas, decays, batch_size,
                                       self.cost == "quadratic")
@@ -453,6 +455,7 @@ class NetworkStack(_DeviceData):
     def _step(self, Xd, yd, idx, ws, scales, dec_W, dec_b) -> None:
         """One SGD step of all K nets on rows ``idx`` (one index array, or K of them)."""
         K, L, m = self.k, self.n_layers, ws.m
+        k = self._kern()
         shared = self.order == "shared"
         if shared:
             Xb = ops.take_rows(Xd, idx[0], out=ws.X)
@@ -468,7 +471,7 @@ class NetworkStack(_DeviceData):
             yb = xp.stack([ops.take_rows(yd, i) for i in idx])
         acts = self._forward(Xb, ws.a)
         if shared:
-            delta = ops.output_delta_stacked(acts[-1], yb, self.cost, ws.d[-1])
+            delta = k.output_delta_stacked(acts[-1], yb, self.cost, ws.d[-1])
         else:
             delta = self._output_delta_each(acts[-1], yb, ws.d[-1])
         for l in range(L - 1, -1, -1):
@@ -478,11 +481,11 @@ class NetworkStack(_DeviceData):
             if l > 0:   # with the old W_l, before its update
                 G = ops.matmul(delta, _mT(self._W[l]), out=ws.d[l - 1])
                 shape = G.shape
-                delta_prev = ops.backward_delta(_flat(G), _flat(acts[l - 1]))
+                delta_prev = k.backward_delta(_flat(G), _flat(acts[l - 1]))
                 delta_prev = _unflat(delta_prev, shape)
-            self._W[l] = ops.sgd_update_stacked(self._W[l], gW, scales, dec_W)
-            gb = ops.bias_grad_stacked(delta, ws.gb[l], 1.0)
-            self._b[l] = ops.sgd_update_stacked(self._b[l], gb, scales, dec_b)
+            self._W[l] = k.sgd_update_stacked(self._W[l], gW, scales, dec_W)
+            gb = k.bias_grad_stacked(delta, ws.gb[l], 1.0)
+            self._b[l] = k.sgd_update_stacked(self._b[l], gb, scales, dec_b)
             if l > 0:
                 delta = delta_prev
 
@@ -491,10 +494,10 @@ class NetworkStack(_DeviceData):
         K = self.k
         if _inplace(out):
             for k in range(K):
-                ops.output_delta(a[k, ...], yb[k, ...], self.cost, out[k, ...])
+                self._kern().output_delta(a[k, ...], yb[k, ...], self.cost, out[k, ...])
             return out
         xp = self.xp
-        return xp.stack([ops.output_delta(a[k, ...], yb[k, ...], self.cost, xp.empty_like(a[k, ...]))
+        return xp.stack([self._kern().output_delta(a[k, ...], yb[k, ...], self.cost, xp.empty_like(a[k, ...]))
                          for k in range(K)])
 
 

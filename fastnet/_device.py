@@ -1,0 +1,98 @@
+"""Input checking and conversion shared by :class:`fastnet.Network` and
+:class:`fastnet.NetworkStack`: data to the model's device and dtype, validated first."""
+from __future__ import annotations
+
+import numpy as np
+
+from fastnet import _validate as V
+
+
+class DeviceData:
+    """Input checking and conversion shared by :class:`Network` and
+    :class:`fastnet.NetworkStack`: needs ``backend``, ``sizes`` and ``dtype``."""
+
+    @property
+    def xp(self):
+        """The array namespace the network lives in."""
+        return self.backend.xp
+
+    def _to_device(self, a):
+        """Host (or same-device) array -> this network's device and dtype."""
+        return self.backend.asarray(a, dtype=self.dtype)
+
+    # --- input conversion ---------------------------------------------------------------
+
+    def _check_same_device(self, a, name: str, *, allow_host: bool) -> None:
+        if self.backend.owns(a):
+            return
+        if allow_host and isinstance(a, np.ndarray):
+            return
+        raise TypeError(
+            f"Arrays from two different devices ({type(a).__module__}.{type(a).__name__} and this "
+            f"network's {self.backend.name}) can not be combined; fix: pass host NumPy data to fit/"
+            f"evaluate/predict, or move the array with network.backend.asarray(...)"
+        )
+
+    def _prepare_X(self, X, name="X", *, allow_host=True):
+        """Validate X and return it on the device in the network's dtype (uint8 / 255)."""
+        if not hasattr(X, "shape"):
+            X = np.asarray(X)
+        self._check_same_device(X, name, allow_host=allow_host)
+        kind = V.check_X(X, self.sizes[0], name)
+        Xd = self._to_device(X)
+        if kind == "u" and str(X.dtype).endswith("uint8"):
+            Xd *= 1.0 / 255.0  # a fresh float array here, never the caller's
+        return Xd
+
+    def _prepare_y(self, y, n, name="y", *, allow_host=True):
+        if not hasattr(y, "shape"):
+            y = np.asarray(y)
+        self._check_same_device(y, name, allow_host=allow_host)
+        V.check_y(y, n, self.sizes[-1], name)
+        return self.backend.asarray(y, dtype=self.xp.int64)
+
+    def _workspace_bytes(self, m: int) -> int:
+        """Device bytes of a step's buffers for a batch of ``m`` rows (see _Workspace):
+        the gathered batch and its labels, activations and deltas, gradients."""
+        item = np.dtype(self.dtype).itemsize
+        rows = m * (self.sizes[0] + 2 * sum(self.sizes[1:]))
+        grads = sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
+        return item * (rows + grads) + 8 * m
+
+    def _check_fits(self, m: int, nets: int = 1) -> None:
+        """Refuse, before allocating anything, a batch whose buffers (for ``nets``
+        networks) the device cannot hold: a ``MemoryError`` naming the largest batch size
+        that would fit. Only where the backend knows its free memory (CuPy)."""
+        free = self.backend.memory_free()
+        if free is None:
+            return
+        need = nets * self._workspace_bytes(m)
+        if need <= free:
+            return
+        fixed = nets * self._workspace_bytes(0)
+        per_row = nets * (self._workspace_bytes(1) - self._workspace_bytes(0))
+        fits = max(0, (free - fixed) // per_row)
+        fix = (f"use batch_size <= {fits:,}" if fits else
+               "free device memory (other processes, or arrays this process still holds)")
+        raise MemoryError(
+            f"a batch of {m:,} needs {need / 2**20:,.1f} MiB of {self.backend.device} memory for its "
+            f"buffers and {free / 2**20:,.1f} MiB are free; nothing was changed. Fix: {fix}")
+
+    def _prepare_validation(self, validation_data):
+        """``(X_val, y_val)`` on the device, or None."""
+        if validation_data is None:
+            return None
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("validation_data must be a pair (X_val, y_val)")
+        Xv = self._prepare_X(validation_data[0], "X_val")
+        return Xv, self._prepare_y(validation_data[1], Xv.shape[0], "y_val")
+
+    def _prepare_target(self, Y, n, name="Y", *, allow_host=True):
+        """Integer labels (n,) or a float target matrix (n, n_out)."""
+        if not hasattr(Y, "shape"):
+            Y = np.asarray(Y)
+        if len(Y.shape) == 2 and V._numeric_kind(Y, name) == "f":
+            self._check_same_device(Y, name, allow_host=allow_host)
+            V.check_targets(Y, n, self.sizes[-1], name)
+            return self._to_device(Y)
+        return self._prepare_y(Y, n, name, allow_host=allow_host)

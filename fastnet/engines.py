@@ -1,0 +1,472 @@
+"""The training engines: one table that says which way of running SGD serves which request.
+
+An engine is one way to run minibatch SGD on a :class:`fastnet.Network` or
+:class:`fastnet.NetworkStack`. Every engine computes the same steps (seed 002's equations,
+Nielsen's update) and is tested against the same oracle (``tests/test_engines.py``); they
+differ in where the loop runs and what it must compile first:
+
+========== ===== ==================== ==================================================
+name       unit  serves               when it applies
+========== ===== ==================== ==================================================
+compiled   epoch Network, stack       NumPy + Numba; small steps (one compiled loop per
+                                      epoch chunk, no Python per step; FMA)
+rows       step  Network              NumPy + Numba; large batches of narrow nets
+                                      (threads over rows, FMA loops instead of BLAS)
+split      step  Network              NumPy + Numba + OpenBLAS; wide hidden layers, big
+                                      steps (threads over rows, one-thread BLAS each)
+chunked    step  Network              NumPy; huge batches (row chunks stay in cache)
+step       step  Network, stack       any backend; BLAS/cuBLAS GEMMs plus the Numba
+                                      kernel twin for the array type (njit, CUDA)
+xp         step  Network, stack       any backend; the plain array-namespace kernels:
+                                      nothing to compile (the oracle)
+========== ===== ==================== ==================================================
+
+:func:`plan` picks one per fit: the first engine in that order that applies, unless it
+still has to be compiled (Numba caches compiled code on disk, so that is once per
+machine, dtype and depth) and the compile would cost more than it saves over the
+requested epochs compared with an engine that is ready; then the ready one runs and the
+plan says why. ``fit(engine=NAME)`` asks for one by name; one that cannot serve the
+request is a ``ValueError`` with the reason.
+
+>>> import numpy as np, fastnet
+>>> from fastnet import engines
+>>> engines.names()
+['compiled', 'rows', 'split', 'chunked', 'step', 'xp']
+>>> net = fastnet.Network([784, 30, 10], device="cpu")
+>>> p = engines.plan(net, np.zeros((50_000, 784), np.float32), batch_size=10, epochs=30)
+>>> p.engine in ("compiled", "xp"), sorted(p.rejected)[:2]
+(True, ['chunked', 'rows'])
+>>> p.rejected["rows"]
+'batches of 10 rows are below the 5,000 where threads over rows pay'
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["Engine", "Plan", "ENGINES", "names", "plan", "prepare", "is_ready", "describe"]
+
+# --- thresholds (why each is where it is: bench/results and the README have the figures) -
+
+#: The compiled loop's register-blocked products beat BLAS only while a step is small:
+#: a forward pass of at most this many float32 multiply-adds (half for float64).
+COMPILED_MAX_MACS = 1_500_000
+#: The row-threaded FMA step replaces OpenBLAS where OpenBLAS is poor: N <= 100 products
+#: on at least this many rows.
+ROWS_MIN_ROWS = 5000
+ROWS_MAX_WIDTH = 100
+#: The split step pays for wide hidden layers with big products only; narrow layers are
+#: split better by OpenBLAS itself.
+SPLIT_MIN_WIDTH = 256
+SPLIT_MIN_MACS = 300_000_000
+#: Chunked steps: host batches of at least this many rows, in chunks of ~CHUNK_ELEMS inputs.
+CHUNKED_MIN_ROWS = 16384
+CHUNK_ELEMS = 1 << 20
+
+#: What each compiled unit costs to compile once with an empty Numba cache (seconds, on
+#: the 2-core development machine; only compared with the estimated saving below).
+COMPILE_SECONDS = {"kernels": 4.0, "compiled": 6.0, "rows": 4.5, "split": 1.5}
+#: Rough per-step overhead (seconds) and arithmetic rate (multiply-adds per second) per
+#: engine, for the compile-or-not decision only.
+_STEP_OVERHEAD = {"compiled": 1e-6, "rows": 40e-6, "split": 40e-6, "chunked": 40e-6,
+                  "step": 35e-6, "xp": 60e-6}
+_MAC_RATE = {"compiled": 25e9, "rows": 40e9, "split": 60e9, "chunked": 50e9, "step": 50e9, "xp": 40e9}
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One row of the engine table.
+
+    name: what ``fit(engine=...)`` takes. unit: ``"epoch"`` (runs many steps per call,
+    no Python per step) or ``"step"``. models: the classes it trains. backends: the
+    array libraries it runs on (``"any"``: every backend). needs: the compiled units it
+    uses (keys of :data:`COMPILE_SECONDS`). doc: one line for ``fastnet info``."""
+    name: str
+    unit: str
+    models: tuple
+    backends: tuple
+    needs: tuple
+    doc: str
+    why_not: Callable = field(repr=False, default=None)
+
+
+@dataclass
+class Plan:
+    """What :func:`plan` decided: ``engine`` (a name), ``rejected`` (name -> why not),
+    ``kernels`` (the element-wise kernels the step and metrics use: ``"njit"``, ``"cuda"``
+    or ``"xp"``), ``metrics`` (``"rows"``: the threaded forward pass, or ``"blas"``),
+    ``compile`` (units still to compile before epoch 1) and ``reason`` (one line)."""
+    engine: str
+    rejected: dict
+    kernels: str
+    metrics: str
+    compile: tuple
+    dtype: str
+    depth: int
+    reason: str = ""
+
+    def line(self) -> str:
+        """The plan in one line, as ``fastnet train`` prints it."""
+        why = f" ({self.reason})" if self.reason else ""
+        todo = f"; compiling {', '.join(self.compile)} first" if self.compile else ""
+        return f"engine: {self.engine}{why}{todo}"
+
+
+# --- conditions ---------------------------------------------------------------------------
+
+@dataclass
+class _Request:
+    model: object
+    n: int
+    m: int          # the batch size
+    epochs: int
+    stack: bool
+    path: str       # the kernel path of the model's arrays: njit, cuda or xp
+    labels: bool    # integer labels (not a float target matrix)
+    contiguous: bool
+
+
+def _macs(model, m: int) -> int:
+    """Forward multiply-adds of one step of ``m`` rows, for one net, scaled to float32."""
+    sizes = model.sizes
+    per = sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
+    return m * per * np.dtype(model.dtype).itemsize // 4
+
+
+def _numba_missing(r: _Request):
+    if r.path != "njit":
+        return (f"it runs on NumPy arrays with Numba's CPU kernels; this {type(r.model).__name__} "
+                f"uses the {r.path} kernels on {r.model.backend.name}")
+    return None
+
+
+def _no_compiled(r):
+    if (why := _numba_missing(r)) is not None:
+        return why
+    if r.stack and r.model.order != "shared":
+        return "each net draws its own minibatch order (order='independent')"
+    if not r.contiguous:
+        return "the parameters are not C-contiguous NumPy arrays"
+    if _macs(r.model, r.m) > COMPILED_MAX_MACS:
+        return (f"a step of {r.m:,} rows is {_macs(r.model, r.m):,} multiply-adds, past the "
+                f"{COMPILED_MAX_MACS:,} where BLAS wins")
+    return None
+
+
+def _network_only(r):
+    return "it trains one Network, not a stack" if r.stack else None
+
+
+def _no_rows(r):
+    why = _network_only(r) or _numba_missing(r)
+    if why:
+        return why
+    if r.m < ROWS_MIN_ROWS:
+        return f"batches of {r.m:,} rows are below the {ROWS_MIN_ROWS:,} where threads over rows pay"
+    if max(r.model.sizes[1:]) > ROWS_MAX_WIDTH:
+        return f"layers wider than {ROWS_MAX_WIDTH} run faster in BLAS"
+    if not r.labels:
+        return "it takes integer labels, not a target matrix"
+    return None if r.contiguous else "the parameters are not C-contiguous NumPy arrays"
+
+
+def _no_split(r):
+    why = _network_only(r) or _numba_missing(r)
+    if why:
+        return why
+    sizes = r.model.sizes
+    if len(sizes) < 3 or min(sizes[1:-1]) < SPLIT_MIN_WIDTH:
+        return f"it pays only when every hidden layer is at least {SPLIT_MIN_WIDTH} wide"
+    if r.m * sum(i * o for i, o in zip(sizes[:-1], sizes[1:])) < SPLIT_MIN_MACS:
+        return f"a step of {r.m:,} rows is below the {SPLIT_MIN_MACS:,} multiply-adds where it pays"
+    from fastnet.kernels import split_cpu
+
+    if split_cpu.split_threads(r.m) < 2:
+        return "fastnet cannot set the BLAS thread count here (not OpenBLAS, or one CPU)"
+    return None if r.contiguous else "the parameters are not C-contiguous NumPy arrays"
+
+
+def _no_chunked(r):
+    why = _network_only(r)
+    if why:
+        return why
+    if type(r.model._W[0]) is not np.ndarray:
+        return "it streams host (NumPy) memory; the data is on the device"
+    c = chunk_rows(r.model.sizes[0])
+    if r.m < max(CHUNKED_MIN_ROWS, 2 * c):
+        return f"batches of {r.m:,} rows fit in cache without chunks (from {max(CHUNKED_MIN_ROWS, 2 * c):,})"
+    return None
+
+
+def _no_step(r):
+    return None
+
+
+ENGINES: tuple[Engine, ...] = (
+    Engine("compiled", "epoch", ("Network", "NetworkStack"), ("numpy",), ("compiled",),
+           "whole epochs in one compiled CPU loop (FMA, SIMD), no Python per step", _no_compiled),
+    Engine("rows", "step", ("Network",), ("numpy",), ("rows",),
+           "large batches of narrow nets: FMA loops, the rows split over the cores", _no_rows),
+    Engine("split", "step", ("Network",), ("numpy",), ("split",),
+           "wide layers: the rows split over threads, one-thread OpenBLAS each", _no_split),
+    Engine("chunked", "step", ("Network",), ("numpy",), ("kernels",),
+           "huge host batches: BLAS steps on row chunks that stay in cache", _no_chunked),
+    Engine("step", "step", ("Network", "NetworkStack"), ("any",), ("kernels",),
+           "one step at a time: BLAS/cuBLAS GEMMs and the Numba kernel twins", _no_step),
+    Engine("xp", "step", ("Network", "NetworkStack"), ("any",), (),
+           "one step at a time: GEMMs and the plain array-namespace kernels (no compile)", _no_step),
+)
+_BY_NAME = {e.name: e for e in ENGINES}
+
+
+def names() -> list[str]:
+    """The engine names, in the order :func:`plan` prefers them."""
+    return [e.name for e in ENGINES]
+
+
+def get(name: str) -> Engine:
+    """The engine called ``name`` (a ``ValueError`` listing the names otherwise)."""
+    try:
+        return _BY_NAME[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"engine must be 'auto' or one of {names()}. Actual: {name!r}") from None
+
+
+def chunk_rows(n_in: int) -> int:
+    """Rows per chunk of the chunked engine for ``n_in`` inputs (~:data:`CHUNK_ELEMS` values)."""
+    return max(256, CHUNK_ELEMS // n_in)
+
+
+# --- compiled units: ready (cached on disk) or not -------------------------------------------
+
+def _cache_key() -> str:
+    """Changes whenever Numba's cache of fastnet's kernels would be stale: Numba's version,
+    the CPU it compiles for, and each kernel file's size and modification time."""
+    import numba
+    from numba.core import config
+
+    import fastnet.kernels as K
+
+    h = hashlib.sha256(f"{numba.__version__}|{config.CPU_NAME}|{config.CPU_FEATURES}".encode())
+    folder = os.path.dirname(K.__file__)
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            st = os.stat(os.path.join(folder, name))
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    try:
+        import llvmlite.binding as ll
+
+        h.update(ll.get_host_cpu_name().encode())
+    except Exception:  # pragma: no cover - llvmlite comes with numba
+        pass
+    return h.hexdigest()[:16]
+
+
+#: Units compiled once per dtype whatever the depth.
+_ANY_DEPTH = ("kernels", "split")
+
+
+def _marker(unit: str, dtype: str, depth: int) -> str | None:
+    from fastnet.kernels import numba_cache_dir
+
+    root = numba_cache_dir()
+    if root is None:
+        return None
+    return os.path.join(root, "fastnet-ready", f"{unit}-{dtype}-{depth}-{_cache_key()}")
+
+
+_ready_here: set = set()   # units compiled (or loaded) in this process
+
+
+def is_ready(unit: str, dtype: str, depth: int) -> bool:
+    """Whether ``unit`` (a key of :data:`COMPILE_SECONDS`) is compiled for ``dtype`` and
+    ``depth`` weight layers: in this process, or in Numba's disk cache by an earlier run."""
+    depth = 0 if unit in _ANY_DEPTH else depth
+    if (unit, dtype, depth) in _ready_here:
+        return True
+    try:
+        path = _marker(unit, dtype, depth)
+    except ImportError:
+        return False
+    return path is not None and os.path.exists(path)
+
+
+def prepare(unit: str, dtype: str, depth: int) -> float:
+    """Compile ``unit`` for ``dtype`` and ``depth`` now (loaded from Numba's disk cache when
+    an earlier run compiled it) and remember that it is ready. Returns the seconds taken."""
+    depth = 0 if unit in _ANY_DEPTH else depth
+    key = (unit, dtype, depth)
+    if key in _ready_here:
+        return 0.0
+    t0 = time.perf_counter()
+    if unit == "kernels":
+        from fastnet.kernels import cpu
+
+        cpu.warmup(dtype)
+    elif unit == "compiled":
+        from fastnet.kernels import epoch_stack_cpu
+
+        epoch_stack_cpu.warmup(dtype, (depth,))
+    elif unit == "rows":
+        from fastnet.kernels import batch_cpu
+
+        batch_cpu.warmup(dtype, (depth,))
+    elif unit == "split":
+        from fastnet.kernels import split_cpu
+
+        split_cpu.warmup(dtype)
+    else:
+        raise ValueError(f"unit must be one of {sorted(COMPILE_SECONDS)}. Actual: {unit!r}")
+    _ready_here.add(key)
+    path = _marker(unit, dtype, depth)
+    if path is not None:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w"):
+                pass
+        except OSError:  # a read-only cache: the next run compiles (or loads) again
+            pass
+    return time.perf_counter() - t0
+
+
+# --- the plan -----------------------------------------------------------------------------
+
+def _epoch_seconds(name: str, model, n: int, m: int) -> float:
+    steps = -(-n // m)
+    k = getattr(model, "k", 1)
+    return steps * _STEP_OVERHEAD[name] + 3 * k * n * _macs(model, 1) / _MAC_RATE[name]
+
+
+def _request(model, X, batch_size, epochs, y=None) -> _Request:
+    from fastnet import ops
+
+    stack = hasattr(model, "k") and hasattr(model, "order")
+    params = model._W + model._b
+    labels = y is None or len(getattr(y, "shape", (0,))) == 1
+    return _Request(model=model, n=int(X.shape[0]), m=int(batch_size), epochs=int(epochs), stack=stack,
+                    path=ops.kernel_path(model._W[0]), labels=labels,
+                    contiguous=all(type(p) is np.ndarray and p.flags.c_contiguous for p in params))
+
+
+def _cost(engine: Engine, r: _Request, dtype: str, depth: int) -> float:
+    """Compile seconds still to pay for ``engine`` on this request."""
+    return sum(COMPILE_SECONDS[u] for u in _units(engine, r) if not is_ready(u, dtype, depth))
+
+
+def _units(engine: Engine, r: _Request) -> tuple:
+    """The compiled units an engine needs for this request: its own, plus the Numba
+    kernels for the metrics pass and leftover steps when the model is on the njit path."""
+    if r.path != "njit" or engine.name == "xp":
+        return ()
+    return tuple(dict.fromkeys(engine.needs))
+
+
+def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=True, unit=None) -> Plan:
+    """Which engine trains ``model`` on ``X`` at ``batch_size`` for ``epochs``, and why.
+
+    model: a Network or NetworkStack. X: the training data (only its shape is read). y:
+    the labels or target matrix when known (a target matrix rules out ``rows``).
+    engine: ``"auto"`` or a name of :func:`names`; a named engine that cannot serve the
+    request is a ``ValueError`` naming the reason. compile_ok: False leaves out every
+    engine that would compile now. unit: ``"step"`` for one step (``train_step``): the
+    epoch engines are left out.
+
+    Returns a :class:`Plan`; ``plan.rejected`` says why every other engine was not chosen.
+    """
+    r = _request(model, X, batch_size, epochs, y)
+    kind = "NetworkStack" if r.stack else "Network"
+    dtype, depth = model.dtype, len(model.sizes) - 1
+    reasons = {}
+    for e in ENGINES:
+        if kind not in e.models:
+            reasons[e.name] = f"it does not train a {kind}"
+        elif unit == "step" and e.unit != "step":
+            reasons[e.name] = "it runs whole epochs; train_step runs one step"
+        elif "any" not in e.backends and model.backend.name not in e.backends:
+            reasons[e.name] = f"it runs on {', '.join(e.backends)}; this {kind} is on {model.backend.name}"
+        else:
+            reasons[e.name] = e.why_not(r)
+    applicable = [e for e in ENGINES if reasons[e.name] is None]
+    if engine != "auto":
+        chosen = get(engine)
+        if reasons[chosen.name] is not None:
+            raise ValueError(f"engine {chosen.name!r} cannot run this fit: {reasons[chosen.name]}. "
+                             f"Fix: engine='auto' (picks {plan(model, X, batch_size=batch_size, epochs=epochs, y=y, unit=unit).engine!r} here)")
+        why = "asked for by name"
+    else:
+        # the first ready engine in preference order, unless an earlier one is worth compiling
+        ready = [e for e in applicable if _cost(e, r, dtype, depth) == 0]
+        base = ready[0]   # "xp" always applies and never compiles
+        chosen, why = base, ""
+        base_s = r.epochs * _epoch_seconds(base.name, model, r.n, r.m)
+        for e in applicable:
+            if e is base:
+                break
+            cost = _cost(e, r, dtype, depth)
+            gain = base_s - r.epochs * _epoch_seconds(e.name, model, r.n, r.m)
+            if compile_ok and cost < gain:
+                chosen, why = e, f"compiles once (~{cost:.0f} s), saves ~{gain:.0f} s over {r.epochs} epochs"
+                break
+            reasons[e.name] = (f"not compiled yet: compiling (~{cost:.0f} s, once) costs more than it saves "
+                               f"over {r.epochs} epochs (~{max(gain, 0):.1f} s); fastnet.warmup() or "
+                               f"engine={e.name!r} compiles it")
+    rejected = {name: why_not for name, why_not in reasons.items()
+                if name != chosen.name and why_not is not None}
+    for e in applicable:   # preferred-but-later engines: say why they lost
+        if e.name != chosen.name and e.name not in rejected:
+            rejected[e.name] = f"{chosen.name!r} comes first for this request"
+    compile_units = tuple(u for u in _units(chosen, r) if not is_ready(u, dtype, depth))
+    kernels = "xp" if chosen.name == "xp" else r.path
+    if kernels == "njit" and "kernels" not in chosen.needs and not is_ready("kernels", dtype, depth):
+        kernels = "xp"   # the metrics pass needs no compile of its own
+    return Plan(engine=chosen.name, rejected=rejected, kernels=kernels,
+                metrics=_metrics_path(model, r, compile_units), compile=compile_units,
+                dtype=dtype, depth=depth, reason=why)
+
+
+def _metrics_path(model, r: _Request, compiling: tuple) -> str:
+    """``"rows"`` (the threaded forward pass of the rows engine) for large narrow data
+    when that code is compiled or compiles anyway, else ``"blas"``."""
+    if (r.path == "njit" and r.n >= ROWS_MIN_ROWS
+            and max(model.sizes[1:]) <= ROWS_MAX_WIDTH and r.contiguous
+            and ("rows" in compiling or is_ready("rows", model.dtype, len(model.sizes) - 1))):
+        return "rows"
+    return "blas"
+
+
+def metrics_path(model, n: int) -> str:
+    """The metrics pass :meth:`fastnet.Network.evaluate` uses on ``n`` rows outside a fit."""
+    from fastnet import ops
+
+    params = model._W + model._b
+    r = _Request(model=model, n=n, m=n, epochs=1, stack=hasattr(model, "order"), path=ops.kernel_path(model._W[0]),
+                 labels=True, contiguous=all(type(p) is np.ndarray and p.flags.c_contiguous for p in params))
+    return _metrics_path(model, r, ())
+
+
+def kernels_path(model) -> str:
+    """The element-wise kernels a model uses outside a fit: its array type's twin when
+    that is compiled (or needs no compile), else the plain ``xp`` kernels."""
+    from fastnet import ops
+
+    path = ops.kernel_path(model._W[0])
+    if path == "njit" and not is_ready("kernels", model.dtype, len(model.sizes) - 1):
+        return "xp"
+    return path
+
+
+def describe(dtype: str = "float32", depth: int = 2) -> list[str]:
+    """One line per engine for ``fastnet info``: name, unit, what it is, ready or not."""
+    lines = []
+    for e in ENGINES:
+        units = [u for u in e.needs]
+        state = ("nothing to compile" if not units else
+                 "compiled" if all(is_ready(u, dtype, depth) for u in units) else
+                 f"not compiled yet for {dtype}, depth {depth} (~{sum(COMPILE_SECONDS[u] for u in units):.0f} s once)")
+        lines.append(f"{e.name:9s} {e.unit:5s} {e.doc}; {state}")
+    return lines
