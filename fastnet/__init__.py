@@ -56,31 +56,28 @@ __all__ = ["Network", "NetworkStack", "load", "History", "get_backend", "warmup"
 
 
 def warmup(dtype="float32", n_layers=(1, 2, 3), large=False) -> str:
-    """Compile the CPU kernels for ``dtype`` now (cached on disk), so training starts warm.
+    """Compile the CPU engines for ``dtype`` now (cached on disk), so training starts warm.
 
-    n_layers: the weight-layer counts to compile the compiled epoch loops for (each is its
-    own version; ``[784, 30, 10]`` has 2). large: also compile the threaded large-batch
-    step and metrics pass (:data:`fastnet.network.LARGE_STEP_MIN_ROWS`). Returns the
-    kernel path that will run on NumPy arrays ("njit" or "xp").
+    n_layers: the weight-layer counts to compile the compiled epoch loop for (each is its
+    own version; ``[784, 30, 10]`` has 2). large: also the ``rows`` engine (large batches
+    of narrow nets) and its metrics pass. Every engine compiled here is "ready" to
+    :func:`fastnet.engines.plan` from then on. Returns the kernel path that will run on
+    NumPy arrays ("njit" or "xp").
 
     >>> import fastnet
     >>> fastnet.warmup("float64") in ("njit", "xp")
     True
     """
-    from fastnet import _validate, ops
+    from fastnet import _validate, engines, ops
 
     dtype = _validate.check_dtype(dtype)
     import numpy as np
 
     if ops.kernel_path(np.zeros(1)) == "njit":
-        from fastnet.kernels import cpu, epoch_cpu, epoch_stack_cpu, split_cpu
-
-        cpu.warmup(dtype)
-        split_cpu.warmup(dtype)   # wide-layer steps (fastnet.network.SPLIT_STEP_MIN_MACS)
-        epoch_cpu.warmup(dtype, tuple(n_layers))
-        epoch_stack_cpu.warmup(dtype, tuple(n_layers))   # Network's default engine and NetworkStack
-        if large:   # steps and metrics on 5,000+ rows of narrow nets (fastnet.network.LARGE_STEP_MIN_ROWS)
-            from fastnet.kernels import batch_cpu
-
-            batch_cpu.warmup(dtype, tuple(n_layers))
+        engines.prepare("kernels", dtype, 0)
+        engines.prepare("split", dtype, 0)
+        for depth in n_layers:
+            engines.prepare("compiled", dtype, int(depth))
+            if large:
+                engines.prepare("rows", dtype, int(depth))
     return ops.kernel_path(np.zeros(1))

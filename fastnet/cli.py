@@ -38,6 +38,12 @@ def _positive(kind):
     return parse
 
 
+def _engine_names() -> list[str]:
+    from fastnet import engines
+
+    return engines.names()
+
+
 def _against(text: str) -> list[str]:
     from fastnet.benchmark import parse_against
 
@@ -113,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     t.add_argument("--dtype", default="float32", help="float32 | float64 (default float32)")
     t.add_argument("--seed", type=_positive(int), default=None, help="seed for init and shuffling")
+    t.add_argument("--engine", default="auto", choices=["auto"] + _engine_names(), metavar="ENGINE",
+                   help="how the steps run: auto (default: the plan picks and says why) | "
+                        + " | ".join(_engine_names()) + " (see fastnet info)")
     t.add_argument("--save", metavar="PATH", help="write the trained model here (.npz)")
     t.add_argument("--history", metavar="PATH", help="write the per-epoch history here (JSON)")
     t.add_argument("--checkpoint", metavar="PATH",
@@ -313,7 +322,7 @@ def _progress_policy(quiet: bool):
 def cmd_train(a) -> int:
     import fastnet
     from fastnet import backend as B
-    from fastnet import ops, progress
+    from fastnet import progress
     from fastnet.history import History
 
     for path, flag in ((a.save, "--save"), (a.history, "--history"), (a.plot, "--plot"),
@@ -329,24 +338,32 @@ def cmd_train(a) -> int:
     (Xtr, ytr), (Xte, yte), desc = _load_data(a.data)
     if not a.quiet:
         print(f"data: {desc}")
-        print(B.describe(net.backend) + f"; kernels: {ops.kernel_path(net.weights[0])}")
+        print(B.describe(net.backend))
         print(f"network: {net.sizes} cost={net.cost} dtype={net.dtype}; epochs={a.epochs} "
               f"batch={a.batch_size} eta={a.eta} lmbda={a.lmbda}", flush=True)
-    if ops.kernel_path(net.weights[0]) == "njit":  # so epoch 1's time is training, not compiling
-        t_jit = time.perf_counter()
-        from fastnet import network as N
+    from fastnet import engines
 
-        large = (N.LARGE_STEP_MIN_ROWS is not None and max(net.sizes[1:]) <= N.LARGE_STEP_MAX_WIDTH
-                 and max(len(ytr), len(yte)) >= N.LARGE_STEP_MIN_ROWS)   # its metrics pass, at least
-        fastnet.warmup(net.dtype, n_layers=(net.n_layers,), large=large)
+    plan = engines.plan(net, Xtr, batch_size=a.batch_size, epochs=a.epochs, engine=a.engine)
+    if not a.quiet:
+        print(plan.line(), flush=True)
+    if plan.units:   # now, so that epoch 1's time is training, not compiling (or loading)
+        t_jit = time.perf_counter()
+        for unit in plan.units:
+            engines.prepare(unit, net.dtype, net.n_layers)
         if not a.quiet:
-            print(f"kernels ready in {time.perf_counter() - t_jit:.1f} s (compiled once, then cached on disk)",
+            how = "compiled once, then cached on disk" if plan.compile else "from the disk cache"
+            print(f"kernels ready in {time.perf_counter() - t_jit:.1f} s ({how})",
                   flush=True)
+    later = engines.worth_compiling_later(plan)
+    if later and sys.stderr.isatty() and not a.quiet:
+        engines.compile_in_background(later, net.dtype, net.n_layers)
+        print(f"compiling the {later[0]!r} engine in the background for the next runs", flush=True)
     # The bar prints the epoch lines (above itself) and is a fit callback: per epoch now,
     # per minibatch where fit drives fastnet.progress (see progress.for_fit).
     bar = None if a.quiet else progress.ProgressBar(
         a.epochs, history=History(config={"n_train": len(ytr), "n_val": len(yte)}))
     kw = {"checkpoint": a.checkpoint, "resume": a.resume} if a.checkpoint else {}
+    kw["engine"] = plan.engine
     t0 = time.perf_counter()
     if bar is not None:
         bar.open()
@@ -475,14 +492,12 @@ def info_lines() -> list[str]:
     lines.append(B.describe(be))
     lines.append(f"kernel path on NumPy arrays: {ops.kernel_path(np.zeros(1))}")
     if ops.kernel_path(np.zeros(1)) == "njit":
-        from fastnet import network
-        from fastnet.kernels import epoch_stack_cpu
+        from fastnet import engines
+        from fastnet.kernels import epoch_stack_cpu, split_cpu
 
-        engine = ("StackRunner: fused multiply-adds, " f"{epoch_stack_cpu.WIDE_BYTES * 8}-bit vectors"
-                  if network.EPOCH_ENGINE == "runner" else "epoch_cpu.train_steps (no FMA)")
-        lines.append(f"compiled CPU epoch loop: {engine}")
-        from fastnet.kernels import split_cpu
-
+        lines.append("training engines (fastnet.engines; compiled state for float32, 2 weight layers):")
+        lines += ["  " + line for line in engines.describe("float32", 2)]
+        lines.append(f"compiled CPU epoch loop: fused multiply-adds, {epoch_stack_cpu.WIDE_BYTES * 8}-bit vectors")
         threads = split_cpu.split_threads(10**9)
         lines.append("wide-layer steps: " + (
             f"rows split over {threads} threads, each with single-threaded OpenBLAS" if threads > 1 else

@@ -100,11 +100,14 @@ class Plan:
     """What :func:`plan` decided: ``engine`` (a name), ``rejected`` (name -> why not),
     ``kernels`` (the element-wise kernels the step and metrics use: ``"njit"``, ``"cuda"``
     or ``"xp"``), ``metrics`` (``"rows"``: the threaded forward pass, or ``"blas"``),
-    ``compile`` (units still to compile before epoch 1) and ``reason`` (one line)."""
+    ``units`` (the compiled units it uses: loaded or compiled before epoch 1, so that no
+    epoch's time is compile time), ``compile`` (those of them not in the disk cache yet)
+    and ``reason`` (one line)."""
     engine: str
     rejected: dict
     kernels: str
     metrics: str
+    units: tuple
     compile: tuple
     dtype: str
     depth: int
@@ -420,12 +423,18 @@ def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=Tr
     for e in applicable:   # preferred-but-later engines: say why they lost
         if e.name != chosen.name and e.name not in rejected:
             rejected[e.name] = f"{chosen.name!r} comes first for this request"
-    compile_units = tuple(u for u in _units(chosen, r) if not is_ready(u, dtype, depth))
+    units = _units(chosen, r)
+    compile_units = tuple(u for u in units if not is_ready(u, dtype, depth))
     kernels = "xp" if chosen.name == "xp" else r.path
     if kernels == "njit" and "kernels" not in chosen.needs and not is_ready("kernels", dtype, depth):
         kernels = "xp"   # the metrics pass needs no compile of its own
-    return Plan(engine=chosen.name, rejected=rejected, kernels=kernels,
-                metrics=_metrics_path(model, r, compile_units), compile=compile_units,
+    elif kernels == "njit" and "kernels" not in units:
+        units += ("kernels",)
+    metrics = _metrics_path(model, r, compile_units)
+    if metrics == "rows" and "rows" not in units:
+        units += ("rows",)
+    return Plan(engine=chosen.name, rejected=rejected, kernels=kernels, metrics=metrics, units=units,
+                compile=compile_units,
                 dtype=dtype, depth=depth, reason=why)
 
 
@@ -458,6 +467,25 @@ def kernels_path(model) -> str:
     if path == "njit" and not is_ready("kernels", model.dtype, len(model.sizes) - 1):
         return "xp"
     return path
+
+
+def worth_compiling_later(p: Plan) -> list[str]:
+    """The engines ``p`` passed over only because they were not compiled yet."""
+    return [name for name, why in p.rejected.items() if why.startswith("not compiled yet")]
+
+
+def compile_in_background(engine_names, dtype: str, depth: int):
+    """Compile what ``engine_names`` need for ``dtype`` and ``depth`` in a separate, detached
+    process (its own interpreter, so training here keeps both the GIL and its speed); the
+    next run finds it in Numba's disk cache. Returns the ``subprocess.Popen``."""
+    import subprocess
+    import sys
+
+    units = sorted({u for name in engine_names for u in get(name).needs})
+    code = ("import fastnet.engines as e\n"
+            f"for u in {units!r}: e.prepare(u, {dtype!r}, {int(depth)})")
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def describe(dtype: str = "float32", depth: int = 2) -> list[str]:

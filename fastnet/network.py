@@ -526,7 +526,7 @@ class Network(DeviceData):
             start_epoch, start_step = self._restore_checkpoint(checkpoint, run, history)
         # compile before the first epoch starts its clock: compile time is not training time
         history.config["compile_seconds"] = round(sum(engines.prepare(u, self.dtype, self.n_layers)
-                                                      for u in p.compile), 3)
+                                                      for u in p.units), 3)
         bar = progress.for_fit(verbose, epochs, history, callbacks)
         with training.SigintFlag() as interrupted, self._running(p):
             try:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 from array_api_compat import array_namespace
@@ -367,7 +367,7 @@ class NetworkStack(DeviceData):
         histories = [History(config=base | {"seed": s, "eta": e, "lmbda": lm, "stack_index": i})
                      for i, (s, e, lm) in enumerate(zip(self.seeds, self.etas, self.lmbdas))]
         summary = History(config=base)   # what the progress lines show: the best net
-        compile_s = round(sum(engines.prepare(u, self.dtype, self.n_layers) for u in p.compile), 3)
+        compile_s = round(sum(engines.prepare(u, self.dtype, self.n_layers) for u in p.units), 3)
         for h in histories + [summary]:
             h.config["compile_seconds"] = compile_s
         bar = progress.for_fit(verbose, epochs, summary)
@@ -454,7 +454,7 @@ class NetworkStack(DeviceData):
 
     def _step(self, Xd, yd, idx, ws, scales, dec_W, dec_b) -> None:
         """One SGD step of all K nets on rows ``idx`` (one index array, or K of them)."""
-        K, L, m = self.k, self.n_layers, ws.m
+        K, L = self.k, self.n_layers
         k = self._kern()
         shared = self.order == "shared"
         if shared:

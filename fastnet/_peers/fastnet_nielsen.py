@@ -6,10 +6,10 @@ from the returned history (fastnet's ``seconds`` cover the training steps only; 
 per-epoch loss/accuracy scoring runs after the clock stops). Throughput mode:
 ``net.train_step(X, y, eta)`` in a loop on one fixed host batch, after warm-up steps.
 
-Variants: ``auto`` (what ``fit`` picks: Numba kernels, and where the network has one the
-compiled whole-epoch loop, ``fastnet.network.EPOCH_FASTPATH``), ``step`` (Numba kernels one
-step at a time from Python: ``EPOCH_FASTPATH = False``) or ``xp`` (the plain-NumPy path,
-``FASTNET_KERNELS=xp``). The JSON's ``variant`` says which ran; ``code`` which source.
+Variants: ``auto`` (what :func:`fastnet.engines.plan` picks once every engine is compiled:
+``fastnet.warmup`` runs first, so no compile is timed), ``step`` (Numba kernels one step
+at a time from Python: ``engine="step"``) or ``xp`` (the plain-NumPy kernels:
+``engine="xp"``). The JSON's ``variant`` says which engine ran; ``code`` which source.
 ``--init native`` is the same as ``numpy`` here: these are fastnet's own draws. Example:
 
     python -m fastnet._peers.fastnet_nielsen --data /usr/share/datasets/fashion-mnist \
@@ -18,7 +18,6 @@ step at a time from Python: ``EPOCH_FASTPATH = False``) or ``xp`` (the plain-Num
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import time
@@ -30,49 +29,40 @@ from fastnet._peers import common as C
 def main(argv=None):
     p = C.parser(__doc__.splitlines()[0], ["auto", "step", "xp"])
     args = p.parse_args(argv)
-    if args.variant == "xp":
-        os.environ["FASTNET_KERNELS"] = "xp"
     import fastnet
-    from fastnet import network, ops
+    from fastnet import engines
 
-    if args.variant == "step" and hasattr(network, "EPOCH_FASTPATH"):
-        network.EPOCH_FASTPATH = False
     sizes = C.parse_sizes(args.sizes)
     X, y, Xt, yt = C.load_data(args.data, args.dtype, args.n_train)
     net = fastnet.Network(sizes, cost=args.cost, dtype=args.dtype, device="cpu", seed=args.seed)
     B = args.batch_size
     record = {"framework": "fastnet", "version": getattr(fastnet, "__version__", None),
-              "variant": _path(net, ops, B), "threads": _threads(),
+              "variant": None, "threads": _threads(),
               "code": _code_state(Path(fastnet.__file__).resolve().parent.parent),
               "config": C.config(args, sizes)}
 
+    fastnet.warmup(args.dtype, n_layers=(net.n_layers,), large=True)   # compile untimed, once
     if args.steps:
         Xb, yb = C.fixed_batch(X, y, B)
+        engine = args.variant if args.variant != "auto" else "auto"
+        record["variant"] = engines.plan(net, Xb, batch_size=B, y=yb, engine=engine, unit="step").engine
         for _ in range(args.warmup_steps):
-            net.train_step(Xb, yb, args.eta)
+            net.train_step(Xb, yb, args.eta, engine=engine)
         times = []
         for _ in range(args.steps):
             t0 = time.perf_counter()
-            net.train_step(Xb, yb, args.eta)
+            net.train_step(Xb, yb, args.eta, engine=engine)
             times.append(time.perf_counter() - t0)
         record["throughput"] = C.throughput_record(B, times)
         return C.finish(args, record)
 
-    hist = net.fit(X, y, epochs=args.epochs, batch_size=B, eta=args.eta, validation_data=(Xt, yt))
+    hist = net.fit(X, y, epochs=args.epochs, batch_size=B, eta=args.eta, validation_data=(Xt, yt),
+                   engine=args.variant)
+    record["variant"] = hist.engine
     record["epochs"] = [{"epoch": r["epoch"], "seconds": r["seconds"], "samples_per_s": r["samples_per_s"],
                          "test_accuracy": r["val_accuracy"], "train_accuracy": r["accuracy"]}
                         for r in hist.records]
     return C.finish(args, record)
-
-
-def _path(net, ops, batch_size: int) -> str:
-    """njit / xp, with "+epoch" when fit runs whole chunks of steps in one compiled call."""
-    path = ops.kernel_path(net.weights[0])
-    kernel = getattr(net, "_epoch_kernel", None)
-    try:
-        return path + "+epoch" if kernel is not None and kernel(batch_size) is not None else path
-    except Exception as exc:  # a private helper: never let it stop the benchmark
-        return f"{path} (epoch path unknown: {type(exc).__name__})"
 
 
 def _code_state(root: Path) -> dict:
