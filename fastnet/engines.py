@@ -122,6 +122,10 @@ class Plan:
 
 # --- conditions ---------------------------------------------------------------------------
 
+class _Slower(str):
+    """A reason that says an engine would run but not pay here: ``auto`` passes it over,
+    ``engine=NAME`` still runs it (the tests run every engine on small shapes this way)."""
+
 @dataclass
 class _Request:
     model: object
@@ -156,8 +160,8 @@ def _no_compiled(r):
     if not r.contiguous:
         return "the parameters are not C-contiguous NumPy arrays"
     if _macs(r.model, r.m) > COMPILED_MAX_MACS:
-        return (f"a step of {r.m:,} rows is {_macs(r.model, r.m):,} multiply-adds, past the "
-                f"{COMPILED_MAX_MACS:,} where BLAS wins")
+        return _Slower(f"a step of {r.m:,} rows is {_macs(r.model, r.m):,} multiply-adds, past the "
+                       f"{COMPILED_MAX_MACS:,} where BLAS wins")
     return None
 
 
@@ -169,13 +173,15 @@ def _no_rows(r):
     why = _network_only(r) or _numba_missing(r)
     if why:
         return why
-    if r.m < ROWS_MIN_ROWS:
-        return f"batches of {r.m:,} rows are below the {ROWS_MIN_ROWS:,} where threads over rows pay"
-    if max(r.model.sizes[1:]) > ROWS_MAX_WIDTH:
-        return f"layers wider than {ROWS_MAX_WIDTH} run faster in BLAS"
     if not r.labels:
         return "it takes integer labels, not a target matrix"
-    return None if r.contiguous else "the parameters are not C-contiguous NumPy arrays"
+    if not r.contiguous:
+        return "the parameters are not C-contiguous NumPy arrays"
+    if r.m < ROWS_MIN_ROWS:
+        return _Slower(f"batches of {r.m:,} rows are below the {ROWS_MIN_ROWS:,} where threads over rows pay")
+    if max(r.model.sizes[1:]) > ROWS_MAX_WIDTH:
+        return _Slower(f"layers wider than {ROWS_MAX_WIDTH} run faster in BLAS")
+    return None
 
 
 def _no_split(r):
@@ -183,15 +189,21 @@ def _no_split(r):
     if why:
         return why
     sizes = r.model.sizes
-    if len(sizes) < 3 or min(sizes[1:-1]) < SPLIT_MIN_WIDTH:
-        return f"it pays only when every hidden layer is at least {SPLIT_MIN_WIDTH} wide"
-    if r.m * sum(i * o for i, o in zip(sizes[:-1], sizes[1:])) < SPLIT_MIN_MACS:
-        return f"a step of {r.m:,} rows is below the {SPLIT_MIN_MACS:,} multiply-adds where it pays"
+    if len(sizes) < 3:
+        return "it splits networks with a hidden layer"
+    if not r.contiguous:
+        return "the parameters are not C-contiguous NumPy arrays"
     from fastnet.kernels import split_cpu
 
+    if split_cpu.blas_controller() is None:
+        return "fastnet cannot set the BLAS thread count here (not OpenBLAS)"
+    if min(sizes[1:-1]) < SPLIT_MIN_WIDTH:
+        return _Slower(f"it pays only when every hidden layer is at least {SPLIT_MIN_WIDTH} wide")
+    if r.m * sum(i * o for i, o in zip(sizes[:-1], sizes[1:])) < SPLIT_MIN_MACS:
+        return _Slower(f"a step of {r.m:,} rows is below the {SPLIT_MIN_MACS:,} multiply-adds where it pays")
     if split_cpu.split_threads(r.m) < 2:
-        return "fastnet cannot set the BLAS thread count here (not OpenBLAS, or one CPU)"
-    return None if r.contiguous else "the parameters are not C-contiguous NumPy arrays"
+        return _Slower("one usable CPU or BLAS thread: nothing to split over")
+    return None
 
 
 def _no_chunked(r):
@@ -202,7 +214,7 @@ def _no_chunked(r):
         return "it streams host (NumPy) memory; the data is on the device"
     c = chunk_rows(r.model.sizes[0])
     if r.m < max(CHUNKED_MIN_ROWS, 2 * c):
-        return f"batches of {r.m:,} rows fit in cache without chunks (from {max(CHUNKED_MIN_ROWS, 2 * c):,})"
+        return _Slower(f"batches of {r.m:,} rows fit in cache without chunks (from {max(CHUNKED_MIN_ROWS, 2 * c):,})")
     return None
 
 
@@ -381,6 +393,10 @@ def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=Tr
 
     Returns a :class:`Plan`; ``plan.rejected`` says why every other engine was not chosen.
     """
+    from fastnet import _validate as V
+
+    batch_size = V.check_positive_int("batch_size", batch_size)
+    epochs = V.check_positive_int("epochs", epochs)
     r = _request(model, X, batch_size, epochs, y)
     kind = "NetworkStack" if r.stack else "Network"
     dtype, depth = model.dtype, len(model.sizes) - 1
@@ -397,10 +413,11 @@ def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=Tr
     applicable = [e for e in ENGINES if reasons[e.name] is None]
     if engine != "auto":
         chosen = get(engine)
-        if reasons[chosen.name] is not None:
+        if reasons[chosen.name] is not None and not isinstance(reasons[chosen.name], _Slower):
             raise ValueError(f"engine {chosen.name!r} cannot run this fit: {reasons[chosen.name]}. "
                              f"Fix: engine='auto' (picks {plan(model, X, batch_size=batch_size, epochs=epochs, y=y, unit=unit).engine!r} here)")
         why = "asked for by name"
+        reasons[chosen.name] = None
     else:
         # the first ready engine in preference order, unless an earlier one is worth compiling
         ready = [e for e in applicable if _cost(e, r, dtype, depth) == 0]
