@@ -1,7 +1,7 @@
-"""Large-batch CPU step path: chunked steps, full-batch fit without a gather, the compiled
-finiteness check, the vectorized float32 sigmoid, and the threaded FMA step for large
-narrow batches (kernels/batch_cpu.py). The chunked-BLAS tests switch the latter off (it
-would otherwise take their narrow int-label batches)."""
+"""Large-batch CPU steps: the chunked engine, full-batch fit without a gather, the compiled
+finiteness check, the vectorized float32 sigmoid, and the rows engine (the threaded FMA
+step for large narrow batches, kernels/batch_cpu.py). Each test names the engines it
+compares (``engine=``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +9,7 @@ import pytest
 
 import fastnet
 from fastnet import _validate as V
-from fastnet import network
+from fastnet import engines
 
 pytest.importorskip("numba")
 from fastnet.kernels import cpu as K  # noqa: E402
@@ -20,23 +20,9 @@ def _max_diff(a, b):
                for p, q in zip(a.weights + a.biases, b.weights + b.biases))
 
 
-@pytest.fixture(autouse=True)
-def blas_steps(monkeypatch):
-    """The BLAS step paths by default here; a test turns large_step back on itself."""
-    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", None)
-
-
-@pytest.fixture
-def unchunked(monkeypatch):
-    """Call to switch networks made afterwards to one-piece steps."""
-    def off():
-        monkeypatch.setattr(network, "_CHUNK_MIN_ROWS", 10**12)
-    return off
-
-
 @pytest.mark.parametrize("cost", ["quadratic", "cross_entropy"])
 @pytest.mark.parametrize("targets", [False, True])
-def test_chunked_train_step_matches_one_piece(cost, targets, unchunked):
+def test_chunked_train_step_matches_one_piece(cost, targets):
     rng = np.random.default_rng(0)
     m = 20_001                                  # a short last chunk
     X = rng.random((m, 200))
@@ -44,27 +30,27 @@ def test_chunked_train_step_matches_one_piece(cost, targets, unchunked):
     Y = np.eye(10)[y] if targets else y
     a = fastnet.Network([200, 16, 10], cost=cost, dtype="float64", device="cpu", seed=1)
     b = a.copy()
-    assert a._chunk_rows(m) < m
+    assert engines.chunk_rows(200) < m
+    if not targets:
+        assert engines.plan(a, X, batch_size=m, unit="step", engine="chunked").engine == "chunked"
     for _ in range(2):
-        a.train_step(X, Y, 0.5, lmbda=0.1, n=50_000)
-    assert a._ws[m].chunk < m and a._ws[m]._X is None
-    unchunked()
-    assert b._chunk_rows(m) == m
+        a.train_step(X, Y, 0.5, lmbda=0.1, n=50_000, engine="chunked")
+    assert a._ws[(m, True)].chunk < m and a._ws[(m, True)]._X is None
     for _ in range(2):
-        b.train_step(X, Y, 0.5, lmbda=0.1, n=50_000)
+        b.train_step(X, Y, 0.5, lmbda=0.1, n=50_000, engine="step")
+    assert b._ws[(m, False)].chunk == m
     assert _max_diff(a, b) < 1e-10
 
 
 @pytest.mark.parametrize("batch_size", [20_001, 15_000])
-def test_large_batch_fit_matches_one_piece(batch_size, unchunked):
+def test_large_batch_fit_matches_one_piece(batch_size):
     rng = np.random.default_rng(1)
     X = rng.random((20_001, 200))
     y = rng.integers(0, 10, 20_001)
     a = fastnet.Network([200, 16, 10], dtype="float64", device="cpu", seed=2)
     b = a.copy()
-    ha = a.fit(X, y, epochs=2, batch_size=batch_size, eta=1.0, lmbda=0.5)
-    unchunked()
-    hb = b.fit(X, y, epochs=2, batch_size=batch_size, eta=1.0, lmbda=0.5)
+    ha = a.fit(X, y, epochs=2, batch_size=batch_size, eta=1.0, lmbda=0.5, engine="chunked")
+    hb = b.fit(X, y, epochs=2, batch_size=batch_size, eta=1.0, lmbda=0.5, engine="step")
     assert _max_diff(a, b) < 1e-10
     assert abs(ha["loss"][-1] - hb["loss"][-1]) < 1e-10
     # both networks drew the same shuffles: the RNG state is the same afterwards
@@ -78,13 +64,8 @@ def test_full_batch_fit_reads_data_in_place():
     y = rng.integers(0, 3, 64)
     net = fastnet.Network([5, 4, 3], dtype="float64", device="cpu", seed=0)
     ref = net.copy()
-    old = network.EPOCH_FASTPATH
-    network.EPOCH_FASTPATH = False
-    try:
-        net.fit(X, y, epochs=3, batch_size=64, eta=0.5, shuffle=True)
-    finally:
-        network.EPOCH_FASTPATH = old
-    assert net._ws[64]._X is None and net._ws[64]._y is None
+    net.fit(X, y, epochs=3, batch_size=64, eta=0.5, shuffle=True, engine="step")
+    assert net._ws[(64, False)]._X is None and net._ws[(64, False)]._y is None
     # the same as three manual full-batch steps (shuffling only reorders the sum)
     for _ in range(3):
         ref.train_step(X, y, 0.5)
@@ -149,8 +130,8 @@ def test_chunked_train_step_checks_every_chunk_before_changing_anything(bad):
     X = rng.random((m, 200)).astype(np.float32)
     y = rng.integers(0, 10, m)
     net = fastnet.Network([200, 16, 10], device="cpu", seed=1)
-    assert net._chunk_rows(m) < m
-    net.train_step(X, y, 0.5)
+    assert engines.chunk_rows(X.shape[1]) < m
+    net.train_step(X, y, 0.5, engine="chunked")
     before = [w.copy() for w in net.weights + net.biases]
     X[m - 1, 199] = bad
     with pytest.raises(ValueError, match=f"first at index {m - 1}"):
@@ -176,18 +157,17 @@ def test_large_narrow_batches_take_the_threaded_step_and_match_blas(monkeypatch,
     monkeypatch.setattr(batch_cpu, "large_step", lambda *a, **k: calls.append(a[0].shape[0]) or real(*a, **k))
     a = fastnet.Network([64, 30, 10], cost=cost, dtype="float64", device="cpu", seed=4)
     b = a.copy()
-    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", 5000)
+    engines.prepare("rows", "float64", 2)         # compiled: auto takes it for this shape
     a.train_step(X, y, 0.5, lmbda=0.1, n=10_000)
-    a.fit(X, y, epochs=2, batch_size=6_001, eta=0.5)
-    assert calls == [6_001, 6_001, 6_001]
-    a.train_step(X, np.eye(10)[y], 0.5)          # float targets: the BLAS path
+    h = a.fit(X, y, epochs=2, batch_size=6_001, eta=0.5)
+    assert calls == [6_001, 6_001, 6_001] and h.engine == "rows"
+    a.train_step(X, np.eye(10)[y], 0.5)          # float targets: not the rows engine
     wide = fastnet.Network([64, 101, 10], dtype="float64", device="cpu")
-    wide.train_step(X, y, 0.5)                    # wider than LARGE_STEP_MAX_WIDTH: BLAS
+    wide.train_step(X, y, 0.5)                    # wider than ROWS_MAX_WIDTH: BLAS
     assert len(calls) == 3
-    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", None)
-    b.train_step(X, y, 0.5, lmbda=0.1, n=10_000)
-    b.fit(X, y, epochs=2, batch_size=6_001, eta=0.5)
-    b.train_step(X, np.eye(10)[y], 0.5)
+    b.train_step(X, y, 0.5, lmbda=0.1, n=10_000, engine="step")
+    b.fit(X, y, epochs=2, batch_size=6_001, eta=0.5, engine="step")
+    b.train_step(X, np.eye(10)[y], 0.5, engine="step")
     assert _max_diff(a, b) < 1e-10
 
 
@@ -195,19 +175,18 @@ def test_large_narrow_batches_take_the_threaded_step_and_match_blas(monkeypatch,
 def test_threaded_step_refuses_non_finite_x_and_restores(monkeypatch, bad):
     """The threaded step checks X only when the step left a parameter non-finite; a bad
     X then restores the parameters bit for bit and raises the usual error."""
-    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", 5000)
     rng = np.random.default_rng(6)
     X = rng.random((8_000, 50)).astype(np.float32)
     y = rng.integers(0, 10, 8_000)
     net = fastnet.Network([50, 30, 10], device="cpu", seed=2)
-    net.train_step(X, y, 0.5)
+    net.train_step(X, y, 0.5, engine="rows")
     before = [w.copy() for w in net.weights + net.biases]
     X[7_777, 3] = bad
     with pytest.raises(ValueError, match="first at index 7777"):
-        net.train_step(X, y, 0.5)
+        net.train_step(X, y, 0.5, engine="rows")
     assert all((p == q).all() for p, q in zip(before, net.weights + net.biases))
     X[7_777, 3] = 0.25
-    net.train_step(X, y, 0.5)
+    net.train_step(X, y, 0.5, engine="rows")
     assert not all((p == q).all() for p, q in zip(before, net.weights + net.biases))
 
 
@@ -221,8 +200,9 @@ def test_threaded_metrics_equal_the_blas_metrics(monkeypatch, cost, dtype):
     X = rng.random((7_003, 40)).astype(dtype)
     y = rng.integers(0, 10, 7_003)
     net = fastnet.Network([40, 25, 10], cost=cost, dtype=dtype, device="cpu", seed=5)
+    net._metrics_with = "blas"    # what a fit's plan sets: the BLAS pass, then the threaded one
     blas = (net.loss(X, y, lmbda=0.3), net.evaluate(X, y))
-    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", 5000)
+    net._metrics_with = "rows"
     from fastnet.kernels import batch_cpu
 
     calls = []
