@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import network
 
 pytest.importorskip("numba")
 from fastnet.kernels import split_cpu  # noqa: E402
@@ -27,14 +26,17 @@ def _rel_diff(a, b):
 @pytest.fixture
 def split_small(monkeypatch):
     """Let the split take small nets (tests stay fast) on two threads, even on one CPU."""
-    monkeypatch.setattr(network, "SPLIT_STEP_MIN_MACS", 1)
-    monkeypatch.setattr(network, "SPLIT_STEP_MIN_WIDTH", 1)
     monkeypatch.setattr(split_cpu, "split_threads", lambda m, min_rows=64: 2)
 
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts SplitStep.run calls (so a test can show the split path ran)."""
+    """Counts SplitStep.run calls (so a test can show the split path ran); compiled first,
+    so that the compile's own calls are not counted."""
+    from fastnet import engines
+
+    for dtype in ("float32", "float64"):
+        engines.prepare("split", dtype, 0)
     seen = []
     real = split_cpu.SplitStep.run
 
@@ -62,11 +64,10 @@ def test_train_step_matches_one_thread_schedule(cost, targets, split_small, call
     a = fastnet.Network(sizes, cost=cost, dtype="float64", device="cpu", seed=2)
     b = _one_thread_copy(a)
     for _ in range(3):
-        a.train_step(X, Y, 0.7, lmbda=0.2, n=1000)
+        a.train_step(X, Y, 0.7, lmbda=0.2, n=1000, engine="split")
     assert calls == [2, 2, 2]
-    monkeypatch.setattr(network, "SPLIT_STEP_MIN_MACS", None)
     for _ in range(3):
-        b.train_step(X, Y, 0.7, lmbda=0.2, n=1000)
+        b.train_step(X, Y, 0.7, lmbda=0.2, n=1000, engine="step")
     assert calls == [2, 2, 2]                   # the reference did not split
     pa, pb = _params(a), _params(b)
     assert _rel_diff(pa, pb) < 1e-12
@@ -95,19 +96,21 @@ def test_any_thread_count_gives_the_same_step(threads):
 
 
 def test_fit_with_a_partial_last_batch_matches(split_small, calls, monkeypatch):
-    monkeypatch.setattr(network, "EPOCH_FASTPATH", False)   # a net this small would run compiled
     rng = np.random.default_rng(3)
     X, y = rng.random((530, 30)), rng.integers(0, 5, 530)      # batches of 200, 200, 130
     a = fastnet.Network([30, 20, 5], dtype="float64", device="cpu", seed=4)
     b = a.copy()
-    a.fit(X, y, epochs=2, batch_size=200, eta=1.0)
+    a.fit(X, y, epochs=2, batch_size=200, eta=1.0, engine="split")
     assert sorted(set(calls)) == [2] and len(calls) == 6
-    monkeypatch.setattr(network, "SPLIT_STEP_MIN_MACS", None)
-    b.fit(X, y, epochs=2, batch_size=200, eta=1.0)
+    b.fit(X, y, epochs=2, batch_size=200, eta=1.0, engine="step")
     assert _rel_diff(_params(a), _params(b)) < 1e-12
 
 
 def test_network_takes_it_only_for_wide_layers_and_big_steps(monkeypatch, calls):
+    """auto takes the split engine (once compiled) for wide layers and big steps only."""
+    from fastnet import engines
+
+    engines.prepare("split", "float32", 0)
     monkeypatch.setattr(split_cpu, "split_threads", lambda m, min_rows=64: 2)
     rng = np.random.default_rng(5)
     X, y = rng.random((1000, 784)).astype(np.float32), rng.integers(0, 10, 1000)
@@ -169,7 +172,7 @@ def test_nan_input_is_refused_before_anything_changes(split_small, calls):
     net = fastnet.Network([30, 20, 5], dtype="float64", device="cpu", seed=0)
     before = _params(net)
     with pytest.raises(ValueError, match="finite"):
-        net.train_step(X, y, 0.5)
+        net.train_step(X, y, 0.5, engine="split")
     assert calls == []
     assert all(np.array_equal(p, q) for p, q in zip(before, _params(net)))
 
@@ -194,8 +197,6 @@ def test_steps_from_several_python_threads_at_once(monkeypatch):
     deadlock, every net equals its one-thread run, and OpenBLAS's count comes back."""
     import threading
 
-    monkeypatch.setattr(network, "SPLIT_STEP_MIN_MACS", 1)
-    monkeypatch.setattr(network, "SPLIT_STEP_MIN_WIDTH", 1)
     monkeypatch.setattr(split_cpu, "split_threads", lambda m, min_rows=64: 3)
     blas = split_cpu.blas_controller()
     before = blas.get_all() if blas is not None else None
@@ -208,7 +209,7 @@ def test_steps_from_several_python_threads_at_once(monkeypatch):
     def train(net):
         try:
             for _ in range(20):
-                net.train_step(X, y, 0.5)
+                net.train_step(X, y, 0.5, engine="split")
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -219,10 +220,9 @@ def test_steps_from_several_python_threads_at_once(monkeypatch):
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "a split step hung"
     assert errors == []
-    monkeypatch.setattr(network, "SPLIT_STEP_MIN_MACS", None)
     for ref in refs:
         for _ in range(20):
-            ref.train_step(X, y, 0.5)
+            ref.train_step(X, y, 0.5, engine="step")
     for net, ref in zip(nets, refs):
         assert _rel_diff(_params(net), _params(ref)) < 1e-12
     if blas is not None:
