@@ -455,7 +455,7 @@ class NetworkStack(DeviceData):
     def _step(self, Xd, yd, idx, ws, scales, dec_W, dec_b) -> None:
         """One SGD step of all K nets on rows ``idx`` (one index array, or K of them)."""
         K, L = self.k, self.n_layers
-        k = self._kern()
+        kt = self._kern()
         shared = self.order == "shared"
         if shared:
             Xb = ops.take_rows(Xd, idx[0], out=ws.X)
@@ -471,7 +471,7 @@ class NetworkStack(DeviceData):
             yb = xp.stack([ops.take_rows(yd, i) for i in idx])
         acts = self._forward(Xb, ws.a)
         if shared:
-            delta = k.output_delta_stacked(acts[-1], yb, self.cost, ws.d[-1])
+            delta = kt.output_delta_stacked(acts[-1], yb, self.cost, ws.d[-1])
         else:
             delta = self._output_delta_each(acts[-1], yb, ws.d[-1])
         for l in range(L - 1, -1, -1):
@@ -481,11 +481,11 @@ class NetworkStack(DeviceData):
             if l > 0:   # with the old W_l, before its update
                 G = ops.matmul(delta, _mT(self._W[l]), out=ws.d[l - 1])
                 shape = G.shape
-                delta_prev = k.backward_delta(_flat(G), _flat(acts[l - 1]))
+                delta_prev = kt.backward_delta(_flat(G), _flat(acts[l - 1]))
                 delta_prev = _unflat(delta_prev, shape)
-            self._W[l] = k.sgd_update_stacked(self._W[l], gW, scales, dec_W)
-            gb = k.bias_grad_stacked(delta, ws.gb[l], 1.0)
-            self._b[l] = k.sgd_update_stacked(self._b[l], gb, scales, dec_b)
+            self._W[l] = kt.sgd_update_stacked(self._W[l], gW, scales, dec_W)
+            gb = kt.bias_grad_stacked(delta, ws.gb[l], 1.0)
+            self._b[l] = kt.sgd_update_stacked(self._b[l], gb, scales, dec_b)
             if l > 0:
                 delta = delta_prev
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import ops, stack as stack_mod
 from fastnet.network import initial_params
 
 from conftest import skip_or_fail
@@ -22,15 +21,9 @@ from reference import random_data
 
 
 @pytest.fixture
-def path(monkeypatch):
-    """``path("fast" | "step" | "xp")``: how the next ``fit`` trains."""
-    def use(name):
-        monkeypatch.setenv("FASTNET_KERNELS", "xp" if name == "xp" else "auto")
-        ops.refresh()
-        monkeypatch.setattr(stack_mod, "STACK_FASTPATH", name == "fast")
-    yield use
-    monkeypatch.delenv("FASTNET_KERNELS", raising=False)
-    ops.refresh()
+def path():
+    """``path("fast" | "step" | "xp")``: the engine name for ``fit(engine=...)``."""
+    return {"fast": "compiled", "step": "step", "xp": "xp"}.get
 
 
 
@@ -72,12 +65,12 @@ CASES = [  # sizes, cost, batch_size (n = 53: a partial last batch for every bat
 def test_shared_order_equals_separate_runs(path, name, sizes, cost, batch_size):
     X, y = random_data(53, sizes[0], sizes[-1])
     seeds, etas, lmbdas = [4, 9, 1], [0.5, 3.0, 1.0], [0.0, 2.0, 0.5]
-    path(name)
+    eng = path(name)
     st = fastnet.NetworkStack(sizes, seeds=seeds, etas=etas, lmbdas=lmbdas, cost=cost, dtype="float64",
                               device="cpu")
-    hists = st.fit(X, y, epochs=3, batch_size=batch_size)
+    hists = st.fit(X, y, epochs=3, batch_size=batch_size, engine=eng)
     assert len(hists) == 3 and all(len(h) == 3 for h in hists)
-    assert hists[0].config["kernels"] == ("xp" if name == "xp" else "njit")
+    assert hists[0].engine == eng
     nets = separate_runs(sizes, seeds, etas, lmbdas, X, y, epochs=3, batch_size=batch_size, cost=cost,
                          order_seeds=[seeds[0]] * 3)
     assert_same(st, nets)
@@ -86,16 +79,16 @@ def test_shared_order_equals_separate_runs(path, name, sizes, cost, batch_size):
         assert math.isclose(hists[i][-1]["loss"], net.loss(X, y, lmbdas[i]), rel_tol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["fast", "step", "xp"])
+@pytest.mark.parametrize("name", ["step", "xp"])   # the compiled loop shares one order (test_engines)
 def test_independent_orders_equal_network_fit(path, name):
     """order="independent": net i is exactly Network(seed=seeds[i]).fit(...)."""
     sizes = [12, 8, 3]
     X, y = random_data(41, 12, 3, seed=5)
     seeds, etas, lmbdas = [2, 7], [1.0, 2.5], [0.3, 0.0]
-    path(name)
+    eng = path(name)
     st = fastnet.NetworkStack(sizes, seeds=seeds, etas=etas, lmbdas=lmbdas, dtype="float64", device="cpu",
                               order="independent", cost="cross_entropy")
-    st.fit(X, y, epochs=2, batch_size=6)
+    st.fit(X, y, epochs=2, batch_size=6, engine=eng)
     nets = []
     for s, e, lm in zip(seeds, etas, lmbdas):
         net = fastnet.Network(sizes, cost="cross_entropy", dtype="float64", device="cpu", seed=s)
@@ -108,9 +101,9 @@ def test_independent_orders_equal_network_fit(path, name):
 def test_order_seed_and_single_net_stacks(path, name):
     """order_seed picks the shared order; a stack of one is a Network, either order."""
     X, y = random_data(23, 6, 3, seed=6)
-    path(name)
+    eng = path(name)
     st = fastnet.NetworkStack([6, 5, 3], seeds=[1, 2], etas=[1.0, 2.0], order_seed=9, dtype="float64", device="cpu")
-    st.fit(X, y, epochs=2, batch_size=4)
+    st.fit(X, y, epochs=2, batch_size=4, engine=eng)
     assert st.config()["order_seed"] == 9
     assert_same(st, separate_runs([6, 5, 3], [1, 2], [1.0, 2.0], [0.0, 0.0], X, y, epochs=2, batch_size=4,
                                   cost="quadratic", order_seeds=[9, 9]))
@@ -128,11 +121,11 @@ def test_array_api_strict_namespace_equals_numpy(path):
     xps = pytest.importorskip("array_api_strict")
     sizes = [12, 7, 4]
     X, y = random_data(30, 12, 4, seed=2)
-    path("step")
+    eng = path("step")
     a = fastnet.NetworkStack(sizes, etas=[1.0, 3.0], lmbdas=[0.0, 1.0], dtype="float64", device="cpu")
-    a.fit(X, y, epochs=2, batch_size=4)
+    a.fit(X, y, epochs=2, batch_size=4, engine=eng)
     b = fastnet.NetworkStack(sizes, etas=[1.0, 3.0], lmbdas=[0.0, 1.0], dtype="float64", device=xps)
-    b.fit(X, y, epochs=2, batch_size=4)
+    b.fit(X, y, epochs=2, batch_size=4, engine=eng)
     assert b.backend.name != "numpy"
     for l in range(2):
         np.testing.assert_allclose(np.asarray(b.weights[l]), a.weights[l], rtol=1e-10, atol=1e-12)
@@ -143,9 +136,9 @@ def test_fast_path_float32_close_to_step_path(path):
     X, y = random_data(200, 20, 5, seed=1)
     runs = {}
     for name in ("fast", "step"):
-        path(name)
+        eng = path(name)
         st = fastnet.NetworkStack([20, 16, 5], etas=[0.5, 1.0, 3.0, 2.0], device="cpu")
-        st.fit(X, y, epochs=2, batch_size=10)
+        st.fit(X, y, epochs=2, batch_size=10, engine=eng)
         runs[name] = st
     for l in range(2):
         np.testing.assert_allclose(runs["fast"].weights[l], runs["step"].weights[l], rtol=2e-4, atol=2e-4)
@@ -273,13 +266,13 @@ def test_cupy_stack_equals_numpy_stack(path):
     if not ok:
         skip_or_fail(f"no usable CUDA GPU: {why}", gpu=True)
     X, y = random_data(57, 12, 4, seed=8)
-    path("step")
+    eng = path("step")
     for order in ("shared", "independent"):
         kw = dict(seeds=[3, 1, 4], etas=[0.5, 3.0, 1.0], lmbdas=[0.0, 1.0, 0.2], cost="cross_entropy",
                   dtype="float64", order=order)
         cpu = fastnet.NetworkStack([12, 9, 4], device="cpu", **kw)
         gpu = fastnet.NetworkStack([12, 9, 4], device="cuda", **kw)
-        hc = cpu.fit(X, y, epochs=2, batch_size=5)
+        hc = cpu.fit(X, y, epochs=2, batch_size=5, engine=eng)
         hg = gpu.fit(X, y, epochs=2, batch_size=5)
         assert hg[0].config["kernels"] == "cuda"
         for l in range(2):
@@ -288,20 +281,19 @@ def test_cupy_stack_equals_numpy_stack(path):
 
 
 def test_large_data_metrics_take_the_threaded_pass_and_agree(monkeypatch):
-    """From network.LARGE_STEP_MIN_ROWS rows (narrow nets, NumPy) each net's loss and
-    accuracy come from batch_cpu.forward_metrics; they equal the batched-BLAS pass."""
-    from fastnet import network
+    """With the rows metrics pass (large narrow NumPy data, once compiled) each net's loss
+    and accuracy come from batch_cpu.forward_metrics; they equal the batched-BLAS pass."""
     from fastnet.kernels import batch_cpu
 
     X, y = random_data(6_001, 20, 5, seed=9)
     st = fastnet.NetworkStack([20, 12, 5], etas=[1.0, 2.0, 3.0], lmbdas=[0.0, 0.5, 1.0], dtype="float64",
                               device="cpu", cost="cross_entropy")
-    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", None)
+    st._metrics_with = "blas"    # what a fit's plan sets: the batched-BLAS pass, then the threaded one
     blas = (st.loss(X, y, lmbda=True), st.evaluate(X, y))
     calls = []
     real = batch_cpu.forward_metrics
     monkeypatch.setattr(batch_cpu, "forward_metrics", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(network, "LARGE_STEP_MIN_ROWS", 5000)
+    st._metrics_with = "rows"
     fast = (st.loss(X, y, lmbda=True), st.evaluate(X, y))
     assert len(calls) == 6
     np.testing.assert_allclose(fast[0], blas[0], rtol=1e-12)
