@@ -12,9 +12,9 @@ compiled   epoch Network, stack       NumPy + Numba; small steps (one compiled l
                                       epoch chunk, no Python per step; FMA)
 rows       step  Network              NumPy + Numba; large batches of narrow nets
                                       (threads over rows, FMA loops instead of BLAS)
+chunked    step  Network              NumPy; huge batches (row chunks stay in cache)
 split      step  Network              NumPy + Numba + OpenBLAS; wide hidden layers, big
                                       steps (threads over rows, one-thread BLAS each)
-chunked    step  Network              NumPy; huge batches (row chunks stay in cache)
 step       step  Network, stack       any backend; BLAS/cuBLAS GEMMs plus the Numba
                                       kernel twin for the array type (njit, CUDA)
 xp         step  Network, stack       any backend; the plain array-namespace kernels:
@@ -31,7 +31,7 @@ request is a ``ValueError`` with the reason.
 >>> import numpy as np, fastnet
 >>> from fastnet import engines
 >>> engines.names()
-['compiled', 'rows', 'split', 'chunked', 'step', 'xp']
+['compiled', 'rows', 'chunked', 'split', 'step', 'xp']
 >>> net = fastnet.Network([784, 30, 10], device="cpu")
 >>> p = engines.plan(net, np.zeros((50_000, 784), np.float32), batch_size=10, epochs=30)
 >>> p.engine in ("compiled", "xp"), sorted(p.rejected)[:2]
@@ -227,10 +227,10 @@ ENGINES: tuple[Engine, ...] = (
            "whole epochs in one compiled CPU loop (FMA, SIMD), no Python per step", _no_compiled),
     Engine("rows", "step", ("Network",), ("numpy",), ("rows",),
            "large batches of narrow nets: FMA loops, the rows split over the cores", _no_rows),
-    Engine("split", "step", ("Network",), ("numpy",), ("split",),
-           "wide layers: the rows split over threads, one-thread OpenBLAS each", _no_split),
     Engine("chunked", "step", ("Network",), ("numpy",), ("kernels",),
            "huge host batches: BLAS steps on row chunks that stay in cache", _no_chunked),
+    Engine("split", "step", ("Network",), ("numpy",), ("split",),
+           "wide layers: the rows split over threads, one-thread OpenBLAS each", _no_split),
     Engine("step", "step", ("Network", "NetworkStack"), ("any",), ("kernels",),
            "one step at a time: BLAS/cuBLAS GEMMs and the Numba kernel twins", _no_step),
     Engine("xp", "step", ("Network", "NetworkStack"), ("any",), (),
