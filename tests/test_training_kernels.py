@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import ops
+from fastnet import ops, training
 
 
 @pytest.fixture
@@ -42,15 +42,15 @@ def step_peak_bytes(mode, kernels, steps=50):
     Xd = net._prepare_X(rng.integers(0, 256, (2000, 784), dtype=np.uint8))
     yd = net._prepare_y(rng.integers(0, 10, 2000), 2000)
     order = np.arange(2000, dtype=np.int64)
-    ws = net._workspace(m)
-    idx = [order[k:k + m] for k in range(0, 2000, m)]
-    for i in idx:  # warm up: JIT compile, first-touch
-        net._step(Xd, yd, i, ws, m, 1.0, 1.0)
+    net._k = ops.table("njit" if mode == "auto" else "xp")   # what fit(engine="step"/"xp") sets
+    trainer = training.StepTrainer(net, "step", Xd, yd, {"batch_size": m, "n_train": 2000, "eta": 1.0}, 1.0)
+    for s in range(4):  # warm up: JIT compile, first-touch
+        trainer.steps(order, s, s + 1)
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
         for s in range(steps):
-            net._step(Xd, yd, idx[s % 4], ws, m, 1.0, 1.0)
+            trainer.steps(order, s % 4, s % 4 + 1)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
