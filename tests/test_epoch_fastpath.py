@@ -17,32 +17,23 @@ import pytest
 import fastnet
 from fastnet import data as fdata
 from fastnet import io as fio
-from fastnet import network, ops, progress
+from fastnet import progress
 from reference import random_data
 
 epoch_cpu = pytest.importorskip("fastnet.kernels.epoch_cpu")
+from fastnet.kernels import epoch_stack_cpu  # noqa: E402
 
 
 @pytest.fixture
-def path(monkeypatch):
-    """``path("fast" | "fast-steps" | "step" | "xp")``: how the next ``fit`` trains
-    ("fast": the compiled loop on the default engine, StackRunner; "fast-steps": on
-    epoch_cpu.train_steps)."""
-    def use(name):
-        monkeypatch.setenv("FASTNET_KERNELS", "xp" if name == "xp" else "auto")
-        ops.refresh()
-        monkeypatch.setattr(network, "EPOCH_FASTPATH", name.startswith("fast"))
-        monkeypatch.setattr(network, "EPOCH_ENGINE", "steps" if name == "fast-steps" else "runner")
-    yield use
-    monkeypatch.delenv("FASTNET_KERNELS", raising=False)
-    ops.refresh()
-
+def path():
+    """``path("fast" | "step" | "xp")``: the engine the next ``train`` asks for
+    ("fast": the compiled loop, the one-net StackRunner)."""
+    return {"fast": "compiled", "step": "step", "xp": "xp"}.get
 
 
 def train(path, name, sizes, X, y, dtype="float64", cost="quadratic", seed=3, **kw):
-    path(name)
     net = fastnet.Network(sizes, cost=cost, dtype=dtype, device="cpu", seed=seed)
-    hist = net.fit(X, y, **kw)
+    hist = net.fit(X, y, engine=path(name), **kw)
     return net, hist
 
 
@@ -91,7 +82,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("engine", ["fast", "fast-steps"])
+@pytest.mark.parametrize("engine", ["fast"])
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_float64_fast_path_equals_step_paths(path, case, engine):
     sizes, cost, n, batch_size, lmbda, shuffle, epochs = CASES[case]
@@ -100,14 +91,14 @@ def test_float64_fast_path_equals_step_paths(path, case, engine):
     fast, h_fast = train(path, engine, sizes, X, y, **kw)
     for other in ("step", "xp"):
         ref, h_ref = train(path, other, sizes, X, y, **kw)
-        assert ops.kernel_path(ref.weights[0]) == ("xp" if other == "xp" else "njit")
+        assert h_ref.engine == other
         for a, b in zip(fast.weights + fast.biases, ref.weights + ref.biases):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=f"fast vs {other}")
         np.testing.assert_allclose(h_fast["loss"], h_ref["loss"], rtol=1e-10)
         assert h_fast["accuracy"] == h_ref["accuracy"]
 
 
-@pytest.mark.parametrize("engine", ["fast", "fast-steps"])
+@pytest.mark.parametrize("engine", ["fast"])
 def test_float32_fast_path_close_to_step_path(path, engine):
     X, y = random_data(300, 64, 10, seed=1)
     kw = dict(dtype="float32", epochs=2, batch_size=10, eta=3.0)
@@ -119,37 +110,31 @@ def test_float32_fast_path_close_to_step_path(path, engine):
     np.testing.assert_allclose(h_fast["loss"], h_step["loss"], rtol=1e-4)
 
 
-def test_fit_takes_the_fast_path_only_on_the_njit_kernels_and_small_steps(path, monkeypatch):
-    calls = []
-    real = epoch_cpu.train_steps
-    monkeypatch.setattr(epoch_cpu, "train_steps", lambda *a: calls.append(a[10:12]) or real(*a))
-    X, y = random_data(50, 5, 3)
-    train(path, "xp", [5, 4, 3], X, y, epochs=1, batch_size=10, eta=0.5)
-    assert calls == []
-    macs = 10 * (5 * 4 + 4 * 3) * 2           # float64 counts double
-    monkeypatch.setattr(epoch_cpu, "MAX_STEP_MACS", macs - 1)
-    train(path, "fast-steps", [5, 4, 3], X, y, epochs=1, batch_size=10, eta=0.5)
-    assert calls == []                         # big steps: BLAS on the step path
-    monkeypatch.setattr(epoch_cpu, "MAX_STEP_MACS", macs)
-    monkeypatch.setattr(network.Network, "_step", lambda *a: pytest.fail("the step path ran"))
-    train(path, "fast-steps", [5, 4, 3], X, y, epochs=2, batch_size=10, eta=0.5)
-    assert calls == [(0, 5), (0, 5)]           # steps [s0, s1) of each epoch, one chunk each
-    # the default engine: the one-net StackRunner, same chunks, train_steps not called
+def test_fit_takes_the_compiled_engine_only_for_small_steps(path, monkeypatch):
+    from fastnet import engines
     from fastnet.kernels import epoch_stack_cpu
 
     runs, real_run = [], epoch_stack_cpu.StackRunner.run
     monkeypatch.setattr(epoch_stack_cpu.StackRunner, "run",
                         lambda self, *a: runs.append((self.K, a[3], a[4])) or real_run(self, *a))
+    X, y = random_data(50, 5, 3)
+    train(path, "xp", [5, 4, 3], X, y, epochs=1, batch_size=10, eta=0.5)
+    assert runs == []
+    engines.prepare("compiled", "float64", 2)
+    net = fastnet.Network([5, 4, 3], dtype="float64", device="cpu")
+    assert engines.plan(net, X, batch_size=10, epochs=5).engine == "compiled"
+    big = fastnet.Network([5, 20_000, 3], dtype="float64", device="cpu")
+    assert "where BLAS wins" in engines.plan(big, X, batch_size=10).rejected["compiled"]
     train(path, "fast", [5, 4, 3], X, y, epochs=2, batch_size=10, eta=0.5)
-    assert runs == [(1, 0, 5), (1, 0, 5)] and calls == [(0, 5), (0, 5)]
+    assert runs == [(1, 0, 5), (1, 0, 5)]      # steps [s0, s1) of each epoch, one chunk each
 
 
-@pytest.mark.parametrize("engine", ["fast", "fast-steps"])
+@pytest.mark.parametrize("engine", ["fast"])
 def test_non_contiguous_input_and_chunks_smaller_than_an_epoch(path, monkeypatch, engine):
     X, y = random_data(95, 6, 3)
     kw = dict(epochs=2, batch_size=4, eta=0.5)
     step, _ = train(path, "step", [6, 5, 3], X, y, **kw)
-    monkeypatch.setattr(epoch_cpu, "CHUNK_SAMPLES", 12)   # 3 steps a chunk: 8 chunks an epoch
+    monkeypatch.setattr(epoch_stack_cpu, "CHUNK_SAMPLES", 12)   # 3 steps a chunk: 8 chunks an epoch
     fast, _ = train(path, engine, [6, 5, 3], np.asfortranarray(X), y[::-1].copy()[::-1], **kw)
     for a, b in zip(fast.weights + fast.biases, step.weights + step.biases):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
@@ -169,29 +154,27 @@ class _CtrlCAfter(progress.ProgressBar):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-@pytest.mark.parametrize("engine", ["fast", "fast-steps"])
+@pytest.mark.parametrize("engine", ["fast"])
 def test_ctrl_c_inside_an_epoch_stops_after_the_chunk_and_resumes_bitwise(path, monkeypatch, tmp_path, engine):
     X, y = random_data(120, 6, 3)
     kw = dict(epochs=3, batch_size=5, eta=0.9, lmbda=0.1)
     ref, _ = train(path, engine, [6, 5, 3], X, y, **kw)
-    monkeypatch.setattr(epoch_cpu, "CHUNK_SAMPLES", 20)   # 4 steps a chunk
+    monkeypatch.setattr(epoch_stack_cpu, "CHUNK_SAMPLES", 20)   # 4 steps a chunk
     ck = tmp_path / "ck.npz"
     bar = _CtrlCAfter(3, steps=5)
-    path(engine)
     net = fastnet.Network([6, 5, 3], dtype="float64", device="cpu", seed=3)
     with pytest.raises(fastnet.TrainingInterrupted, match=r"epoch 2, sample 40 of 120"):
-        net.fit(X, y, checkpoint=ck, callbacks=[bar], **kw)
+        net.fit(X, y, checkpoint=ck, callbacks=[bar], engine=path(engine), **kw)
     assert [s for e, s in bar.seen if e == 2] == [4, 8]    # the signal came during the 2nd chunk
     meta = fio.read_model(ck)[0]["extra"]["checkpoint"]
     assert (meta["epoch"], meta["step"]) == (2, 40)
     resumed = fastnet.Network([6, 5, 3], dtype="float64", device="cpu", seed=3)
-    resumed.fit(X, y, checkpoint=ck, resume=True, **kw)
+    resumed.fit(X, y, checkpoint=ck, resume=True, engine=path(engine), **kw)
     for a, b in zip(resumed.weights + resumed.biases, ref.weights + ref.biases):
         np.testing.assert_array_equal(a, b)
 
 
-def test_chunk_calls_allocate_nothing_per_step(path):
-    path("fast-steps")
+def test_chunk_calls_allocate_nothing_per_step():
     net = fastnet.Network([784, 30, 10], device="cpu", seed=0)
     X, y = random_data(2000, 784, 10)
     Xd, yd = net._prepare_X(X), net._prepare_y(y, 2000)
