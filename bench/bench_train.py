@@ -6,7 +6,7 @@ same initial weights and shuffle orders:
 - ``per_sample_loop``: a per-sample NumPy loop like Nielsen's network.py (the baseline);
 - ``fastnet[xp]``: fastnet's plain-NumPy path (``FASTNET_KERNELS=xp``), step by step;
 - ``fastnet[njit-step]``: the Numba kernels, one Python-level step per minibatch
-  (``fastnet.network.EPOCH_FASTPATH = False``);
+  (``engine="step"``);
 - ``fastnet[njit-epoch]``: the Numba kernels with the compiled epoch loop
   (kernels/epoch_cpu.py), the default on the CPU.
 
@@ -69,16 +69,15 @@ def bench_epoch_fastnet(benchmark, fashion, path, monkeypatch):
     ``loop_seconds_per_epoch`` is the training steps alone (the history's ``seconds``)."""
     X, y = fashion
     Xf = X.astype(np.float32) / 255.0
-    monkeypatch.setenv("FASTNET_KERNELS", "xp" if path == "xp" else "auto")
-    monkeypatch.setattr(network, "EPOCH_FASTPATH", path == "njit-epoch")
-    ops.refresh()
+    engine = {"xp": "xp", "njit-step": "step", "njit-epoch": "compiled"}[path]
     net = fastnet.Network([784, 30, 10], device="cpu", seed=0)
-    if ops.kernel_path(net.weights[0]) != path.split("-")[0]:
+    if ops.kernel_path(net.weights[0]) != "njit":
         pytest.skip(f"kernel path {path} not available here")
-    fastnet.Network([784, 30, 10], device="cpu", seed=0).fit(   # warm up: JIT, buffers
-        Xf[:1000], y[:1000], epochs=1, batch_size=10, eta=3.0)
+    fastnet.warmup("float32", n_layers=(2,))
+    fastnet.Network([784, 30, 10], device="cpu", seed=0).fit(   # warm up: buffers, caches
+        Xf[:1000], y[:1000], epochs=1, batch_size=10, eta=3.0, engine=engine)
     benchmark.group = GROUP
-    hist = benchmark.pedantic(lambda: net.fit(Xf, y, epochs=EPOCHS, batch_size=10, eta=3.0),
+    hist = benchmark.pedantic(lambda: net.fit(Xf, y, epochs=EPOCHS, batch_size=10, eta=3.0, engine=engine),
                               rounds=2, iterations=1, warmup_rounds=0)
     if benchmark.stats is None:
         return

@@ -9,7 +9,7 @@ A *case* is a network, a batch size, a dtype and a kind of measurement:
 
 Each case runs on fastnet's paths -- ``njit`` (the default: Numba kernels and, in epochs, the
 compiled whole-epoch loop), ``step`` (Numba kernels one step at a time,
-``fastnet.network.EPOCH_FASTPATH = False``; epochs only, since a lone step is the same on both),
+``engine="step"``; epochs only, since a lone step is the same on both),
 ``xp`` (plain NumPy, ``FASTNET_KERNELS=xp``) -- and on the peers asked for (``torch``: eager
 mode, hand-written backprop; ``jax``: ``jit`` steps, a ``lax.scan`` epoch). Every run is its
 own process (:mod:`fastnet._peers`), so thread pools and JIT caches never mix; a peer that is

@@ -2,7 +2,7 @@
 
 ``Network.fit`` on NumPy arrays with the Numba kernels runs chunks of SGD steps inside
 one ``@njit`` function. These tests hold it to the step path: the njit step path
-(``network.EPOCH_FASTPATH = False``) and the plain-xp path (``FASTNET_KERNELS=xp``), in
+(``engine="step"``) and the plain-xp path (``FASTNET_KERNELS=xp``), in
 float64 to 1e-10 relative (the matrix products sum in another order than BLAS, nothing
 else differs), in float32 to ~1e-4; through Ctrl-C and resume between and inside
 chunks; without allocating per step.

@@ -145,7 +145,7 @@ def test_chunked_train_step_checks_every_chunk_before_changing_anything(bad):
 
 @pytest.mark.parametrize("cost", ["quadratic", "cross_entropy"])
 def test_large_narrow_batches_take_the_threaded_step_and_match_blas(monkeypatch, cost):
-    """At >= LARGE_STEP_MIN_ROWS rows, narrow layers and integer labels, train_step and fit
+    """At >= engines.ROWS_MIN_ROWS rows, narrow layers and integer labels, train_step and fit
     run batch_cpu.large_step; float64 weights equal the BLAS path's to 1e-10."""
     from fastnet.kernels import batch_cpu
 
