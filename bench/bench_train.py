@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import data, network, ops
+from fastnet import data, ops
 
 import nielsen_loop
 
