@@ -43,12 +43,11 @@ def warmup(dtype="float32", n_layers=(1, 2, 3), large=False) -> str:
     import numpy as np
 
     if ops.kernel_path(np.zeros(1)) == "njit":
-        from fastnet.kernels import cpu, epoch_cpu, epoch_stack_cpu, split_cpu
+        from fastnet.kernels import cpu, epoch_cpu, split_cpu
 
         cpu.warmup(dtype)
         split_cpu.warmup(dtype)   # wide-layer steps (fastnet.network.SPLIT_STEP_MIN_MACS)
-        epoch_cpu.warmup(dtype, tuple(n_layers))
-        epoch_stack_cpu.warmup(dtype, tuple(n_layers))   # Network's default engine and NetworkStack
+        epoch_cpu.warmup(dtype, tuple(n_layers))   # Network's and NetworkStack's epoch loop
         if large:   # steps and metrics on 5,000+ rows of narrow nets (fastnet.network.LARGE_STEP_MIN_ROWS)
             from fastnet.kernels import batch_cpu
 

@@ -475,11 +475,9 @@ def info_lines() -> list[str]:
     lines.append(B.describe(be))
     lines.append(f"kernel path on NumPy arrays: {ops.kernel_path(np.zeros(1))}")
     if ops.kernel_path(np.zeros(1)) == "njit":
-        from fastnet import network
-        from fastnet.kernels import epoch_stack_cpu
+        from fastnet.kernels import epoch_cpu
 
-        engine = ("StackRunner: fused multiply-adds, " f"{epoch_stack_cpu.WIDE_BYTES * 8}-bit vectors"
-                  if network.EPOCH_ENGINE == "runner" else "epoch_cpu.train_steps (no FMA)")
+        engine = f"StackRunner: fused multiply-adds, {epoch_cpu.WIDE_BYTES * 8}-bit vectors"
         lines.append(f"compiled CPU epoch loop: {engine}")
         from fastnet.kernels import split_cpu
 

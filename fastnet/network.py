@@ -38,19 +38,11 @@ from fastnet.backend import Backend, get_backend
 from fastnet.history import History
 
 #: Train NumPy networks on the Numba kernel path a chunk of steps at a time inside one
-#: compiled function (:func:`fastnet.kernels.epoch_cpu.train_steps`) instead of step by
-#: step from Python. Same arithmetic and order; the matrix products are loops instead of
-#: BLAS, so float64 weights agree with the step path to rounding. Tests set it to False
-#: to compare the two.
+#: compiled function (the one-net case of :class:`fastnet.kernels.epoch_cpu.StackRunner`)
+#: instead of step by step from Python. Same arithmetic and order; the matrix products
+#: are FMA loops instead of BLAS, so float64 weights agree with the step path to rounding
+#: (1e-10). Tests set it to False to compare the two.
 EPOCH_FASTPATH = True
-
-#: Which compiled loop the fast path runs: ``"runner"`` (default), the one-net case of
-#: :class:`fastnet.kernels.epoch_stack_cpu.StackRunner` (fused multiply-adds, the CPU's
-#: widest vectors: 1.2-1.5x faster per epoch than "steps" on the 2-core dev machine), or
-#: ``"steps"``, :func:`fastnet.kernels.epoch_cpu.train_steps` (no FMA: every product
-#: summed in index order with one rounding per operation, reproducible bit for bit
-#: against a plain reference). Both agree with the step path to rounding (float64 1e-10).
-EPOCH_ENGINE = "runner"
 
 #: Steps on at least this many rows of a NumPy network whose layers are at most
 #: ``LARGE_STEP_MAX_WIDTH`` wide (and integer labels) run in
@@ -862,7 +854,7 @@ class Network(_DeviceData):
         return True
 
     def _epoch_kernel(self, batch_size: int):
-        """:func:`fastnet.kernels.epoch_cpu.train_steps` when this network should use it:
+        """:class:`fastnet.kernels.epoch_cpu.StackRunner` when this network should use it:
         NumPy arrays on the njit kernel path, C-contiguous parameters, and steps small
         enough that Python's per-step cost matters more than BLAS (``MAX_STEP_MACS``).
         Else None: the step path."""
@@ -875,63 +867,38 @@ class Network(_DeviceData):
         except ImportError:  # pragma: no cover - numba is there: the njit path is
             return None
         macs = batch_size * sum(int(w.size) for w in self._W) * self._W[0].itemsize // 4
-        return epoch_cpu.train_steps if macs <= epoch_cpu.MAX_STEP_MACS else None
+        return epoch_cpu.StackRunner if macs <= epoch_cpu.MAX_STEP_MACS else None
 
-    def _fast_steps(self, train_steps, Xd, yd, order, ws, first, run, decay, bar, interrupted,
+    def _fast_steps(self, runner_cls, Xd, yd, order, ws, first, run, decay, bar, interrupted,
                     history, epoch, checkpoint, rng_state) -> None:
         """The steps of one epoch from sample ``first`` on, in compiled chunks.
 
-        The engine is :data:`EPOCH_ENGINE`'s: ``"runner"`` keeps a working copy of the
-        parameters in a :class:`fastnet.kernels.epoch_stack_cpu.StackRunner` of one net
-        and writes it back into ``self._W`` / ``self._b`` (in place) at the end and before
-        a checkpoint; ``"steps"`` calls ``train_steps`` on the parameters themselves.
-        Between chunks: the progress bar, and Ctrl-C (the flag; when it is already set as
-        a chunk begins, that chunk is one step, as on the step path)."""
+        A :class:`fastnet.kernels.epoch_cpu.StackRunner` of one net keeps a working copy
+        of the parameters and writes it back into ``self._W`` / ``self._b`` (in place) at
+        the end and before a checkpoint. Between chunks: the progress bar, and Ctrl-C (the
+        flag; when it is already set as a chunk begins, that chunk is one step, as on the
+        step path)."""
         from fastnet.kernels.epoch_cpu import CHUNK_SAMPLES, MAX_CHUNK_STEPS
 
         n, batch_size, eta = run["n_train"], run["batch_size"], run["eta"]
         n_steps = -(-n // batch_size)
         chunk = max(1, min(MAX_CHUNK_STEPS, CHUNK_SAMPLES // batch_size))
         quadratic = self.cost == "quadratic"
-        runner = self._epoch_runner(eta, decay, batch_size, quadratic)
-        if runner is None:
-            bufs = (ws.X, ws.y, tuple(ws.a), tuple(ws.d), tuple(ws.gW))
-
-            def steps(s0, s1):
-                train_steps(Xd, yd, order, tuple(self._W), tuple(self._b), *bufs, s0, s1, batch_size,
-                            eta, decay, quadratic)
-        else:
-            runner, Ws, bs = runner
-
-            def steps(s0, s1):
-                runner.run(Xd, yd, order, s0, s1)
+        Ws = [W[None, ...] for W in self._W]   # (1, ...) views of the parameters
+        bs = [b[None, ...] for b in self._b]
+        runner = runner_cls(Ws, bs, [eta], [decay], batch_size, quadratic, threads=1)
         s = -(-first // batch_size)
         try:
             while s < n_steps:
                 s1 = s + 1 if interrupted.flag else min(n_steps, s + chunk)
-                steps(s, s1)
+                runner.run(Xd, yd, order, s, s1)
                 s = s1
                 bar.update(s)
                 if interrupted.flag:
-                    if runner is not None:
-                        runner.store(Ws, bs)
+                    runner.store(Ws, bs)
                     self._interrupt(checkpoint, run, history, epoch, min(s * batch_size, n), rng_state)
         finally:
-            if runner is not None:
-                runner.store(Ws, bs)
-
-    def _epoch_runner(self, eta, decay, batch_size, quadratic):
-        """``(StackRunner, Ws, bs)`` for this epoch when :data:`EPOCH_ENGINE` is "runner",
-        ``Ws`` / ``bs`` being ``(1, ...)`` views of the parameters; else None."""
-        if EPOCH_ENGINE != "runner":
-            return None
-        try:
-            from fastnet.kernels.epoch_stack_cpu import StackRunner
-        except ImportError:  # pragma: no cover - numba is there: the njit path is
-            return None
-        Ws = [W[None, ...] for W in self._W]
-        bs = [b[None, ...] for b in self._b]
-        return StackRunner(Ws, bs, [eta], [decay], batch_size, quadratic, threads=1), Ws, bs
+            runner.store(Ws, bs)
 
     def _interrupt(self, checkpoint, run, history, epoch, next_sample, rng_state):
         """Ctrl-C was pressed: write the checkpoint (next sample ``next_sample``) and raise."""

@@ -23,7 +23,7 @@ exactly the network ``Network(sizes, seed=seeds[k])`` would be, trained with its
 Paths, picked per fit as for :class:`fastnet.Network`:
 
 - NumPy on the Numba kernel path with a shared order and small steps: the compiled
-  epoch loop of :mod:`fastnet.kernels.epoch_stack_cpu` (layer 1 as one wide matrix,
+  epoch loop of :mod:`fastnet.kernels.epoch_cpu` (layer 1 as one wide matrix,
   FMA, the nets split over the CPU cores);
 - otherwise step by step: batched GEMMs (``matmul`` over the K axis: BLAS / cuBLAS) and
   the stacked fused kernels of :mod:`fastnet.ops` (``*_stacked``: njit on NumPy, CUDA
@@ -52,7 +52,7 @@ from fastnet.network import Network, _DeviceData, check_seed, initial_params
 __all__ = ["NetworkStack", "STACK_FASTPATH"]
 
 #: Train NumPy stacks with a shared order on the compiled loop
-#: (:mod:`fastnet.kernels.epoch_stack_cpu`) when their steps are small. Tests set it to
+#: (:mod:`fastnet.kernels.epoch_cpu`) when their steps are small. Tests set it to
 #: False to compare with the step path.
 STACK_FASTPATH = True
 
@@ -377,13 +377,13 @@ class NetworkStack(_DeviceData):
         if not (STACK_FASTPATH and self.order == "shared" and ops.kernel_path(self._W[0]) == "njit"):
             return None
         try:
-            from fastnet.kernels import epoch_cpu, epoch_stack_cpu
+            from fastnet.kernels import epoch_cpu
         except ImportError:  # pragma: no cover - numba is there: the njit path is
             return None
         per_net = batch_size * sum(int(w[0].size) for w in self._W) * self._W[0].itemsize // 4
         if per_net > epoch_cpu.MAX_STEP_MACS:
             return None
-        return epoch_stack_cpu
+        return epoch_cpu
 
     def _train(self, Xd, yd, val, epochs, batch_size, shuffle, histories, summary, bar, callbacks):
         xp, K, n = self.xp, self.k, Xd.shape[0]

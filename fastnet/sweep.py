@@ -478,10 +478,10 @@ def _warm_kernels(device, dtype, order, n_layers) -> None:
     if order != "shared" or get_backend(device).name != "numpy" or ops.kernel_path(np.zeros(1)) != "njit":
         return
     try:
-        from fastnet.kernels import epoch_stack_cpu
+        from fastnet.kernels import epoch_cpu
     except ImportError:  # pragma: no cover - numba is there: the njit path is
         return
-    epoch_stack_cpu.warmup(dtype, n_layers=(n_layers,))  # each layer count is its own compiled version
+    epoch_cpu.warmup(dtype, n_layers=(n_layers,))  # each layer count is its own compiled version
 
 
 def _error_text(exc: BaseException) -> str:
