@@ -47,7 +47,7 @@ from numba import njit
 from fastnet.kernels import _math
 from fastnet.kernels.cpu import bias_sigmoid_rows, bias_softmax_rows, delta_labels_rows
 from fastnet.kernels.simd import lanes, mm, narrow_zero, upd, wide_zero
-from fastnet.kernels.threads import get_pool, usable_cpus
+from fastnet.kernels.threads import spread, usable_cpus
 
 __all__ = ["LargeStep", "large_step", "default_chunk"]
 
@@ -347,20 +347,8 @@ class LargeStep:
         args = (tuple(W.ravel() for W in Ws), tuple(bs))
         jobs = [(X, y, cuts[t] * C, min(cuts[t + 1] * C, m), C, bool(quadratic), self._sizes, *args,
                  self._parts[t].acts, self._parts[t].rows, self._parts[t].xrows, outs[t]) for t in range(T)]
-        self._spread(_part_metrics, jobs)
+        spread(_part_metrics, jobs)
         return sum(float(o[0]) for o in outs), int(sum(o[1] for o in outs))
-
-    @staticmethod
-    def _spread(fn, jobs) -> None:
-        """``fn(*job)`` for every job: the first on this thread, the others on the pool."""
-        if len(jobs) > 1:
-            pool = get_pool(len(jobs) - 1)
-            futs = [pool.submit(fn, *a) for a in jobs[1:]]
-            fn(*jobs[0])
-            for f in futs:
-                f.result()
-        else:
-            fn(*jobs[0])
 
     def _run(self, X, y, Ws, bs, eta, decay, quadratic):
         L, m, C = len(self.sizes) - 1, X.shape[0], self.chunk
@@ -379,7 +367,7 @@ class LargeStep:
             jobs.append((X, y, cuts[t] * C, min(cuts[t + 1] * C, m), C, quadratic, self._sizes,
                          Wf, WTs, bt, p.acts, p.deltas, p.rows, p.gWs, p.gbs, self._ones,
                          p.acc, p.xrows, p.yb))
-        self._spread(_part_grads, jobs)
+        spread(_part_grads, jobs)
         # the partial sums, in thread order, then the update
         p0 = self._parts[0]
         for t in range(1, T):

@@ -126,9 +126,9 @@ def _check_delta_vec(delta, vec, par_min):
 
 
 # --- forward: Z <- sigmoid(Z + b) ----------------------------------------------------
-# float32: a branch-free exp that LLVM vectorizes (8 lanes with AVX2), about 4x faster
-# than a loop of scalar expf calls, which is what made the sigmoid cost as much as a
-# third of a [784, 500, 500, 10] step at large batches. float64 keeps _math.sigmoid
+# float32: a branch-free exp that LLVM vectorizes (8 lanes with AVX2), where a loop of
+# scalar expf calls made the sigmoid a large share of a [784, 500, 500, 10] step at
+# large batches. float64 keeps _math.sigmoid
 # (libm exp), so float64 results are unchanged.
 
 @intrinsic
@@ -782,8 +782,6 @@ def warmup(dtype="float32", parallel=None) -> int:
     with ``parallel`` (default: only when :data:`PARALLEL_MIN_SIZE` can be reached), the
     parallel ones, for 2-D activations, 1-D and 2-D parameters and int64 labels (other
     label dtypes compile on first use). Returns the number of specialisations touched.
-    Cold, the serial kernels take about 3 s per dtype on the dev machine and the
-    parallel ones 7 s more; from the on-disk cache well under a second.
     """
     if parallel is None:
         parallel = PARALLEL_MIN_SIZE < _NEVER

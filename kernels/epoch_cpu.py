@@ -65,7 +65,7 @@ from numba import njit
 from fastnet.kernels import _math
 from fastnet.kernels.cpu import bias_sigmoid_rows, bias_softmax_rows, delta_labels_rows
 from fastnet.kernels.simd import WIDE_BYTES, mm, narrow_zero, prefetch, upd, wide_zero
-from fastnet.kernels.threads import get_pool, usable_cpus
+from fastnet.kernels.threads import spread, usable_cpus
 
 __all__ = ["StackRunner", "warmup", "CHUNK_SAMPLES", "MAX_CHUNK_STEPS", "MAX_STEP_MACS",
            "WIDE_BYTES"]
@@ -391,17 +391,8 @@ class StackRunner:
         if rows.min() < 0 or rows.max() >= n:                    # X at these, unchecked
             raise ValueError(f"order must hold row indices in [0, {n}). Actual: values from "
                              f"{rows.min()} to {rows.max()} in steps {s0}..{s1 - 1}")
-        args = (X, y, order, s0, s1, self.quadratic)
-        if len(self._groups) == 1:
-            return self._groups[0].steps(*args)
-        pool = get_pool(len(self._groups) - 1)
-        futures = [pool.submit(grp.steps, *args) for grp in self._groups[1:]]
-        try:
-            done = self._groups[0].steps(*args)
-        finally:
-            for f in futures:
-                f.result()
-        return done
+        return spread(_Group.steps, [(grp, X, y, order, s0, s1, self.quadratic)
+                                     for grp in self._groups])[0]
 
     def store(self, Ws, bs):
         """Write the current parameters into ``Ws`` / ``bs`` (the canonical ``(K, ...)``

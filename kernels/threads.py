@@ -12,11 +12,11 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
 
-__all__ = ["get_pool", "usable_cpus", "blas_controller"]
+__all__ = ["get_pool", "spread", "usable_cpus", "blas_controller"]
 
 
 # =====================================================================================
@@ -39,6 +39,20 @@ def get_pool(workers: int) -> ThreadPoolExecutor:
             if old is not None:
                 old.shutdown(wait=False)
         return _pool
+
+
+def spread(fn, jobs) -> list:
+    """``[fn(*job) for job in jobs]``, run at once: the first job on the calling thread,
+    the others on the pool. Returns when all are done, also when one raises (then the
+    first job's error, else the first other one, is raised)."""
+    if len(jobs) == 1:
+        return [fn(*jobs[0])]
+    futures = [get_pool(len(jobs) - 1).submit(fn, *job) for job in jobs[1:]]
+    try:
+        first = fn(*jobs[0])
+    finally:
+        wait(futures)
+    return [first] + [f.result() for f in futures]
 
 
 def usable_cpus() -> int:
