@@ -324,9 +324,9 @@ def prepare(unit: str, dtype: str, depth: int) -> float:
 
         cpu.warmup(dtype)
     elif unit == "compiled":
-        from fastnet.kernels import epoch_stack_cpu
+        from fastnet.kernels import epoch_cpu
 
-        epoch_stack_cpu.warmup(dtype, (depth,))
+        epoch_cpu.warmup(dtype, (depth,))
     elif unit == "rows":
         from fastnet.kernels import batch_cpu
 

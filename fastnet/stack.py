@@ -23,7 +23,7 @@ exactly the network ``Network(sizes, seed=seeds[k])`` would be, trained with its
 Paths, picked per fit as for :class:`fastnet.Network`:
 
 - NumPy on the Numba kernel path with a shared order and small steps: the compiled
-  epoch loop of :mod:`fastnet.kernels.epoch_stack_cpu` (layer 1 as one wide matrix,
+  epoch loop of :mod:`fastnet.kernels.epoch_cpu` (layer 1 as one wide matrix,
   FMA, the nets split over the CPU cores);
 - otherwise step by step: batched GEMMs (``matmul`` over the K axis: BLAS / cuBLAS) and
   the stacked fused kernels of :mod:`fastnet.ops` (``*_stacked``: njit on NumPy, CUDA
@@ -394,7 +394,7 @@ class NetworkStack(DeviceData):
         n_steps = -(-n // batch_size)
         runner = None
         if compiled:
-            from fastnet.kernels import epoch_stack_cpu as fast
+            from fastnet.kernels import epoch_cpu as fast
 
             Xd, yd = np.ascontiguousarray(Xd), np.ascontiguousarray(yd)
             runner = fast.StackRunner(self._W, self._b, self.etas, decays, batch_size,

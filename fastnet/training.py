@@ -138,11 +138,11 @@ def step_function(net, engine: str):
 
 class CompiledTrainer:
     """The ``compiled`` engine for one Network: a one-net
-    :class:`fastnet.kernels.epoch_stack_cpu.StackRunner` holding a working copy of the
+    :class:`fastnet.kernels.epoch_cpu.StackRunner` holding a working copy of the
     parameters, written back into ``net._W`` / ``net._b`` (in place) by :meth:`sync`."""
 
     def __init__(self, net, Xd, yd, run, decay):
-        from fastnet.kernels.epoch_stack_cpu import CHUNK_SAMPLES, MAX_CHUNK_STEPS, StackRunner
+        from fastnet.kernels.epoch_cpu import CHUNK_SAMPLES, MAX_CHUNK_STEPS, StackRunner
 
         B = run["batch_size"]
         self.chunk = max(1, min(MAX_CHUNK_STEPS, CHUNK_SAMPLES // B))

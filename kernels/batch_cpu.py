@@ -19,8 +19,8 @@ in thread order (0, 1, ...) and the update is applied once. Each thread is one `
 compiled call on a pool thread (the first on the calling thread).
 
 Arithmetic. The products are the register-blocked FMA loops of
-:mod:`fastnet.kernels.epoch_stack_cpu` (``_mm`` for ``Z = A @ W``, ``_upd`` with a decay
-of one for ``G <- G + A.T @ D``): each element one chain of fused multiply-adds in index
+:mod:`fastnet.kernels.simd` (``mm`` for ``Z = A @ W``, ``upd`` with a decay of one for
+``G <- G + A.T @ D``): each element one chain of fused multiply-adds in index
 order from 0. A layer with at least one wide vector of outputs (16 float32 with AVX-512,
 8 with AVX2) uses wide vectors, else 32-byte ones (overlapping last tiles, no padding).
 The element-wise maths is that of :mod:`fastnet.kernels.cpu` (imported).
@@ -34,9 +34,7 @@ grouped into threads, nothing else (not on timing); ``threads=1`` and ``threads=
 differ by the rounding of that grouping (float64: ~1e-15 relative). Against BLAS
 (``Network.train_step``) they agree to rounding, not bitwise.
 
-Compiled code is cached on disk (one version per dtype and number of layers). Numba keys
-the cache on this file only: after editing ``epoch_stack_cpu.py`` or ``cpu.py``, touch
-this file.
+Compiled code is cached on disk (one version per dtype and number of layers).
 """
 from __future__ import annotations
 
@@ -47,16 +45,9 @@ import numpy as np
 from numba import njit
 
 from fastnet.kernels import _math
-from fastnet.kernels.cpu import _bias_sigmoid_rows, _bias_softmax_rows, _delta_labels_rows
-from fastnet.kernels.epoch_stack_cpu import (
-    _get_pool,
-    _mm,
-    _nl,
-    _nzero,
-    _upd,
-    _usable_cpus,
-    _wzero,
-)
+from fastnet.kernels.cpu import bias_sigmoid_rows, bias_softmax_rows, delta_labels_rows
+from fastnet.kernels.simd import lanes, mm, narrow_zero, upd, wide_zero
+from fastnet.kernels.threads import spread, usable_cpus
 
 __all__ = ["LargeStep", "large_step", "default_chunk"]
 
@@ -78,21 +69,21 @@ def default_chunk(n0: int, itemsize: int) -> int:
 @njit(cache=True, inline="always")
 def _product(A, ra, W, Z, ldz, m, k, n, wv, nv):
     """``Z[i, :n] = A[ra[i]:ra[i] + k] @ W(k, n)`` for i < m, Z rows ldz apart: wide
-    vectors when n fills one, else narrow ones (``_mm`` goes scalar below that)."""
-    if n >= _nl(wv):
-        _mm(A, 0, ra, W, 0, n, Z, 0, ldz, m, k, n, wv)
+    vectors when n fills one, else narrow ones (``mm`` goes scalar below that)."""
+    if n >= lanes(wv):
+        mm(A, 0, ra, W, 0, n, Z, 0, ldz, m, k, n, wv)
     else:
-        _mm(A, 0, ra, W, 0, n, Z, 0, ldz, m, k, n, nv)
+        mm(A, 0, ra, W, 0, n, Z, 0, ldz, m, k, n, nv)
 
 
 @njit(cache=True, inline="always")
 def _grad_add(A, ra, D, G, ones, m, k, n, wv, nv):
     """``G(k, n) <- G + A[ra[i]:ra[i] + k].T @ D[i, :n]`` over i < m (D rows n apart):
-    the chunk's sum is an FMA chain from zero, then one add (``_upd``, decay 1)."""
-    if n >= _nl(wv):
-        _upd(A, 0, ra, D, 0, n, G, 0, n, ones, 0, m, k, n, wv)
+    the chunk's sum is an FMA chain from zero, then one add (``upd``, decay 1)."""
+    if n >= lanes(wv):
+        upd(A, 0, ra, D, 0, n, G, 0, n, ones, 0, m, k, n, wv)
     else:
-        _upd(A, 0, ra, D, 0, n, G, 0, n, ones, 0, m, k, n, nv)
+        upd(A, 0, ra, D, 0, n, G, 0, n, ones, 0, m, k, n, nv)
 
 
 @njit(cache=True)
@@ -131,8 +122,8 @@ def _part_grads(X, y, k0, k1, chunk, quadratic, sizes, Ws, WTs, bs, acts, deltas
     n0 = X.shape[1]
     L = len(bs)
     Xf = X.ravel()
-    wv = _wzero(Xf)
-    nv = _nzero(Xf)
+    wv = wide_zero(Xf)
+    nv = narrow_zero(Xf)
     for l in range(L):
         gWs[l][:] = 0
         gbs[l][:] = 0
@@ -144,7 +135,7 @@ def _part_grads(X, y, k0, k1, chunk, quadratic, sizes, Ws, WTs, bs, acts, deltas
         # forward: z = a_prev @ W + b, then sigmoid (softmax on the output with CE)
         _forward_chunk(Xf, xrows, m, quadratic, sizes, Ws, bs, acts, rows, wv, nv)
         nL = sizes[L]
-        _delta_labels_rows(acts[L - 1][:m * nL].reshape((m, nL)), yb,
+        delta_labels_rows(acts[L - 1][:m * nL].reshape((m, nL)), yb,
                            deltas[L - 1][:m * nL].reshape((m, nL)), quadratic, 0, m)
         # backward: gradient sums of layer l, then delta_{l-1} = (delta_l @ W_l.T) * a(1-a)
         for l in range(L - 1, -1, -1):
@@ -174,9 +165,9 @@ def _forward_chunk(Xf, xrows, m, quadratic, sizes, Ws, bs, acts, rows, wv, nv):
             _product(acts[l - 1], rows[l - 1], Ws[l], acts[l], nout, m, nin, nout, wv, nv)
         Z = acts[l][:m * nout].reshape((m, nout))
         if l == L - 1 and not quadratic:
-            _bias_softmax_rows(Z, bs[l], 0, m)
+            bias_softmax_rows(Z, bs[l], 0, m)
         else:
-            _bias_sigmoid_rows(Z, bs[l], 0, m)
+            bias_sigmoid_rows(Z, bs[l], 0, m)
 
 
 @njit(cache=True, nogil=True)
@@ -188,8 +179,8 @@ def _part_metrics(X, y, k0, k1, chunk, quadratic, sizes, Ws, bs, acts, rows, xro
     L = len(bs)
     nL = sizes[L]
     Xf = X.ravel()
-    wv = _wzero(Xf)
-    nv = _nzero(Xf)
+    wv = wide_zero(Xf)
+    nv = narrow_zero(Xf)
     cost = 0.0
     correct = 0
     for k in range(k0, k1, chunk):
@@ -278,7 +269,7 @@ class LargeStep:
         dt = np.dtype(dtype)
         if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"dtype must be float32 or float64. Actual: {dt}")
-        threads = _usable_cpus() if threads is None else int(threads)
+        threads = usable_cpus() if threads is None else int(threads)
         if threads < 1:
             raise ValueError(f"threads must be >= 1. Actual: {threads}")
         chunk = default_chunk(sizes[0], dt.itemsize) if chunk is None else int(chunk)
@@ -356,20 +347,8 @@ class LargeStep:
         args = (tuple(W.ravel() for W in Ws), tuple(bs))
         jobs = [(X, y, cuts[t] * C, min(cuts[t + 1] * C, m), C, bool(quadratic), self._sizes, *args,
                  self._parts[t].acts, self._parts[t].rows, self._parts[t].xrows, outs[t]) for t in range(T)]
-        self._spread(_part_metrics, jobs)
+        spread(_part_metrics, jobs)
         return sum(float(o[0]) for o in outs), int(sum(o[1] for o in outs))
-
-    @staticmethod
-    def _spread(fn, jobs) -> None:
-        """``fn(*job)`` for every job: the first on this thread, the others on the pool."""
-        if len(jobs) > 1:
-            pool = _get_pool(len(jobs) - 1)
-            futs = [pool.submit(fn, *a) for a in jobs[1:]]
-            fn(*jobs[0])
-            for f in futs:
-                f.result()
-        else:
-            fn(*jobs[0])
 
     def _run(self, X, y, Ws, bs, eta, decay, quadratic):
         L, m, C = len(self.sizes) - 1, X.shape[0], self.chunk
@@ -388,7 +367,7 @@ class LargeStep:
             jobs.append((X, y, cuts[t] * C, min(cuts[t + 1] * C, m), C, quadratic, self._sizes,
                          Wf, WTs, bt, p.acts, p.deltas, p.rows, p.gWs, p.gbs, self._ones,
                          p.acc, p.xrows, p.yb))
-        self._spread(_part_grads, jobs)
+        spread(_part_grads, jobs)
         # the partial sums, in thread order, then the update
         p0 = self._parts[0]
         for t in range(1, T):
@@ -439,7 +418,7 @@ def _runner_for(X, Ws, threads) -> "LargeStep":
     dt = Ws[0].dtype
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"Ws must be float32 or float64. Actual: {dt}")
-    threads = _usable_cpus() if threads is None else int(threads)
+    threads = usable_cpus() if threads is None else int(threads)
     key = (sizes, dt.str, threads)
     runner = _cache.get(key)
     if runner is None:
@@ -449,8 +428,7 @@ def _runner_for(X, Ws, threads) -> "LargeStep":
 
 def warmup(dtype="float32", n_layers=(1, 2, 3)) -> None:
     """Compile (or load from the disk cache) :func:`large_step` and :func:`forward_metrics`
-    for ``dtype`` and each weight-layer count in ``n_layers`` (each its own version; cold
-    about 12 s for the first, from the cache well under a second)."""
+    for ``dtype`` and each weight-layer count in ``n_layers`` (each its own version)."""
     dt = np.dtype(dtype)
     X = np.ones((4, 3), dt)
     y = np.zeros(4, np.int64)

@@ -7,15 +7,14 @@ buffers, allocates nothing, and returns the output array itself (``out is return
 Two compiled kernels stand behind each wrapper:
 
 - a serial loop, used below :data:`PARALLEL_MIN_SIZE` elements (by default always: see
-  there why): at Nielsen's minibatch of 10 a whole step is a few hundred floats, and
-  opening a parallel region costs about 2 us with the OpenMP layer;
+  there why): at Nielsen's minibatch of 10 a whole step is a few hundred floats, fewer
+  than it takes to pay for opening a parallel region;
 - a ``parallel=True`` version that gives each thread one contiguous chunk of rows (or
   of columns, for the column sums), used at and above that size.
 
 Validation happens before anything is written, in two layers, so that the common call
-costs little (0.2-0.3 us on top of Numba's own 0.4-0.6 us dispatch, measured at batch
-10 on the dev machine: 0.6-0.9 us per call in all, against 2-3 us for the NumPy
-expressions the kernels replace):
+costs little next to Numba's own dispatch (less than the NumPy expressions the kernels
+replace, at Nielsen's minibatch of 10):
 
 1. the wrapper checks, in one Python expression, what Numba would otherwise silently
    compile a new version for: NumPy arrays (exact type), float32/float64, one dtype;
@@ -32,9 +31,8 @@ array makes Numba compile one extra (validating-only) version the first time it 
 seen; that cost falls on the error path only.
 
 Compiled code is cached on disk (``cache=True``, in ``kernels/__pycache__``), so a second
-process loads machine code instead of compiling. Numba keys that cache on this file
-only: after editing ``_math.py``, touch this file (or clear the cache). Nothing is
-compiled with ``fastmath``: float64 results equal the reference to 1e-12 relative
+process loads machine code instead of compiling (see :mod:`fastnet.kernels` on editing
+the helpers it inlines). Nothing is compiled with ``fastmath``: float64 results equal the reference to 1e-12 relative
 (bitwise, in both precisions, for the purely arithmetic steps), float32 to 1e-5.
 """
 from __future__ import annotations
@@ -70,15 +68,11 @@ __all__ = [
 ]
 
 #: Arrays with at least this many elements go to the ``parallel=True`` kernels. Off by
-#: default (the largest int64): on the 2-core dev machine the parallel kernels lose in
-#: the setting that matters. Alone, a fused backward step on 100,000+ float32 elements
-#: ran 1.3-1.6x faster on two threads; but in training every kernel sits between two
-#: OpenBLAS GEMMs whose threads keep spinning after they return, and Numba's OpenMP
-#: threads then fight them for the two cores. Measured on the shared dev machine (other
-#: test runs busy at the same time, as they will be on users' laptops): GEMM + parallel
-#: kernel took 17.5 ms against 0.42 ms for GEMM + serial kernel at 1000 x 100 float32,
-#: and with OMP_WAIT_POLICY=passive still 185 us against 146 us. Set it (e.g. to 100_000) on machines with cores to spare; tests set it to 0
-#: to exercise the parallel kernels.
+#: default (the largest int64): alone, a large fused step runs faster on two threads,
+#: but in training every kernel sits between two OpenBLAS GEMMs whose threads keep
+#: spinning after they return, and Numba's OpenMP threads then fight them for the cores
+#: (even with ``OMP_WAIT_POLICY=passive``). Set it (e.g. to 100_000) on machines with
+#: cores to spare; tests set it to 0 to exercise the parallel kernels.
 PARALLEL_MIN_SIZE = np.iinfo(np.int64).max
 
 _ndarray = np.ndarray
@@ -132,9 +126,9 @@ def _check_delta_vec(delta, vec, par_min):
 
 
 # --- forward: Z <- sigmoid(Z + b) ----------------------------------------------------
-# float32: a branch-free exp that LLVM vectorizes (8 lanes with AVX2), about 4x faster
-# than a loop of scalar expf calls, which is what made the sigmoid cost as much as a
-# third of a [784, 500, 500, 10] step at large batches. float64 keeps _math.sigmoid
+# float32: a branch-free exp that LLVM vectorizes (8 lanes with AVX2), where a loop of
+# scalar expf calls made the sigmoid a large share of a [784, 500, 500, 10] step at
+# large batches. float64 keeps _math.sigmoid
 # (libm exp), so float64 results are unchanged.
 
 @intrinsic
@@ -197,7 +191,9 @@ def _sigmoid_ov(z, one):
 # error_model="numpy": no zero-division check in the loop (1 + e >= 1), which would
 # keep LLVM from vectorizing it.
 @njit(cache=True, error_model="numpy")
-def _bias_sigmoid_rows(Z, b, lo, hi):
+def bias_sigmoid_rows(Z, b, lo, hi):
+    """``Z[i] <- sigmoid(Z[i] + b)`` for rows ``lo <= i < hi`` of a C-contiguous (m, n) Z.
+    Unchecked: the loop that the whole-array kernels and the compiled loops share."""
     one = Z.dtype.type(1)
     n = Z.shape[1]
     for i in range(lo, hi):
@@ -209,7 +205,7 @@ def _bias_sigmoid_rows(Z, b, lo, hi):
 def _bias_sigmoid_s(Z, b, par_min):
     rc = _check_Z_b(Z, b, par_min)
     if rc == _OK:
-        _bias_sigmoid_rows(Z, b, 0, Z.shape[0])
+        bias_sigmoid_rows(Z, b, 0, Z.shape[0])
     return rc
 
 
@@ -217,13 +213,14 @@ def _bias_sigmoid_s(Z, b, par_min):
 def _bias_sigmoid_p(Z, b, nchunks):
     for k in prange(nchunks):
         lo, hi = _chunk(k, nchunks, Z.shape[0])
-        _bias_sigmoid_rows(Z, b, lo, hi)
+        bias_sigmoid_rows(Z, b, lo, hi)
 
 
 # --- forward: Z <- softmax(Z + b) by rows ---------------------------------------------
 
 @njit(cache=True)
-def _bias_softmax_rows(Z, b, lo, hi):
+def bias_softmax_rows(Z, b, lo, hi):
+    """``Z[i] <- softmax(Z[i] + b)`` for rows ``lo <= i < hi`` (unchecked, in place)."""
     n = Z.shape[1]
     for i in range(lo, hi):
         # Z += b and the row max; starting at -inf keeps n == 0 and NaN rows safe.
@@ -246,7 +243,7 @@ def _bias_softmax_rows(Z, b, lo, hi):
 def _bias_softmax_s(Z, b, par_min):
     rc = _check_Z_b(Z, b, par_min)
     if rc == _OK:
-        _bias_softmax_rows(Z, b, 0, Z.shape[0])
+        bias_softmax_rows(Z, b, 0, Z.shape[0])
     return rc
 
 
@@ -254,13 +251,15 @@ def _bias_softmax_s(Z, b, par_min):
 def _bias_softmax_p(Z, b, nchunks):
     for k in prange(nchunks):
         lo, hi = _chunk(k, nchunks, Z.shape[0])
-        _bias_softmax_rows(Z, b, lo, hi)
+        bias_softmax_rows(Z, b, lo, hi)
 
 
 # --- output delta, integer labels (the one-hot matrix is never built) ----------------
 
 @njit(cache=True)
-def _delta_labels_rows(a, y, out, quadratic, lo, hi):
+def delta_labels_rows(a, y, out, quadratic, lo, hi):
+    """Output delta of rows ``lo <= i < hi`` from int64 labels y into out (unchecked):
+    ``(a - onehot) * a * (1 - a)`` if quadratic, else ``a - onehot``."""
     one = a.dtype.type(1)
     zero = a.dtype.type(0)
     n = a.shape[1]
@@ -283,7 +282,7 @@ def _delta_labels_s(a, y, out, quadratic, par_min):
         return _BAD
     if a.size >= par_min:
         return _PARALLEL
-    _delta_labels_rows(a, y, out, quadratic, 0, a.shape[0])
+    delta_labels_rows(a, y, out, quadratic, 0, a.shape[0])
     return _OK
 
 
@@ -291,13 +290,15 @@ def _delta_labels_s(a, y, out, quadratic, par_min):
 def _delta_labels_p(a, y, out, quadratic, nchunks):
     for k in prange(nchunks):
         lo, hi = _chunk(k, nchunks, a.shape[0])
-        _delta_labels_rows(a, y, out, quadratic, lo, hi)
+        delta_labels_rows(a, y, out, quadratic, lo, hi)
 
 
 # --- output delta, float target matrix (flat: all three arrays are C-contiguous) -----
 
 @njit(cache=True)
-def _delta_targets_flat(a, t, out, quadratic, lo, hi):
+def delta_targets_flat(a, t, out, quadratic, lo, hi):
+    """Output delta of flat elements ``lo <= k < hi`` from targets t (unchecked), as
+    :func:`delta_labels_rows`."""
     one = a.dtype.type(1)
     if quadratic:
         for k in range(lo, hi):
@@ -316,7 +317,7 @@ def _delta_targets_s(a, t, out, quadratic, par_min):
         return _BAD
     if a.size >= par_min:
         return _PARALLEL
-    _delta_targets_flat(a.ravel(), t.ravel(), out.ravel(), quadratic, 0, a.size)
+    delta_targets_flat(a.ravel(), t.ravel(), out.ravel(), quadratic, 0, a.size)
     return _OK
 
 
@@ -325,13 +326,14 @@ def _delta_targets_p(a, t, out, quadratic, nchunks):
     af, tf, of = a.ravel(), t.ravel(), out.ravel()
     for k in prange(nchunks):
         lo, hi = _chunk(k, nchunks, af.size)
-        _delta_targets_flat(af, tf, of, quadratic, lo, hi)
+        delta_targets_flat(af, tf, of, quadratic, lo, hi)
 
 
 # --- backward: G <- G * a * (1 - a) ---------------------------------------------------
 
 @njit(cache=True)
-def _backward_delta_flat(g, a, lo, hi):
+def backward_delta_flat(g, a, lo, hi):
+    """``g[k] <- g[k] * a[k] * (1 - a[k])`` for flat ``lo <= k < hi`` (unchecked)."""
     one = g.dtype.type(1)
     for k in range(lo, hi):
         g[k] = _math.backward_delta(g[k], a[k], one)
@@ -345,7 +347,7 @@ def _backward_delta_s(G, a, par_min):
         return _BAD
     if G.size >= par_min:
         return _PARALLEL
-    _backward_delta_flat(G.ravel(), a.ravel(), 0, G.size)   # ravel of a C array: a view
+    backward_delta_flat(G.ravel(), a.ravel(), 0, G.size)   # ravel of a C array: a view
     return _OK
 
 
@@ -354,13 +356,15 @@ def _backward_delta_p(G, a, nchunks):
     g, av = G.ravel(), a.ravel()
     for k in prange(nchunks):
         lo, hi = _chunk(k, nchunks, g.size)
-        _backward_delta_flat(g, av, lo, hi)
+        backward_delta_flat(g, av, lo, hi)
 
 
 # --- SGD: P <- decay * P - scale * grad (any shape) -----------------------------------
 
 @njit(cache=True)
-def _sgd_flat(p, g, scale, decay, lo, hi):
+def sgd_flat(p, g, scale, decay, lo, hi):
+    """``p[k] <- decay * p[k] - scale * g[k]`` for flat ``lo <= k < hi`` (unchecked), scale
+    and decay in p's dtype."""
     s = p.dtype.type(scale)        # NumPy computes a Python float with float32 data in float32
     d = p.dtype.type(decay)
     for k in range(lo, hi):
@@ -373,7 +377,7 @@ def _sgd_s(P, grad, scale, decay, par_min):
         return _BAD
     if P.size >= par_min:
         return _PARALLEL
-    _sgd_flat(P.ravel(), grad.ravel(), scale, decay, 0, P.size)
+    sgd_flat(P.ravel(), grad.ravel(), scale, decay, 0, P.size)
     return _OK
 
 
@@ -382,7 +386,7 @@ def _sgd_p(P, grad, scale, decay, nchunks):
     p, g = P.ravel(), grad.ravel()
     for k in prange(nchunks):
         lo, hi = _chunk(k, nchunks, p.size)
-        _sgd_flat(p, g, scale, decay, lo, hi)
+        sgd_flat(p, g, scale, decay, lo, hi)
 
 
 # --- column sums: out <- scale * sum(delta, 0) ----------------------------------------
@@ -778,8 +782,6 @@ def warmup(dtype="float32", parallel=None) -> int:
     with ``parallel`` (default: only when :data:`PARALLEL_MIN_SIZE` can be reached), the
     parallel ones, for 2-D activations, 1-D and 2-D parameters and int64 labels (other
     label dtypes compile on first use). Returns the number of specialisations touched.
-    Cold, the serial kernels take about 3 s per dtype on the dev machine and the
-    parallel ones 7 s more; from the on-disk cache well under a second.
     """
     if parallel is None:
         parallel = PARALLEL_MIN_SIZE < _NEVER
@@ -839,7 +841,7 @@ def _bias_sigmoid_stacked_s(Z, b):
     rc = _check_Z_b_stacked(Z, b)
     if rc == _OK:
         for k in range(Z.shape[0]):
-            _bias_sigmoid_rows(Z[k], b[k], 0, Z.shape[1])
+            bias_sigmoid_rows(Z[k], b[k], 0, Z.shape[1])
     return rc
 
 
@@ -848,7 +850,7 @@ def _bias_softmax_stacked_s(Z, b):
     rc = _check_Z_b_stacked(Z, b)
     if rc == _OK:
         for k in range(Z.shape[0]):
-            _bias_softmax_rows(Z[k], b[k], 0, Z.shape[1])
+            bias_softmax_rows(Z[k], b[k], 0, Z.shape[1])
     return rc
 
 
@@ -864,7 +866,7 @@ def _delta_labels_stacked_s(a, y, out, quadratic):
         if y[i] < 0 or y[i] >= n:
             return _BAD
     for k in range(a.shape[0]):
-        _delta_labels_rows(a[k], y, out[k], quadratic, 0, a.shape[1])
+        delta_labels_rows(a[k], y, out[k], quadratic, 0, a.shape[1])
     return _OK
 
 

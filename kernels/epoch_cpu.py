@@ -1,521 +1,409 @@
-"""Whole minibatch-SGD steps in one compiled call: one of the two engines of the CPU fast
-path of ``Network.fit`` (``network.EPOCH_ENGINE = "steps"``; the default, "runner", is
-the one-net case of :class:`fastnet.kernels.epoch_stack_cpu.StackRunner`, which uses
-FMA and is 1.2-1.5x faster; this one is the bit-reproducible loop, no FMA).
+"""Whole minibatch-SGD steps in one compiled call: the CPU fast path of ``Network.fit``
+(one net) and of :class:`fastnet.NetworkStack` (K same-shape nets, one shared order).
 
-:func:`train_steps` runs steps ``[s0, s1)`` of an epoch -- gather the batch, forward,
-output delta, backward, SGD update -- without returning to Python, so a minibatch of 10
-costs what its arithmetic costs and not the ~20 Python-level kernel calls of the step
-path (``Network._step``). ``Network._epochs`` calls it in chunks of up to 256 steps and,
-between chunks, updates the progress bar and checks for Ctrl-C (checkpoints record the
-next step exactly as before). It does so for NumPy networks on the njit kernel path
-whose steps are small (:data:`MAX_STEP_MACS`); bigger steps keep the step path, whose
-BLAS is the better tool there.
+:class:`StackRunner` holds a working copy of the K networks' parameters in its own layout
+and runs steps ``[s0, s1)`` of an epoch -- gather the batch, forward, output delta,
+backward, SGD update -- without returning to Python, so a minibatch of 10 costs what its
+arithmetic costs and not the ~20 Python-level kernel calls of the step path
+(the ``step`` engine). The callers run it in chunks of about :data:`CHUNK_SAMPLES` samples
+and, between chunks, update the progress bar and check for Ctrl-C. It is the ``compiled``
+engine of :mod:`fastnet.engines`, which takes it for NumPy networks whose steps are small
+(``engines.COMPILED_MAX_MACS``); bigger steps are BLAS's work.
 
-The arithmetic is the step path's, in the same order:
+Net ``k`` does what a separate run with its own ``eta_k`` and ``decay_k`` does on that
+order: the same steps, the partial last batch with scale ``eta_k / m``, ``W <- decay_k W
+- (eta_k / m) a.T @ delta`` and ``b <- b - (eta_k / m) sum(delta)`` -- to rounding: the
+products use FMA and the scale is applied to delta before the sums, so float64 agrees
+with the step path and with a plain NumPy loop to ~1e-13 relative over the test runs, not
+bitwise. (Over many steps at a large learning rate SGD amplifies any rounding
+difference, as between the njit and xp step paths; the accuracy reached is the same to
+the noise of SGD.)
 
-- the element-wise steps are the loops of :mod:`fastnet.kernels.cpu` (imported, not
-  copied): bias + sigmoid / softmax, output delta from integer labels, the fused
-  Hadamard step, the bias update; so they are bitwise those of the step path;
-- the SGD update is :func:`fastnet.kernels._math.sgd_step`, ``decay * W - scale * grad``
-  with scale and decay in W's dtype, as ``cpu.sgd_update_cpu``;
-- the matrix products are loops, not BLAS: every element is summed in index order from
-  0 with one rounded multiply and one rounded add per term (no FMA, no ``fastmath``),
-  where OpenBLAS sums in its own blocked order with FMA. So float64 weights agree with
-  the step path to rounding, not bitwise: ~1e-13 relative over the test runs. Note that
-  over many steps at a large learning rate SGD amplifies any rounding difference (the
-  njit and xp step paths differ the same way): on Fashion-MNIST at eta 3.0 two float64
-  runs that differ in the last bit stay within 1e-13 for 200 steps, 1e-7 for 500 and
-  differ visibly after 1,000; the accuracy they reach is the same to the noise of SGD.
+Layout. The nets are split into contiguous groups, one per thread. Within a group, net
+``j`` owns columns ``j * n_{l+1} .. (j + 1) * n_{l+1}`` of every activation and delta
+buffer ``(B, C_l)`` and of the biases, so the element-wise steps (bias + sigmoid, the
+Hadamard step, the scaling by ``-eta_j / m``, the bias sums) run over whole rows for all
+the nets at once, with per-column scale and decay vectors. Layer 0 (``784 x 30`` for
+Nielsen's net: 98 % of the arithmetic) is one WIDE matrix ``(n_0, C_0)`` holding all the
+group's nets side by side, ``C_0`` = ``g * n_1`` rounded up to two SIMD vectors (the
+padding columns are zero, get a zero delta and stay zero; K = 8, ``n_1`` = 30 on two
+threads: 120 columns, padded to 128). So its forward pass is one product ``X_b @ W0``,
+and its update ``W0 <- decay_c * W0 + X_b.T @ (-eta_c / m * delta0)`` one pass with a
+decay per column. Layers >= 1 are small (``30 x 10``): ``(g, n_l, n_{l+1})`` arrays,
+one product per net, reading and writing its columns of the wide buffers in place.
 
-Why loops and not BLAS: at a minibatch of 10, ``X (10, 784) @ W (784, 30)`` is 0.24
-MFLOP. NumPy's OpenBLAS takes 12-16 us for it from Python; ``np.dot`` inside ``@njit``
-(which needs SciPy's BLAS) 25-30 us, and a whole epoch written that way ran at 46 us per
-step against 22 us for this module (2-core AVX2 dev machine). The loops here hold 5 rows
-of the batch x 2 SIMD vectors of outputs (10 accumulators) in registers while the
-reduction index runs, so each vector of weights loaded feeds 5 multiply-adds, and the
-weight gradient is never written out: each 5 x 2 block of it updates W as soon as it is
-complete. LLVM does not make such code from plain loops (the accumulators are
-reductions, which it may not vectorize without ``fastmath``, and at 30 columns its
-vectorized inner loops never leave their scalar remainder), so the vector code uses a
-few SIMD operations defined here as Numba intrinsics: loads, stores, broadcast and
-``+ - *`` on LLVM vectors of 32 bytes (AVX2: 8 float32 or 4 float64), IEEE arithmetic.
-Layers narrower than one vector take plain scalar loops. No BLAS is called (SciPy is not
-needed) and everything runs on one thread, so no thread pools compete.
+Threads. Given the shared batch the groups are independent: each has its own parameters
+and buffers, reads the batch's rows of X in place (no copy), and runs the whole chunk of
+steps in one ``nogil`` call on a pool thread (the first group on the calling thread); no
+synchronisation per step. Every column is computed by the same operations in the same
+order whatever its group or its place in a vector (float64 activations, whose ``exp`` a
+vector maths library might round by lane, are taken net by net), so the results do not
+depend on the number of threads: bitwise, tested. A net that diverges (NaN) leaves the
+others alone.
 
-Nothing is allocated per step: the buffers are the network's ``_Workspace`` ones (and
-the next minibatch's rows are prefetched while the current one trains). Compiled code is
-cached on disk (``cache=True``), one version per dtype and number of layers (a few
-seconds each, cold). Numba keys that cache on this file only: after editing ``cpu.py``
-or ``_math.py``, touch this file (or clear ``kernels/__pycache__``) so that the fast path
-picks the change up.
+Arithmetic. The products are :func:`fastnet.kernels.simd.mm` and
+:func:`~fastnet.kernels.simd.upd`: register-blocked SIMD loops with one fused
+multiply-add per term, summed in index order from 0. Layer 0 uses the widest vectors
+the CPU has (:data:`WIDE_BYTES`); the small layers use 32-byte vectors, whose 8 float32
+lanes fit their 10 outputs. The element-wise maths is that of :mod:`fastnet.kernels.cpu`
+and :mod:`fastnet.kernels._math`. No BLAS, so no BLAS threads compete, and nothing is
+allocated per step (the next minibatch's rows are prefetched while the current one
+trains).
+
+Tried and dropped: 10-row register blocks (the ten row addresses spill general
+registers: slower); skipping the input columns that are zero in the whole batch (finding
+and packing them cost what they saved); gathering the batch into a buffer first (no
+faster than reading X in place).
+
+Compiled code is cached on disk, one version per dtype and number of layers.
 """
 from __future__ import annotations
 
-import operator
-
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic, models, overload, register_model
+from numba import njit
 
 from fastnet.kernels import _math
-from fastnet.kernels.cpu import (
-    _backward_delta_flat,
-    _bias_sigmoid_rows,
-    _bias_softmax_rows,
-    _colsum_add_cols,
-    _delta_labels_rows,
-    _sgd_flat,
-)
+from fastnet.kernels.cpu import bias_sigmoid_rows, bias_softmax_rows, delta_labels_rows
+from fastnet.kernels.simd import WIDE_BYTES, mm, narrow_zero, prefetch, upd, wide_zero
+from fastnet.kernels.threads import spread, usable_cpus
 
-__all__ = ["train_steps", "warmup", "CHUNK_SAMPLES", "MAX_CHUNK_STEPS", "MAX_STEP_MACS"]
+__all__ = ["StackRunner", "warmup", "CHUNK_SAMPLES", "MAX_CHUNK_STEPS", "WIDE_BYTES"]
 
-#: ``Network._epochs`` runs about this many samples per call of :func:`train_steps`
-#: (256 steps at a minibatch of 10: ~4 ms, so Ctrl-C and the progress bar stay prompt).
+#: The callers run about this many samples per call of :meth:`StackRunner.run` (256
+#: steps at a minibatch of 10), so that Ctrl-C and the progress bar stay prompt.
 CHUNK_SAMPLES = 2560
 #: ... and never more than this many steps per call.
 MAX_CHUNK_STEPS = 256
 
-#: ``Network.fit`` takes this path only while a step's forward pass is at most this many
-#: multiply-adds for float32 (``batch_size * sum(W.size)``; half that for float64): past
-#: that the step path's BLAS (multi-threaded, cache-blocked) wins. Measured on the 2-core
-#: AVX2 dev machine, us per step, this path / the step path: [784, 30, 10] at minibatch
-#: 10: 22 / 65, 32: 66 / 93, 100: 207 / 193, 1000: 2214 / 1401; [784, 100, 10] at 10:
-#: 72 / 114, 32: 215 / 170; [784, 500, 500, 10] at 10: 824 / 777.
-MAX_STEP_MACS = 1_500_000
-
-#: Bytes per SIMD vector: AVX2's 256-bit registers.
-VECTOR_BYTES = 32
-
 
 # =====================================================================================
-# SIMD building blocks. A _Vec is an LLVM vector <lanes x dtype>, kept in a register.
-# Arrays are addressed by flat element index (C-contiguous arrays only): no wraparound
-# and no bounds checks, so the callers keep every index in range.
-# =====================================================================================
-
-class _Vec(types.Type):
-    """``lanes`` values of ``dtype`` in one SIMD register (never seen from Python)."""
-
-    def __init__(self, dtype, lanes):
-        self.dtype = dtype
-        self.lanes = lanes
-        super().__init__(name=f"_Vec({dtype} x {lanes})")
-
-
-@register_model(_Vec)
-class _VecModel(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        be_type = ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(), fe_type.lanes)
-        super().__init__(dmm, fe_type, be_type)
-
-
-def _vec_type(arr):
-    """The _Vec type for a C-contiguous float array type, else None (a typing error)."""
-    if (isinstance(arr, types.Array) and arr.layout == "C"
-            and isinstance(arr.dtype, types.Float)):
-        return _Vec(arr.dtype, 8 * VECTOR_BYTES // arr.dtype.bitwidth)
-    return None
-
-
-def _element_ptr(context, builder, arrty, arr, idx):
-    data = context.make_array(arrty)(context, builder, arr).data
-    return builder.gep(data, [idx])
-
-
-@intrinsic
-def _lanes(typingctx, arr):
-    """Number of ``arr.dtype`` values in one vector (a compile-time constant)."""
-    vt = _vec_type(arr)
-    if vt is None:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return context.get_constant(types.intp, vt.lanes)
-    return types.intp(arr), codegen
-
-
-@intrinsic
-def _vload(typingctx, arr, idx):
-    """The vector ``arr.flat[idx : idx + lanes]`` (unaligned load)."""
-    vt = _vec_type(arr)
-    if vt is None or not isinstance(idx, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
-        vty = context.get_value_type(vt)
-        return builder.load(builder.bitcast(ptr, vty.as_pointer()), align=arr.dtype.bitwidth // 8)
-    return vt(arr, idx), codegen
-
-
-@intrinsic
-def _vstore(typingctx, arr, idx, v):
-    """``arr.flat[idx : idx + lanes] = v`` (unaligned store)."""
-    vt = _vec_type(arr)
-    if vt is None or v != vt or not isinstance(idx, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
-        vty = context.get_value_type(vt)
-        builder.store(args[2], builder.bitcast(ptr, vty.as_pointer()), align=arr.dtype.bitwidth // 8)
-        return context.get_dummy_value()
-    return types.none(arr, idx, v), codegen
-
-
-@intrinsic
-def _sload(typingctx, arr, idx):
-    """The scalar ``arr.flat[idx]``."""
-    if _vec_type(arr) is None or not isinstance(idx, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1]))
-    return arr.dtype(arr, idx), codegen
-
-
-@intrinsic
-def _vsplat(typingctx, arr, x):
-    """A vector of ``arr.dtype`` with every lane ``x`` (converted to that dtype)."""
-    vt = _vec_type(arr)
-    if vt is None or not isinstance(x, (types.Float, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(vt)
-        xv = context.cast(builder, args[1], sig.args[1], vt.dtype)
-        v = builder.insert_element(ir.Constant(vty, ir.Undefined), xv, ir.Constant(ir.IntType(32), 0))
-        zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
-        return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), zeros)
-    return vt(arr, x), codegen
-
-
-@intrinsic
-def _vzero(typingctx, arr):
-    """A vector of ``arr.dtype`` zeros."""
-    vt = _vec_type(arr)
-    if vt is None:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return ir.Constant(context.get_value_type(vt), None)
-    return vt(arr), codegen
-
-
-@intrinsic
-def _prefetch(typingctx, arr, idx):
-    """Hint the CPU to bring the cache line of ``arr.flat[idx]`` into its caches (a no-op
-    for the results; the gather of the next batch reads rows at random from DRAM)."""
-    if not (isinstance(arr, types.Array) and arr.layout == "C") or not isinstance(idx, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]), "llvm.prefetch.p0")
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-    return types.none(arr, idx), codegen
-
-
-def _vec_binop(instr: str, doc: str):
-    def typer(typingctx, a, b):
-        if not isinstance(a, _Vec) or b != a:
-            return None
-
-        def codegen(context, builder, sig, args):
-            return getattr(builder, instr)(args[0], args[1])   # no fast-math flags: IEEE
-        return a(a, b), codegen
-    typer.__doc__ = doc
-    return intrinsic(typer)
-
-
-_vadd = _vec_binop("fadd", "Lane-wise ``a + b``.")
-_vsub = _vec_binop("fsub", "Lane-wise ``a - b``.")
-_vmul = _vec_binop("fmul", "Lane-wise ``a * b``.")
-
-
-# ``+``, ``+=``, ``-`` and ``*`` on two _Vec of one type: so the kernels read like the maths and
-# the scalar helpers of kernels/_math.py (sgd_step) run lane-wise on vectors unchanged.
-def _vec_operator(op, impl):
-    @overload(op)
-    def typer(a, b):
-        if isinstance(a, _Vec) and a == b:
-            return lambda a, b: impl(a, b)
-
-
-_vec_operator(operator.add, _vadd)
-_vec_operator(operator.iadd, _vadd)      # a _Vec is a value: ``a += b`` is ``a = a + b``
-_vec_operator(operator.sub, _vsub)
-_vec_operator(operator.mul, _vmul)
-
-
-# =====================================================================================
-# Matrix products for small batches. The n output columns are covered by vectors
-# ("tiles") at offsets min(t * lanes, n - lanes), taken two at a time. When n is not a
-# multiple of the lanes the last tile overlaps the one before it; the pairs are chosen
-# so that those two are always in the same pair (with an odd number of tiles the first
-# pair is tile 0 twice). A column computed twice is computed by the same operations in
-# the same order, so both stores write the same value. Rows past the end of a block are
-# clamped to the last row, computed again and stored again (never updated twice).
+# Element-wise steps on whole rows of a group's (B, C) buffers (first m rows). Plain
+# loops over the columns: LLVM vectorizes them, with the same result per element.
 # =====================================================================================
 
 @njit(cache=True)
-def _n_pairs(n, L):
-    """Number of tile pairs for ``n`` columns (n >= L)."""
-    return ((n + L - 1) // L + 1) // 2
-
-
-@njit(cache=True)
-def _pair_cols(g, n, L):
-    """Column offsets of the two tiles of pair ``g``."""
-    odd = ((n + L - 1) // L) & 1
-    t0 = max(2 * g - odd, 0)
-    return min(t0 * L, n - L), min((2 * g + 1 - odd) * L, n - L)
-
-
-@njit(cache=True, inline="always")
-def _matmul_block(A, W, Z, r0, r1, r2, r3, r4, c0, c1):
-    """Rows r0..r4 of Z, tiles c0 and c1: ``Z[r, c:c+L] = A[r] @ W[:, c:c+L]``."""
-    k, n = W.shape
-    a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = a40 = a41 = _vzero(W)
-    w = 0
-    for p in range(k):
-        w0 = _vload(W, w + c0)
-        w1 = _vload(W, w + c1)
-        x = _vsplat(W, _sload(A, r0 * k + p))
-        a00 += x * w0
-        a01 += x * w1
-        x = _vsplat(W, _sload(A, r1 * k + p))
-        a10 += x * w0
-        a11 += x * w1
-        x = _vsplat(W, _sload(A, r2 * k + p))
-        a20 += x * w0
-        a21 += x * w1
-        x = _vsplat(W, _sload(A, r3 * k + p))
-        a30 += x * w0
-        a31 += x * w1
-        x = _vsplat(W, _sload(A, r4 * k + p))
-        a40 += x * w0
-        a41 += x * w1
-        w += n
-    _vstore(Z, r0 * n + c0, a00)
-    _vstore(Z, r0 * n + c1, a01)
-    _vstore(Z, r1 * n + c0, a10)
-    _vstore(Z, r1 * n + c1, a11)
-    _vstore(Z, r2 * n + c0, a20)
-    _vstore(Z, r2 * n + c1, a21)
-    _vstore(Z, r3 * n + c0, a30)
-    _vstore(Z, r3 * n + c1, a31)
-    _vstore(Z, r4 * n + c0, a40)
-    _vstore(Z, r4 * n + c1, a41)
-
-
-@njit(cache=True)
-def _matmul_rows(A, W, Z, m):
-    """``Z[:m] = A[:m] @ W``; A (M, k), W (k, n), Z (M, n), all C-contiguous, M >= m.
-
-    Each element is summed over k in index order from 0, one multiply and one add per
-    term. Vector path: 5 rows of Z x 2 tiles (10 accumulators) in registers while p
-    runs over k, so each weight vector loaded feeds 5 multiply-adds.
-    """
-    k, n = W.shape
-    L = _lanes(W)
-    if n < L:
-        zero = Z.dtype.type(0)
-        for i in range(m):
-            for j in range(n):
-                s = zero
-                for p in range(k):
-                    s += A[i, p] * W[p, j]
-                Z[i, j] = s
-        return
-    full = m - m % 5
-    for g in range(_n_pairs(n, L)):
-        c0, c1 = _pair_cols(g, n, L)
-        for i0 in range(0, full, 5):
-            _matmul_block(A, W, Z, i0, i0 + 1, i0 + 2, i0 + 3, i0 + 4, c0, c1)
-        if full < m:
-            _matmul_block(A, W, Z, full, min(full + 1, m - 1), min(full + 2, m - 1),
-                          min(full + 3, m - 1), m - 1, c0, c1)
-
-
-@njit(cache=True)
-def _matmul_nt(D, W, WT, G, m):
-    """``G[:m] = D[:m] @ W.T``; D (M, n), W (k, n), G (M, k); WT: scratch of k * n elements.
-
-    Backprop through W: W is copied transposed into WT (as an (n, k) array), then
-    :func:`_matmul_rows` runs; each element is summed over n in index order from 0.
-    """
-    k, n = W.shape
-    wt = WT.reshape((n, k))
-    for p in range(k):
-        for j in range(n):
-            wt[j, p] = W[p, j]
-    _matmul_rows(D, wt, G, m)
-
-
-@njit(cache=True, inline="always")
-def _sgd_row(W, row, c0, c1, g0, g1, s, d):
-    """Both tiles of one row of W: ``_math.sgd_step`` lane-wise, ``d * W - s * g``.
-    Both are loaded before either is stored: they may overlap."""
-    w0 = _vload(W, row + c0)
-    w1 = _vload(W, row + c1)
-    _vstore(W, row + c0, _math.sgd_step(w0, g0, s, d))
-    _vstore(W, row + c1, _math.sgd_step(w1, g1, s, d))
-
-
-@njit(cache=True, inline="always")
-def _sgd_block(A, D, W, m, p0, p1, p2, p3, p4, c0, c1, s, d):
-    """Rows p0..p4 of W, tiles c0 and c1: gradient over the batch, then the update."""
-    k, n = W.shape
-    g00 = g01 = g10 = g11 = g20 = g21 = g30 = g31 = g40 = g41 = _vzero(W)
+def _scale_rows(S, D, nsc, m):
+    """``S[:m] = nsc * D[:m]`` (nsc: the per-column ``-eta / m``); S may be D."""
     for i in range(m):
-        d0 = _vload(D, i * n + c0)
-        d1 = _vload(D, i * n + c1)
-        r = i * k
-        x = _vsplat(W, _sload(A, r + p0))
-        g00 += x * d0
-        g01 += x * d1
-        x = _vsplat(W, _sload(A, r + p1))
-        g10 += x * d0
-        g11 += x * d1
-        x = _vsplat(W, _sload(A, r + p2))
-        g20 += x * d0
-        g21 += x * d1
-        x = _vsplat(W, _sload(A, r + p3))
-        g30 += x * d0
-        g31 += x * d1
-        x = _vsplat(W, _sload(A, r + p4))
-        g40 += x * d0
-        g41 += x * d1
-    _sgd_row(W, p0 * n, c0, c1, g00, g01, s, d)
-    if p1 != p0:                               # a clamped row repeats the one before: skip
-        _sgd_row(W, p1 * n, c0, c1, g10, g11, s, d)
-    if p2 != p1:
-        _sgd_row(W, p2 * n, c0, c1, g20, g21, s, d)
-    if p3 != p2:
-        _sgd_row(W, p3 * n, c0, c1, g30, g31, s, d)
-    if p4 != p3:
-        _sgd_row(W, p4 * n, c0, c1, g40, g41, s, d)
+        for c in range(D.shape[1]):
+            S[i, c] = nsc[c] * D[i, c]
 
 
 @njit(cache=True)
-def _sgd_update_tn(A, D, W, gW, m, scale, decay):
-    """``W <- decay * W - scale * (A[:m].T @ D[:m])``; A (M, k), D (M, n), W and gW (k, n).
-
-    Each gradient element is summed over the batch in row order from 0, then the update
-    is ``_math.sgd_step`` with scale and decay in W's dtype, as ``cpu.sgd_update_cpu``
-    does. Vector path: 5 rows x 2 tiles of the gradient in registers, each row of W
-    updated as soon as its gradient is complete (gW is not used). Layers narrower than
-    one vector: the gradient goes to gW, then ``cpu.sgd_update_cpu``'s loop.
-    """
-    k, n = W.shape
-    L = _lanes(W)
-    if n < L:
-        zero = gW.dtype.type(0)
-        for p in range(k):
-            for j in range(n):
-                acc = zero
-                for i in range(m):
-                    acc += A[i, p] * D[i, j]
-                gW[p, j] = acc
-        _sgd_flat(W.ravel(), gW.ravel(), scale, decay, 0, W.size)
-        return
-    s = _vsplat(W, scale)
-    d = _vsplat(W, decay)
-    full = k - k % 5
-    for g in range(_n_pairs(n, L)):
-        c0, c1 = _pair_cols(g, n, L)
-        for p0 in range(0, full, 5):
-            _sgd_block(A, D, W, m, p0, p0 + 1, p0 + 2, p0 + 3, p0 + 4, c0, c1, s, d)
-        if full < k:
-            _sgd_block(A, D, W, m, full, min(full + 1, k - 1), min(full + 2, k - 1),
-                       min(full + 3, k - 1), k - 1, c0, c1, s, d)
+def _hadamard_rows(G, A, nsc, m, scaled):
+    """``G[:m] <- G * A * (1 - A)`` (``_math.backward_delta``), times nsc if scaled."""
+    one = G.dtype.type(1)
+    for i in range(m):
+        for c in range(G.shape[1]):
+            d = _math.backward_delta(G[i, c], A[i, c], one)
+            G[i, c] = nsc[c] * d if scaled else d
 
 
 @njit(cache=True)
-def _copy_row(src, i0, dst, j0, n):
-    """``dst.flat[j0 : j0 + n] = src.flat[i0 : i0 + n]`` by vectors (the last one may overlap)."""
-    L = _lanes(dst)
-    if n < L:
-        d, s = dst.ravel(), src.ravel()
-        for t in range(n):
-            d[j0 + t] = s[i0 + t]
-        return
-    for t in range(0, n - L, L):
-        _vstore(dst, j0 + t, _vload(src, i0 + t))
-    _vstore(dst, j0 + n - L, _vload(src, i0 + n - L))
+def _bias_add_colsum(S, b, acc, m):
+    """``b += S[:m].sum(axis=0)``: the column sums first (row order, in scratch acc), then
+    one add, as ``b - scale * sum(delta)`` with the scale already in S."""
+    n = S.shape[1]
+    for c in range(n):
+        acc[c] = S[0, c]
+    for i in range(1, m):
+        for c in range(n):
+            acc[c] += S[i, c]
+    for c in range(n):
+        b[c] = b[c] + acc[c]
+
+
+@njit(cache=True)
+def _activate(Z, b, m, g, width, softmax):
+    """``Z[:m] <- sigmoid(Z + b)``, or softmax over each net's ``width`` columns.
+
+    float32 sigmoid is plain arithmetic, the same in every lane whether LLVM vectorizes
+    it or not: whole rows at once. float64 calls exp, which a vector maths library may
+    round differently from the scalar one: net by net, so that a net's results do not
+    depend on where it sits in its group (nor on the thread count)."""
+    if softmax:
+        for j in range(g):
+            bias_softmax_rows(Z[:, j * width:(j + 1) * width], b[j * width:(j + 1) * width], 0, m)
+    elif Z.itemsize == 4:
+        bias_sigmoid_rows(Z, b, 0, m)
+    else:
+        for j in range(g):
+            bias_sigmoid_rows(Z[:, j * width:(j + 1) * width], b[j * width:(j + 1) * width], 0, m)
 
 
 # =====================================================================================
-# The steps.
+# The steps of one group of g nets.
 # =====================================================================================
 
-@njit(cache=True)
-def train_steps(X, y, order, Ws, bs, Xb, yb, acts, deltas, gWs, s0, s1, batch_size, eta, decay,
-                quadratic):
-    """Run SGD steps ``s0 .. s1 - 1`` of an epoch in place; returns the samples done.
+@njit(cache=True, nogil=True)
+def _group_steps(X, y, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, ecols, nscs, acts,
+                 deltas, sdeltas, rows, acc, WT, xrows, yb):
+    """Steps ``s0 .. s1 - 1`` of an epoch for one group of g nets, in place; returns the
+    samples done per net.
 
-    X (n, sizes[0]) float; y (n,) int64 class ids; order (n,) int64: the epoch's sample
-    order (step s trains on ``order[s * batch_size : (s + 1) * batch_size]``; the last
-    step of an epoch takes the ``n % batch_size`` leftovers). Ws, bs: tuples of the
-    weights ``(sizes[l], sizes[l+1])`` and biases ``(sizes[l+1],)``, updated in place.
-    Xb (batch_size, sizes[0]), yb (batch_size,), acts[l] and deltas[l]
-    (batch_size, sizes[l+1]), gWs[l] like Ws[l]: the workspace buffers (all
-    C-contiguous, X's dtype). eta: learning rate (the step's scale is eta / m, as in
-    ``Network._backward``); decay: ``1 - eta * lmbda / n``. quadratic: True for the
-    quadratic cost with a sigmoid output layer, False for cross-entropy with softmax.
+    X (n, n_0), y (n,) int64, order (n,) int64 as in :meth:`StackRunner.run`; sizes
+    (L + 1,) int64, the layer sizes; g the number of nets. Net j of the group owns
+    columns ``j * n_{l+1} .. (j + 1) * n_{l+1}`` of every (B, C_l) buffer: C_0 = g * n_1
+    rounded up to two wide vectors (zero padding), C_l = g * n_{l+1} above. W0
+    (n_0, C_0): the wide layer 0; Ws[l] (g, n_l, n_{l+1}) for l >= 1 (Ws[0] unused).
+    bs, dvs, nscs (C_l,): biases, per-column decay (padding: 1), scratch for the
+    per-column ``-eta / m``; ecols (C_l,) float64: per-column eta (padding: 0). acts,
+    deltas, sdeltas (B, C_l) (sdeltas[0] unused: deltas[0] holds layer 0's delta already
+    scaled). rows[l] (B,) int64: ``i * C_l``, the row offsets of those buffers. acc:
+    scratch of max C_l, WT of max n_l * n_{l+1}; xrows (B,) int64 and yb (B,): the
+    batch's row offsets in X and labels. All C-contiguous, X's dtype unless said.
     """
     n = X.shape[0]
-    n_layers = len(Ws)
-    row_len = X.shape[1]
-    line = max(1, 64 // X.itemsize)            # elements per 64-byte cache line
-    k0 = s0 * batch_size
+    n0 = X.shape[1]
+    n_layers = len(bs)
+    B = yb.shape[0]
+    C0 = W0.shape[1]
+    Xf = X.ravel()
+    wv = wide_zero(W0)
+    nv = narrow_zero(W0)
+    line = max(1, 64 // X.itemsize)
+    top = n_layers - 1
+    last_m = -1
     for step in range(s0, s1):
-        k = step * batch_size
-        m = min(batch_size, n - k)
-        for i in range(m):                     # gather the batch (take_rows)
+        k = step * B
+        m = min(B, n - k)
+        for i in range(m):                     # the batch: rows of X read in place
             r = order[k + i]
-            _copy_row(X, r * row_len, Xb, i * row_len, row_len)
+            xrows[i] = r * n0
             yb[i] = y[r]
-        for i in range(k + m, min(k + m + batch_size, n)):   # and start fetching the next
-            row = order[i] * row_len
-            for j in range(0, row_len, line):
-                _prefetch(X, row + j)
-        for l in range(n_layers):             # forward
-            A = Xb if l == 0 else acts[l - 1]
-            Z = acts[l]
-            _matmul_rows(A, Ws[l], Z, m)
-            if l == n_layers - 1 and not quadratic:
-                _bias_softmax_rows(Z, bs[l], 0, m)
-            else:
-                _bias_sigmoid_rows(Z, bs[l], 0, m)
-        scale = eta / m
-        _delta_labels_rows(acts[-1], yb, deltas[-1], quadratic, 0, m)
-        for l in range(n_layers - 1, -1, -1):  # backward, as Network._backward
-            A = Xb if l == 0 else acts[l - 1]
-            D = deltas[l]
-            if l > 0:                          # uses the old W_l: before the update
-                G = deltas[l - 1]
-                _matmul_nt(D, Ws[l], gWs[l], G, m)    # gWs[l] is free until the update
-                _backward_delta_flat(G.ravel(), acts[l - 1].ravel(), 0, m * G.shape[1])
-            _sgd_update_tn(A, D, Ws[l], gWs[l], m, scale, decay)
-            _colsum_add_cols(D[:m], bs[l], -scale, 0, D.shape[1])
-    return min(s1 * batch_size, n) - k0
+        for i in range(k + m, min(k + m + B, n)):   # start fetching the next one
+            row = order[i] * n0
+            for j in range(0, n0, line):
+                prefetch(X, row + j)
+        if m != last_m:                        # per-column -eta / m (the last batch is short)
+            for l in range(n_layers):
+                for c in range(nscs[l].shape[0]):
+                    nscs[l][c] = X.dtype.type(-(ecols[l][c] / m))
+            last_m = m
+
+        # forward: layer 0 of all the nets at once, then layers >= 1 net by net
+        mm(Xf, 0, xrows, W0.ravel(), 0, C0, acts[0].ravel(), 0, C0, m, n0, C0, wv)
+        _activate(acts[0], bs[0], m, g, sizes[1], top == 0 and not quadratic)
+        for l in range(1, n_layers):
+            nin = sizes[l]
+            nout = sizes[l + 1]
+            Cout = acts[l].shape[1]
+            for j in range(g):
+                mm(acts[l - 1].ravel(), j * nin, rows[l - 1], Ws[l][j].ravel(), 0, nout,
+                   acts[l].ravel(), j * nout, Cout, m, nin, nout, nv)
+            _activate(acts[l], bs[l], m, g, nout, l == top and not quadratic)
+
+        # output delta, net by net (labels pick each net's own column)
+        nL = sizes[n_layers]
+        for j in range(g):
+            delta_labels_rows(acts[top][:, j * nL:(j + 1) * nL], yb,
+                              deltas[top][:, j * nL:(j + 1) * nL], quadratic, 0, m)
+        if top == 0:
+            _scale_rows(deltas[0], deltas[0], nscs[0], m)
+
+        # backward through layers >= 1: the previous layer's delta uses the old W_l
+        for l in range(top, 0, -1):
+            nin = sizes[l]
+            nout = sizes[l + 1]
+            Cin = acts[l - 1].shape[1]
+            Cout = acts[l].shape[1]
+            _scale_rows(sdeltas[l], deltas[l], nscs[l], m)
+            wt = WT[:nin * nout]
+            for j in range(g):
+                Wj = Ws[l][j]
+                for p in range(nin):           # W_l[j] transposed, for delta @ W.T
+                    for q in range(nout):
+                        wt[q * nin + p] = Wj[p, q]
+                mm(deltas[l].ravel(), j * nout, rows[l], wt, 0, nin,
+                   deltas[l - 1].ravel(), j * nin, Cin, m, nout, nin, nv)
+                upd(acts[l - 1].ravel(), j * nin, rows[l - 1], sdeltas[l].ravel(), j * nout,
+                    Cout, Wj.ravel(), 0, nout, dvs[l], j * nout, m, nin, nout, nv)
+            _bias_add_colsum(sdeltas[l], bs[l], acc, m)
+            _hadamard_rows(deltas[l - 1], acts[l - 1], nscs[l - 1], m, l == 1)
+
+        # layer 0, all the nets at once
+        upd(Xf, 0, xrows, deltas[0].ravel(), 0, C0, W0.ravel(), 0, C0, dvs[0], 0, m, n0, C0, wv)
+        _bias_add_colsum(deltas[0], bs[0], acc, m)
+    return min(s1 * B, n) - s0 * B
+
+
+# =====================================================================================
+# Python side.
+# =====================================================================================
+
+def _round_up(x: int, q: int) -> int:
+    return -(-x // q) * q
+
+
+class _Group:
+    """Nets ``k0 .. k1 - 1``: their parameters in the compiled layout (see
+    :func:`_group_steps`), and one thread's buffers."""
+
+    def __init__(self, k0, k1, sizes, dt, batch_size, etas, decays):
+        self.k0, self.k1 = k0, k1
+        self.g = g = k1 - k0
+        L = len(sizes) - 1
+        B = batch_size
+        lanes = WIDE_BYTES // dt.itemsize
+        widths = [_round_up(g * sizes[1], 2 * lanes)] + [g * sizes[l + 1] for l in range(1, L)]
+        self.sizes = np.asarray(sizes, np.int64)
+        self.W0 = np.zeros((sizes[0], widths[0]), dt)
+        self.Ws = tuple([np.zeros((1, 1, 1), dt)]
+                        + [np.zeros((g, sizes[l], sizes[l + 1]), dt) for l in range(1, L)])
+        self.bs = tuple(np.zeros(c, dt) for c in widths)
+        dvs, ecols = [], []
+        for l, c in enumerate(widths):
+            dv, ec = np.ones(c, dt), np.zeros(c, np.float64)
+            w = sizes[l + 1]
+            for j in range(g):
+                dv[j * w:(j + 1) * w] = decays[k0 + j]
+                ec[j * w:(j + 1) * w] = etas[k0 + j]
+            dvs.append(dv)
+            ecols.append(ec)
+        self.dvs, self.ecols = tuple(dvs), tuple(ecols)
+        self.nscs = tuple(np.zeros(c, dt) for c in widths)
+        self.acts = tuple(np.zeros((B, c), dt) for c in widths)
+        self.deltas = tuple(np.zeros((B, c), dt) for c in widths)
+        self.sdeltas = tuple([np.zeros((1, 1), dt)] + [np.zeros((B, c), dt) for c in widths[1:]])
+        self.rows = tuple(np.arange(B, dtype=np.int64) * c for c in widths)
+        self.acc = np.zeros(max(widths), dt)
+        self.WT = np.zeros(max([1] + [sizes[l] * sizes[l + 1] for l in range(1, L)]), dt)
+        self.xrows = np.zeros(B, np.int64)
+        self.yb = np.zeros(B, np.int64)
+
+    def load(self, Ws, bs):
+        k0, k1, n1 = self.k0, self.k1, int(self.sizes[1])
+        for j, k in enumerate(range(k0, k1)):
+            self.W0[:, j * n1:(j + 1) * n1] = Ws[0][k]
+        self.bs[0][:self.g * n1] = bs[0][k0:k1].reshape(-1)
+        for l in range(1, len(Ws)):
+            self.Ws[l][...] = Ws[l][k0:k1]
+            self.bs[l][...] = bs[l][k0:k1].reshape(-1)
+
+    def store(self, Ws, bs):
+        k0, k1, n1 = self.k0, self.k1, int(self.sizes[1])
+        for j, k in enumerate(range(k0, k1)):
+            Ws[0][k] = self.W0[:, j * n1:(j + 1) * n1]
+        bs[0][k0:k1] = self.bs[0][:self.g * n1].reshape(self.g, n1)
+        for l in range(1, len(Ws)):
+            Ws[l][k0:k1] = self.Ws[l]
+            bs[l][k0:k1] = self.bs[l].reshape(self.g, -1)
+
+    def steps(self, X, y, order, s0, s1, quadratic):
+        return _group_steps(X, y, order, s0, s1, quadratic, self.sizes, self.g, self.W0, self.Ws,
+                            self.bs, self.dvs, self.ecols, self.nscs, self.acts, self.deltas,
+                            self.sdeltas, self.rows, self.acc, self.WT, self.xrows, self.yb)
+
+
+class StackRunner:
+    """Holds the compiled-path working copy of K networks' parameters for one fit.
+
+    Ws: L NumPy arrays, ``Ws[l]`` ``(K, n_l, n_{l+1})``; bs: L arrays ``(K, n_{l+1})``;
+    all C-contiguous, one dtype (float32 or float64); they are copied in (see
+    :meth:`store` / :meth:`load`). etas, decays: K floats (``decay_k = 1 - eta_k *
+    lmbda_k / n``, applied to the weights only). batch_size: rows per step. quadratic:
+    True for the quadratic cost on a sigmoid output, False for cross-entropy on softmax.
+    threads: None for ``min(usable CPUs, K)``, else at most K threads; 1 runs everything
+    on the calling thread. The results do not depend on it.
+
+    All the buffers are made here; :meth:`run` allocates nothing per step.
+    """
+
+    def __init__(self, Ws, bs, etas, decays, batch_size, quadratic, threads=None):
+        Ws, bs = list(Ws), list(bs)
+        if not Ws or len(Ws) != len(bs):
+            raise ValueError(f"StackRunner needs one bias array per weight array (at least one). "
+                             f"Actual: {len(Ws)} weights, {len(bs)} biases")
+        for name, arrs in (("Ws", Ws), ("bs", bs)):
+            for l, a in enumerate(arrs):
+                if type(a) is not np.ndarray:
+                    raise TypeError(f"{name}[{l}] must be a NumPy array. "
+                                    f"Actual: {type(a).__name__}")
+        dt = Ws[0].dtype
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"StackRunner: dtype must be float32 or float64. Actual: {dt}")
+        shapes_ok = all(W.ndim == 3 for W in Ws)
+        K = int(Ws[0].shape[0]) if shapes_ok else 0
+        sizes = [int(Ws[0].shape[1])] + [int(W.shape[2]) for W in Ws] if shapes_ok else []
+        for l, (W, b) in enumerate(zip(Ws, bs)):
+            if not (shapes_ok and W.dtype == dt and b.dtype == dt
+                    and W.shape == (K, sizes[l], sizes[l + 1]) and b.shape == (K, sizes[l + 1])):
+                raise ValueError(
+                    f"StackRunner: layer {l} must be W (K, n_l, n_(l+1)) and b (K, n_(l+1)), "
+                    f"one dtype, chained. Actual: W {W.shape} {W.dtype}, b {b.shape} {b.dtype}")
+        if K < 1 or min(sizes) < 1:
+            raise ValueError(f"StackRunner needs at least one network and no empty layer. "
+                             f"Actual: K={K}, sizes {sizes}")
+        etas = [float(e) for e in etas]
+        decays = [float(d) for d in decays]
+        if len(etas) != K or len(decays) != K:
+            raise ValueError(f"StackRunner: need K={K} etas and decays. "
+                             f"Actual: {len(etas)} etas, {len(decays)} decays")
+        batch_size = int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1. Actual: {batch_size}")
+        if threads is None:
+            threads = usable_cpus()
+        threads = int(threads)
+        if threads < 1:
+            raise ValueError(f"threads must be None or >= 1. Actual: {threads}")
+        threads = min(threads, K)
+        self.K, self.sizes, self.dtype = K, sizes, dt
+        self.batch_size = batch_size
+        self.quadratic = bool(quadratic)
+        self.threads = threads
+        self._groups = [_Group(t * K // threads, (t + 1) * K // threads, sizes, dt, batch_size,
+                               etas, decays) for t in range(threads)]
+        self.load(Ws, bs)
+
+    def run(self, X, y, order, s0, s1):
+        """Steps ``[s0, s1)`` of one epoch, in place: step s trains every net on the rows
+        ``order[s * batch_size : min((s + 1) * batch_size, n)]``. X (n, n_0) C-contiguous
+        in the parameters' dtype; y (n,) int64 labels; order (n,) int64. Returns the
+        number of samples trained per net."""
+        if not (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2
+                and X.flags.c_contiguous and X.shape[1] == self.sizes[0]):
+            raise TypeError(f"X must be a C-contiguous {self.dtype} NumPy array "
+                            f"(n, {self.sizes[0]}). Actual: {type(X).__name__} "
+                            f"{getattr(X, 'dtype', '')} {getattr(X, 'shape', '')}")
+        n = X.shape[0]
+        for name, a in (("y", y), ("order", order)):
+            if not (type(a) is np.ndarray and a.dtype == np.int64 and a.shape == (n,)
+                    and a.flags.c_contiguous):
+                raise TypeError(f"{name} must be a C-contiguous int64 NumPy array ({n},). "
+                                f"Actual: {type(a).__name__} {getattr(a, 'dtype', '')} "
+                                f"{getattr(a, 'shape', '')}")
+        s0, s1 = int(s0), int(s1)
+        n_steps = -(-n // self.batch_size)
+        if not 0 <= s0 <= s1 <= n_steps:
+            raise ValueError(f"need 0 <= s0 <= s1 <= {n_steps} (steps in an epoch of {n} samples). "
+                             f"Actual: s0={s0}, s1={s1}")
+        if s0 == s1:
+            return 0
+        rows = order[s0 * self.batch_size:s1 * self.batch_size]   # the compiled loop reads
+        if rows.min() < 0 or rows.max() >= n:                    # X at these, unchecked
+            raise ValueError(f"order must hold row indices in [0, {n}). Actual: values from "
+                             f"{rows.min()} to {rows.max()} in steps {s0}..{s1 - 1}")
+        return spread(_Group.steps, [(grp, X, y, order, s0, s1, self.quadratic)
+                                     for grp in self._groups])[0]
+
+    def store(self, Ws, bs):
+        """Write the current parameters into ``Ws`` / ``bs`` (the canonical ``(K, ...)``
+        arrays, shaped as for the constructor), in place."""
+        for grp in self._groups:
+            grp.store(Ws, bs)
+
+    def load(self, Ws, bs):
+        """Re-read the parameters from ``Ws`` / ``bs`` (the caller changed them)."""
+        for grp in self._groups:
+            grp.load(Ws, bs)
 
 
 def warmup(dtype="float32", n_layers=(1, 2, 3)) -> int:
-    """Compile (or load from the on-disk cache) :func:`train_steps` for ``dtype`` and
-    networks of each of ``n_layers`` weight layers (each count is its own compiled
-    version; ``[784, 30, 10]`` has 2). Returns the number of versions touched.
-
-    Cold, each version takes a few seconds on the dev machine; from the cache, a fraction
-    of a second. ``Network.fit`` does this on its first call anyway.
+    """Compile (or load from the on-disk cache) :class:`StackRunner`'s steps for ``dtype``
+    and networks of each of ``n_layers`` weight layers (each count is its own compiled
+    version; ``[784, 30, 10]`` has 2), by running one tiny step. Returns the number of
+    versions touched. ``fit`` does this on its first call anyway.
     """
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -523,13 +411,8 @@ def warmup(dtype="float32", n_layers=(1, 2, 3)) -> int:
     X = np.zeros((2, 3), dt)
     y = np.zeros(2, np.int64)
     order = np.arange(2, dtype=np.int64)
-    count = 0
     for layers in n_layers:
-        Ws = tuple(np.zeros((3, 3), dt) for _ in range(layers))
-        bs = tuple(np.zeros(3, dt) for _ in range(layers))
-        acts = tuple(np.zeros((2, 3), dt) for _ in range(layers))
-        deltas = tuple(np.zeros((2, 3), dt) for _ in range(layers))
-        train_steps(X, y, order, Ws, bs, np.zeros((2, 3), dt), np.zeros(2, np.int64), acts, deltas,
-                    tuple(np.zeros((3, 3), dt) for _ in range(layers)), 0, 1, 2, 0.1, 1.0, True)
-        count += 1
-    return count
+        Ws = [np.zeros((1, 3, 3), dt) for _ in range(layers)]
+        bs = [np.zeros((1, 3), dt) for _ in range(layers)]
+        StackRunner(Ws, bs, [0.1], [1.0], 2, True, threads=1).run(X, y, order, 0, 1)
+    return len(n_layers)

@@ -7,9 +7,8 @@ while OpenBLAS's second thread spins, waiting for the next product. :class:`Spli
 runs the same step on ``T`` threads (``T`` = OpenBLAS's thread count, at most the usable
 CPUs): thread ``t`` owns a contiguous run of the batch's rows and a slice of every
 weight matrix, calls OpenBLAS with its thread count set to one, and does its share of the
-element-wise work itself. Measured on the 2-core dev machine, ``[784, 500, 500, 10]``
-float32 at batch 1000: 8.5 ms per step against 9.4 ms for the one-thread schedule; the
-products alone take 8.0 ms either way, so the element-wise work is now ~6 % of the step.
+element-wise work itself, so that the element-wise work no longer runs beside an idle
+core.
 
 Schedule (layers ``l = 0 .. L-1``, ``W_l`` maps ``a_{l-1}`` to ``a_l``, ``a_{-1} = X``):
 
@@ -37,117 +36,22 @@ the last one ends). Other BLAS libraries (MKL, Accelerate, BLIS) are not driven:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import threading
 
 import numpy as np
 from numba import njit
 
 from fastnet.kernels.cpu import (
-    _backward_delta_flat,
-    _bias_sigmoid_rows,
-    _bias_softmax_rows,
-    _delta_labels_rows,
-    _delta_targets_flat,
-    _sgd_flat,
+    backward_delta_flat,
+    bias_sigmoid_rows,
+    bias_softmax_rows,
+    delta_labels_rows,
+    delta_targets_flat,
+    sgd_flat,
 )
-from fastnet.kernels.epoch_stack_cpu import _get_pool, _usable_cpus
+from fastnet.kernels.threads import blas_controller, get_pool, usable_cpus
 
 __all__ = ["SplitStep", "blas_controller", "split_threads", "warmup"]
-
-
-# =====================================================================================
-# OpenBLAS's thread count, through the library NumPy loaded.
-# =====================================================================================
-
-class _OpenBLAS:
-    """Get / set the thread count of every OpenBLAS loaded in this process (NumPy's, and
-    SciPy's when it brought its own)."""
-
-    _NAMES = [(p + "openblas_get_num_threads" + s, p + "openblas_set_num_threads" + s)
-              for p in ("", "scipy_") for s in ("", "64_", "_64")]
-
-    def __init__(self, libs):
-        self._funcs = libs        # [(get, set)]
-        self._lock = threading.Lock()
-        self._active = 0          # steps running with the count set to one
-        self._saved = None        # the counts to restore when the last of them ends
-
-    @classmethod
-    def find(cls) -> "_OpenBLAS | None":
-        import numpy  # noqa: F401 - loads NumPy's BLAS before /proc/self/maps is read
-
-        try:
-            with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
-                fields = [line.split() for line in f]
-        except OSError:          # not Linux: no control, the one-thread schedule
-            return None
-        paths = sorted({p[-1] for p in fields if len(p) >= 6 and "openblas" in p[-1].rsplit("/", 1)[-1].lower()},
-                       key=lambda path: ("numpy" not in path, path))   # NumPy's first
-        funcs = []
-        for path in paths:
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for g, s in cls._NAMES:
-                if hasattr(lib, g) and hasattr(lib, s):
-                    get, set_ = getattr(lib, g), getattr(lib, s)
-                    get.restype, get.argtypes = ctypes.c_int, []
-                    set_.restype, set_.argtypes = None, [ctypes.c_int]
-                    funcs.append((get, set_))
-                    break
-        return cls(funcs) if funcs else None
-
-    def get(self) -> int:
-        """The thread count of the first OpenBLAS found (NumPy's where its path says so):
-        the one it had before any running step set it to one."""
-        with self._lock:
-            return int(self._saved[0]) if self._active else int(self._funcs[0][0]())
-
-    def __enter__(self):
-        """Single-threaded from here to ``__exit__``; steps in several Python threads at
-        once nest: the first saves the counts, the last restores them."""
-        with self._lock:
-            if self._active == 0:
-                self._saved = self.get_all()
-                self.set_all([1] * len(self._funcs))
-            self._active += 1
-        return self
-
-    def __exit__(self, *exc):
-        with self._lock:
-            self._active -= 1
-            if self._active == 0:
-                self.set_all(self._saved)
-        return False
-
-    def get_all(self) -> list[int]:
-        return [int(g()) for g, _ in self._funcs]
-
-    def set_all(self, counts) -> None:
-        for (_, s), n in zip(self._funcs, counts):
-            s(int(n))
-
-
-_blas = None
-_blas_found = False
-_blas_lock = threading.Lock()
-
-
-def blas_controller() -> "_OpenBLAS | None":
-    """The OpenBLAS thread control of this process, or None where there is none (another
-    BLAS, not Linux). Looked up once.
-
-    >>> c = blas_controller()
-    >>> c is None or c.get() >= 1
-    True
-    """
-    global _blas, _blas_found
-    with _blas_lock:
-        if not _blas_found:
-            _blas, _blas_found = _OpenBLAS.find(), True
-        return _blas
 
 
 def split_threads(m: int, min_rows: int = 64) -> int:
@@ -157,7 +61,7 @@ def split_threads(m: int, min_rows: int = 64) -> int:
     c = blas_controller()
     if c is None:
         return 1
-    return max(1, min(c.get(), _usable_cpus(), m // max(1, min_rows)))
+    return max(1, min(c.get(), usable_cpus(), m // max(1, min_rows)))
 
 
 # =====================================================================================
@@ -168,33 +72,32 @@ def split_threads(m: int, min_rows: int = 64) -> int:
 def _forward_rows(Z, b, lo, hi, softmax):
     """Bias + activation of rows ``[lo, hi)`` of ``Z`` in place."""
     if softmax:
-        _bias_softmax_rows(Z, b, lo, hi)
+        bias_softmax_rows(Z, b, lo, hi)
     else:
-        _bias_sigmoid_rows(Z, b, lo, hi)
+        bias_sigmoid_rows(Z, b, lo, hi)
 
 
 @njit(cache=True, nogil=True)
 def _delta_rows_labels(a, y, out, quadratic, lo, hi):
-    _delta_labels_rows(a, y, out, quadratic, lo, hi)
+    delta_labels_rows(a, y, out, quadratic, lo, hi)
 
 
 @njit(cache=True, nogil=True)
 def _delta_rows_targets(a, t, out, quadratic, lo, hi):
     n = a.shape[1]
-    _delta_targets_flat(a.ravel()[lo * n:hi * n], t.ravel()[lo * n:hi * n],
+    delta_targets_flat(a.ravel()[lo * n:hi * n], t.ravel()[lo * n:hi * n],
                         out.ravel()[lo * n:hi * n], quadratic, 0, (hi - lo) * n)
 
 
 # The flat loops below run over views from index 0: a loop from a run-time start makes
-# Numba keep its negative-index check on every access, which stops LLVM vectorizing it
-# (5-10x slower on these passes).
+# Numba keep its negative-index check on every access, which stops LLVM vectorizing it.
 
 @njit(cache=True, nogil=True)
 def _hadamard_rows(G, a, lo, hi):
     """``G <- G * a * (1 - a)`` on rows ``[lo, hi)``."""
     n = G.shape[1]
     g = G.ravel()[lo * n:hi * n]
-    _backward_delta_flat(g, a.ravel()[lo * n:hi * n], 0, g.size)
+    backward_delta_flat(g, a.ravel()[lo * n:hi * n], 0, g.size)
 
 
 @njit(cache=True, nogil=True)
@@ -204,7 +107,7 @@ def _update_slice(W, gW, c0, c1, b, gb, D, j0, j1, scale, decay):
     ``b - scale * sum``."""
     n = W.shape[1]
     w = W.ravel()[c0 * n:c1 * n]
-    _sgd_flat(w, gW.ravel()[c0 * n:c1 * n], scale, decay, 0, w.size)
+    sgd_flat(w, gW.ravel()[c0 * n:c1 * n], scale, decay, 0, w.size)
     if j1 > j0:
         acc = gb[j0:j1]
         acc[:] = 0
@@ -212,7 +115,7 @@ def _update_slice(W, gW, c0, c1, b, gb, D, j0, j1, scale, decay):
             row = D[i, j0:j1]
             for j in range(acc.size):
                 acc[j] += row[j]
-        _sgd_flat(b[j0:j1], acc, scale, 1.0, 0, acc.size)
+        sgd_flat(b[j0:j1], acc, scale, 1.0, 0, acc.size)
 
 
 _step_lock = threading.Lock()
@@ -296,7 +199,7 @@ class SplitStep:
         # One split step at a time in this process: two at once could fill the shared pool
         # with threads that each wait at a barrier for a partner queued behind the other's.
         with _step_lock, blas if blas is not None else contextlib.nullcontext():
-            futs = [_get_pool(T - 1).submit(work, t) for t in range(1, T)] if T > 1 else []
+            futs = [get_pool(T - 1).submit(work, t) for t in range(1, T)] if T > 1 else []
             errors = []
             try:
                 work(0)
@@ -313,8 +216,8 @@ class SplitStep:
 
 
 def warmup(dtype="float32") -> None:
-    """Compile the pieces for ``dtype`` (a few seconds the first time, then from Numba's
-    disk cache) with a tiny two-thread step."""
+    """Compile the pieces for ``dtype`` (or load them from Numba's disk cache) with a tiny
+    two-thread step."""
     dt = np.dtype(dtype)
     rng = np.random.default_rng(0)
     sizes = (3, 4, 2)

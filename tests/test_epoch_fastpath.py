@@ -1,4 +1,4 @@
-"""The compiled epoch loops (StackRunner of one net, the default; kernels/epoch_cpu.py) train exactly like the step path.
+"""The compiled epoch loop (a StackRunner of one net, kernels/epoch_cpu.py) trains like the step path.
 
 ``Network.fit`` on NumPy arrays with the Numba kernels runs chunks of SGD steps inside
 one ``@njit`` function. These tests hold it to the step path: the njit step path
@@ -21,13 +21,14 @@ from fastnet import progress
 from reference import random_data
 
 epoch_cpu = pytest.importorskip("fastnet.kernels.epoch_cpu")
-from fastnet.kernels import epoch_stack_cpu  # noqa: E402
+from fastnet.kernels import simd  # noqa: E402 - after the skip: needs Numba
+from numba import njit  # noqa: E402
 
 
 @pytest.fixture
 def path():
     """``path("fast" | "step" | "xp")``: the engine the next ``train`` asks for
-    ("fast": the compiled loop, the one-net StackRunner)."""
+    ("fast": the compiled loop, epoch_cpu.StackRunner)."""
     return {"fast": "compiled", "step": "step", "xp": "xp"}.get
 
 
@@ -40,36 +41,58 @@ def train(path, name, sizes, X, y, dtype="float64", cost="quadratic", seed=3, **
 SHAPES = [(10, 784, 30), (7, 13, 30), (3, 6, 9), (1, 5, 8), (12, 11, 17), (6, 9, 10), (4, 5, 3)]
 
 
+@njit
+def _products(A, a0, ra, W, ldw, Z, D, Wu, dv, m, k, n, v):
+    """simd.mm and simd.upd in the width of the witness v, then the same column by column
+    (one column: fewer than one vector's lanes, the scalar loops)."""
+    simd.mm(A, a0, ra, W, 0, ldw, Z, 0, n, m, k, n, v)
+    simd.upd(A, a0, ra, D, 0, n, Wu, 0, ldw, dv, 0, m, k, n, v)
+    Zc = np.zeros_like(Z)
+    Wc = W.copy()
+    for j in range(n):
+        simd.mm(A, a0, ra, W, j, ldw, Zc, j, n, m, k, 1, v)
+        simd.upd(A, a0, ra, D, j, n, Wc, j, ldw, dv, j, m, k, 1, v)
+    return Zc, Wc
+
+
+@njit
+def _products_wide(*args):
+    return _products(*args, simd.wide_zero(args[3]))
+
+
+@njit
+def _products_narrow(*args):
+    return _products(*args, simd.narrow_zero(args[3]))
+
+
+@pytest.mark.parametrize("wide", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("m, k, n", SHAPES)
-def test_products_sum_in_index_order_bitwise(dtype, m, k, n):
-    """The matrix products of the compiled loop: every element summed in index order
-    from 0, one rounded multiply and one rounded add per term (the reference below), so
-    the results are reproducible bit for bit; the SGD update is ``_math.sgd_step``."""
+def test_products_are_fma_chains_in_index_order_whatever_the_tiles(dtype, m, k, n, wide):
+    """The matrix products of the compiled loops (kernels/simd.py): every element is one
+    chain of FMAs in index order from 0, whatever vector width, tile, overlap or clamped
+    row computes it -- bitwise equal to the scalar loop -- and equals NumPy to rounding.
+    Rows of A are read at offsets (a batch gathered in place); W has a row stride."""
     rng = np.random.default_rng(m * 1000 + k * 10 + n)
-    A = rng.standard_normal((m + 2, k)).astype(dtype)   # buffers taller than the batch
-    W = rng.standard_normal((k, n)).astype(dtype)
-    D = rng.standard_normal((m + 2, n)).astype(dtype)
-    Z = np.zeros((m + 2, n), dtype)
-    epoch_cpu._matmul_rows(A, W, Z, m)
-    ref = np.zeros((m, n), dtype)
-    for p in range(k):                                  # Z = A @ W
-        ref = ref + np.outer(A[:m, p], W[p])
-    np.testing.assert_array_equal(Z[:m], ref)
-    G = np.zeros((m + 2, k), dtype)
-    epoch_cpu._matmul_nt(D, W, np.empty_like(W), G, m)
-    ref = np.zeros((m, k), dtype)
-    for j in range(n):                                  # G = D @ W.T
-        ref = ref + np.outer(D[:m, j], W[:, j])
-    np.testing.assert_array_equal(G[:m], ref)
-    scale, decay = 0.37, 0.999
-    W_new = W.copy()
-    epoch_cpu._sgd_update_tn(A, D, W_new, np.empty_like(W), m, scale, decay)
-    grad = np.zeros((k, n), dtype)
-    for i in range(m):                                  # grad = A.T @ D
-        grad = grad + np.outer(A[i], D[i])
-    ref = W.dtype.type(decay) * W - W.dtype.type(scale) * grad
-    np.testing.assert_array_equal(W_new, ref)
+    Af = rng.standard_normal((m + 3) * k + 2).astype(dtype)
+    ra = (rng.permutation(m + 3)[:m] * k).astype(np.int64)      # rows of A, in any order
+    A = np.stack([Af[1 + r:1 + r + k] for r in ra])
+    ldw = n + 3
+    Wf = rng.standard_normal(k * ldw).astype(dtype)
+    W = Wf.reshape(k, ldw)[:, :n]
+    D = rng.standard_normal((m, n)).astype(dtype)
+    dv = rng.uniform(0.9, 1.0, n).astype(dtype)
+    Z = np.zeros(m * n, dtype)
+    Wu = Wf.copy()
+    products = _products_wide if wide else _products_narrow
+    Zc, Wc = products(Af, 1, ra, Wf, ldw, Z, D.ravel(), Wu, dv, m, k, n)
+    np.testing.assert_array_equal(Z, Zc)
+    np.testing.assert_array_equal(Wu, Wc)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == "float64" else dict(rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(Z.reshape(m, n), A @ W, **tol)
+    ref = Wf.reshape(k, ldw).copy()
+    ref[:, :n] = dv * W + A.T @ D
+    np.testing.assert_allclose(Wu.reshape(k, ldw), ref, **tol)
 
 
 CASES = {
@@ -82,13 +105,12 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("engine", ["fast"])
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_float64_fast_path_equals_step_paths(path, case, engine):
+def test_float64_fast_path_equals_step_paths(path, case):
     sizes, cost, n, batch_size, lmbda, shuffle, epochs = CASES[case]
     X, y = random_data(n, sizes[0], sizes[-1])
     kw = dict(cost=cost, epochs=epochs, batch_size=batch_size, eta=0.7, lmbda=lmbda, shuffle=shuffle)
-    fast, h_fast = train(path, engine, sizes, X, y, **kw)
+    fast, h_fast = train(path, "fast", sizes, X, y, **kw)
     for other in ("step", "xp"):
         ref, h_ref = train(path, other, sizes, X, y, **kw)
         assert h_ref.engine == other
@@ -98,11 +120,10 @@ def test_float64_fast_path_equals_step_paths(path, case, engine):
         assert h_fast["accuracy"] == h_ref["accuracy"]
 
 
-@pytest.mark.parametrize("engine", ["fast"])
-def test_float32_fast_path_close_to_step_path(path, engine):
+def test_float32_fast_path_close_to_step_path(path):
     X, y = random_data(300, 64, 10, seed=1)
     kw = dict(dtype="float32", epochs=2, batch_size=10, eta=3.0)
-    fast, h_fast = train(path, engine, [64, 30, 10], X, y, **kw)
+    fast, h_fast = train(path, "fast", [64, 30, 10], X, y, **kw)
     step, h_step = train(path, "step", [64, 30, 10], X, y, **kw)
     for a, b in zip(fast.weights + fast.biases, step.weights + step.biases):
         assert a.dtype == np.float32
@@ -112,30 +133,28 @@ def test_float32_fast_path_close_to_step_path(path, engine):
 
 def test_fit_takes_the_compiled_engine_only_for_small_steps(path, monkeypatch):
     from fastnet import engines
-    from fastnet.kernels import epoch_stack_cpu
 
-    runs, real_run = [], epoch_stack_cpu.StackRunner.run
-    monkeypatch.setattr(epoch_stack_cpu.StackRunner, "run",
-                        lambda self, *a: runs.append((self.K, a[3], a[4])) or real_run(self, *a))
+    calls, real = [], epoch_cpu.StackRunner.run
+    monkeypatch.setattr(epoch_cpu.StackRunner, "run",
+                        lambda self, *a: calls.append((self.K, a[3], a[4])) or real(self, *a))
     X, y = random_data(50, 5, 3)
     train(path, "xp", [5, 4, 3], X, y, epochs=1, batch_size=10, eta=0.5)
-    assert runs == []
+    assert calls == []
     engines.prepare("compiled", "float64", 2)
     net = fastnet.Network([5, 4, 3], dtype="float64", device="cpu")
     assert engines.plan(net, X, batch_size=10, epochs=5).engine == "compiled"
     big = fastnet.Network([5, 20_000, 3], dtype="float64", device="cpu")
     assert "where BLAS wins" in engines.plan(big, X, batch_size=10).rejected["compiled"]
     train(path, "fast", [5, 4, 3], X, y, epochs=2, batch_size=10, eta=0.5)
-    assert runs == [(1, 0, 5), (1, 0, 5)]      # steps [s0, s1) of each epoch, one chunk each
+    assert calls == [(1, 0, 5), (1, 0, 5)]     # one net, steps [s0, s1) of each epoch, one chunk each
 
 
-@pytest.mark.parametrize("engine", ["fast"])
-def test_non_contiguous_input_and_chunks_smaller_than_an_epoch(path, monkeypatch, engine):
+def test_non_contiguous_input_and_chunks_smaller_than_an_epoch(path, monkeypatch):
     X, y = random_data(95, 6, 3)
     kw = dict(epochs=2, batch_size=4, eta=0.5)
     step, _ = train(path, "step", [6, 5, 3], X, y, **kw)
-    monkeypatch.setattr(epoch_stack_cpu, "CHUNK_SAMPLES", 12)   # 3 steps a chunk: 8 chunks an epoch
-    fast, _ = train(path, engine, [6, 5, 3], np.asfortranarray(X), y[::-1].copy()[::-1], **kw)
+    monkeypatch.setattr(epoch_cpu, "CHUNK_SAMPLES", 12)   # 3 steps a chunk: 8 chunks an epoch
+    fast, _ = train(path, "fast", [6, 5, 3], np.asfortranarray(X), y[::-1].copy()[::-1], **kw)
     for a, b in zip(fast.weights + fast.biases, step.weights + step.biases):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
@@ -154,22 +173,21 @@ class _CtrlCAfter(progress.ProgressBar):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-@pytest.mark.parametrize("engine", ["fast"])
-def test_ctrl_c_inside_an_epoch_stops_after_the_chunk_and_resumes_bitwise(path, monkeypatch, tmp_path, engine):
+def test_ctrl_c_inside_an_epoch_stops_after_the_chunk_and_resumes_bitwise(path, monkeypatch, tmp_path):
     X, y = random_data(120, 6, 3)
     kw = dict(epochs=3, batch_size=5, eta=0.9, lmbda=0.1)
-    ref, _ = train(path, engine, [6, 5, 3], X, y, **kw)
-    monkeypatch.setattr(epoch_stack_cpu, "CHUNK_SAMPLES", 20)   # 4 steps a chunk
+    ref, _ = train(path, "fast", [6, 5, 3], X, y, **kw)
+    monkeypatch.setattr(epoch_cpu, "CHUNK_SAMPLES", 20)   # 4 steps a chunk
     ck = tmp_path / "ck.npz"
     bar = _CtrlCAfter(3, steps=5)
     net = fastnet.Network([6, 5, 3], dtype="float64", device="cpu", seed=3)
     with pytest.raises(fastnet.TrainingInterrupted, match=r"epoch 2, sample 40 of 120"):
-        net.fit(X, y, checkpoint=ck, callbacks=[bar], engine=path(engine), **kw)
+        net.fit(X, y, checkpoint=ck, callbacks=[bar], engine=path("fast"), **kw)
     assert [s for e, s in bar.seen if e == 2] == [4, 8]    # the signal came during the 2nd chunk
     meta = fio.read_model(ck)[0]["extra"]["checkpoint"]
     assert (meta["epoch"], meta["step"]) == (2, 40)
     resumed = fastnet.Network([6, 5, 3], dtype="float64", device="cpu", seed=3)
-    resumed.fit(X, y, checkpoint=ck, resume=True, engine=path(engine), **kw)
+    resumed.fit(X, y, checkpoint=ck, resume=True, engine=path("fast"), **kw)
     for a, b in zip(resumed.weights + resumed.biases, ref.weights + ref.biases):
         np.testing.assert_array_equal(a, b)
 
@@ -179,19 +197,21 @@ def test_chunk_calls_allocate_nothing_per_step():
     X, y = random_data(2000, 784, 10)
     Xd, yd = net._prepare_X(X), net._prepare_y(y, 2000)
     order = np.random.default_rng(0).permutation(2000)
-    ws = net._workspace(10)
-    args = (Xd, yd, order, tuple(net._W), tuple(net._b), ws.X, ws.y, tuple(ws.a), tuple(ws.d),
-            tuple(ws.gW))
-    epoch_cpu.train_steps(*args, 0, 2, 10, 3.0, 1.0, True)      # compile / load, first touch
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        for s0 in range(0, 200, 50):                             # the whole epoch, 4 chunks
-            epoch_cpu.train_steps(*args, s0, s0 + 50, 10, 3.0, 1.0, True)
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
-    assert peak < 2_000, f"train_steps allocated {peak} bytes at peak"
+    runner = epoch_cpu.StackRunner([W[None] for W in net._W], [b[None] for b in net._b],
+                                   [3.0], [1.0], 10, True, threads=1)
+    runner.run(Xd, yd, order, 0, 2)                              # compile / load, first touch
+
+    def peak(s0, s1):
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            runner.run(Xd, yd, order, s0, s1)
+            return tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    one, rest = peak(2, 3), peak(3, 200)        # one step; the rest of the epoch in one call
+    assert one < 4_000, f"a call of StackRunner.run allocated {one} bytes at peak"
+    assert rest <= one + 256, f"{rest} bytes at peak for 197 steps, {one} for one"
 
 
 def test_nielsen_recipe_on_real_digits_same_accuracy_after_an_epoch(path):

@@ -1,4 +1,4 @@
-"""The compiled K-network epoch loop (kernels/epoch_stack_cpu.py) against a plain NumPy
+"""The compiled K-network epoch loop (kernels/epoch_cpu.py) against a plain NumPy
 per-net SGD loop and against ``Network.train_step``, one net at a time on the same order."""
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet.kernels import epoch_stack_cpu as esc
-from fastnet.kernels.epoch_stack_cpu import StackRunner
+from fastnet.kernels import epoch_cpu
+from fastnet.kernels.epoch_cpu import StackRunner
+from fastnet.kernels.threads import usable_cpus
 
 ETAS = (0.5, 1.0, 3.0)
 LMBDAS = (0.0, 0.1, 1.0)
@@ -310,11 +311,11 @@ def test_bad_input_is_refused():
 
 
 def test_warmup_and_constants():
-    assert esc.warmup("float64", n_layers=(2,)) is None
+    assert epoch_cpu.warmup("float64", n_layers=(2,)) == 1
     with pytest.raises(TypeError):
-        esc.warmup("int32")
-    assert esc.WIDE_BYTES in (32, 64)
-    assert esc.MAX_CHUNK_STEPS >= 1 and esc.CHUNK_SAMPLES >= 1
+        epoch_cpu.warmup("int32")
+    assert epoch_cpu.WIDE_BYTES in (32, 64)
+    assert epoch_cpu.MAX_CHUNK_STEPS >= 1 and epoch_cpu.CHUNK_SAMPLES >= 1
 
 
 def test_default_thread_count_follows_numba_threads():
@@ -327,8 +328,8 @@ def test_default_thread_count_follows_numba_threads():
     old = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        assert esc.StackRunner(Ws, bs, [1.0] * 4, [1.0] * 4, 5, True).threads == 1
+        assert epoch_cpu.StackRunner(Ws, bs, [1.0] * 4, [1.0] * 4, 5, True).threads == 1
         numba.set_num_threads(old)
-        assert esc.StackRunner(Ws, bs, [1.0] * 4, [1.0] * 4, 5, True).threads == min(4, esc._usable_cpus())
+        assert epoch_cpu.StackRunner(Ws, bs, [1.0] * 4, [1.0] * 4, 5, True).threads == min(4, usable_cpus())
     finally:
         numba.set_num_threads(old)

@@ -1,0 +1,453 @@
+"""SIMD building blocks of the compiled CPU loops, and the register-blocked products made
+of them: :func:`mm` (``Z = A @ W``) and :func:`upd` (``W <- d * W + A.T @ D``).
+
+Used by :mod:`fastnet.kernels.epoch_cpu` (the whole-epoch loop) and
+:mod:`fastnet.kernels.batch_cpu` (the large-batch step). Why loops and not BLAS: at a
+minibatch of 10 a product such as ``X (10, 784) @ W (784, 30)`` is too small for a BLAS
+call to pay for itself (from Python or from ``@njit``), and at ``N = 30`` columns
+OpenBLAS is poor even on large batches. Why intrinsics: LLVM does not make such code from
+plain loops (the accumulators are reductions, which it may not vectorize without
+``fastmath``, and at 30 columns its vectorized inner loops never leave their scalar
+remainder), so the vector code uses a few operations on LLVM vectors defined here as
+Numba intrinsics: loads, stores, broadcast, zero and ``llvm.fma``.
+
+A "witness" vector (a zero vector from :func:`narrow_zero` or :func:`wide_zero`) says
+which vector type a kernel works in, so one kernel body serves both widths. Arrays are
+addressed by flat element index (C-contiguous only), with no wraparound and no bounds
+checks: the callers keep every index in range.
+"""
+from __future__ import annotations
+
+import llvmlite.binding as _llvm
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.core import config as numba_config
+from numba.extending import intrinsic, models, register_model
+
+__all__ = ["Vec", "WIDE_BYTES", "NARROW_BYTES", "QUAD_TILES", "narrow_zero", "wide_zero",
+           "lanes", "load", "store", "sload", "broadcast", "fma", "prefetch", "mm", "upd"]
+
+
+def _target_has_avx512() -> bool:
+    """Whether Numba compiles for a CPU with AVX-512F: the host's features, or those of
+    ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` when set (portable caches)."""
+    name = numba_config.CPU_NAME
+    if name and name != "host":
+        return "+avx512f" in (numba_config.CPU_FEATURES or "")
+    try:
+        return bool(_llvm.get_host_cpu_features().get("avx512f", False))
+    except Exception:  # pragma: no cover - feature query unavailable: assume AVX2
+        return False
+
+
+#: Bytes per wide SIMD vector: 64 (16 float32) where the CPU has AVX-512, else 32 (AVX2).
+WIDE_BYTES = 64 if _target_has_avx512() else 32
+#: Bytes per narrow SIMD vector (8 float32: enough for 10-output layers).
+NARROW_BYTES = 32
+#: Whole-vector products take 4 vectors of columns at a time (20 accumulators) where
+#: there are 32 vector registers (AVX-512), else 2 (10 accumulators).
+QUAD_TILES = WIDE_BYTES == 64
+
+
+# =====================================================================================
+# The vector type and the intrinsics.
+# =====================================================================================
+
+class Vec(types.Type):
+    """``lanes`` values of ``dtype`` in one SIMD register (never seen from Python)."""
+
+    def __init__(self, dtype, lanes):
+        self.dtype = dtype
+        self.lanes = lanes
+        super().__init__(name=f"Vec({dtype} x {lanes})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        be_type = ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(), fe_type.lanes)
+        super().__init__(dmm, fe_type, be_type)
+
+
+def _element_ptr(context, builder, arrty, arr, idx):
+    data = context.make_array(arrty)(context, builder, arr).data
+    return builder.gep(data, [idx])
+
+
+def _is_flat_float(arr):
+    return (isinstance(arr, types.Array) and arr.layout == "C"
+            and isinstance(arr.dtype, types.Float))
+
+
+def _zero_intrinsic(nbytes: int, doc: str):
+    def typer(typingctx, arr):
+        if not _is_flat_float(arr):
+            return None
+        vt = Vec(arr.dtype, 8 * nbytes // arr.dtype.bitwidth)
+
+        def codegen(context, builder, sig, args):
+            return ir.Constant(context.get_value_type(vt), None)
+        return vt(arr), codegen
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+narrow_zero = _zero_intrinsic(NARROW_BYTES, "A zero vector of ``arr.dtype``, NARROW_BYTES wide.")
+wide_zero = _zero_intrinsic(WIDE_BYTES, "A zero vector of ``arr.dtype``, WIDE_BYTES wide.")
+
+
+def _like_ok(arr, like):
+    return isinstance(like, Vec) and _is_flat_float(arr) and arr.dtype == like.dtype
+
+
+@intrinsic
+def lanes(typingctx, like):
+    """Lanes of the vector type of ``like`` (a compile-time constant)."""
+    if not isinstance(like, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, like.lanes)
+    return types.intp(like), codegen
+
+
+@intrinsic
+def load(typingctx, arr, idx, like):
+    """The vector ``arr.flat[idx : idx + lanes]``, typed like ``like`` (unaligned load)."""
+    if not _like_ok(arr, like) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        vty = context.get_value_type(like)
+        return builder.load(builder.bitcast(ptr, vty.as_pointer()), align=arr.dtype.bitwidth // 8)
+    return like(arr, idx, like), codegen
+
+
+@intrinsic
+def store(typingctx, arr, idx, v):
+    """``arr.flat[idx : idx + lanes] = v`` (unaligned store)."""
+    if not _like_ok(arr, v) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        vty = context.get_value_type(v)
+        builder.store(args[2], builder.bitcast(ptr, vty.as_pointer()),
+                      align=arr.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+    return types.none(arr, idx, v), codegen
+
+
+@intrinsic
+def sload(typingctx, arr, idx):
+    """The scalar ``arr.flat[idx]`` (no wraparound, no bounds check)."""
+    if not _is_flat_float(arr) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1]))
+    return arr.dtype(arr, idx), codegen
+
+
+@intrinsic
+def broadcast(typingctx, x, like):
+    """A vector typed like ``like`` with every lane ``x`` (converted to its dtype)."""
+    if not isinstance(like, Vec) or not isinstance(x, (types.Float, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(like)
+        xv = context.cast(builder, args[0], sig.args[0], like.dtype)
+        v = builder.insert_element(ir.Constant(vty, ir.Undefined), xv,
+                                   ir.Constant(ir.IntType(32), 0))
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), like.lanes), [0] * like.lanes)
+        return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), zeros)
+    return like(x, like), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` with one rounding (``llvm.fma``), lane-wise on vectors or on scalars."""
+    if not (a == b == c and isinstance(a, (Vec, types.Float))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ty = args[0].type
+        scalar = ty.element if isinstance(ty, ir.VectorType) else ty
+        name = "f32" if isinstance(scalar, ir.FloatType) else "f64"
+        if isinstance(ty, ir.VectorType):
+            name = f"v{ty.count}{name}"
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ty, [ty, ty, ty]), f"llvm.fma.{name}")
+        return builder.call(fn, args)
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """Hint the CPU to bring the cache line of ``arr.flat[idx]`` into its caches (a no-op
+    for the results; the gather of the next batch reads rows at random from DRAM)."""
+    if not (isinstance(arr, types.Array) and arr.layout == "C") or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.none(arr, idx), codegen
+
+
+# =====================================================================================
+# Products on flat arrays with offsets and row strides (ld), so that one net's block of a
+# wide matrix is addressed in place; the rows of the left-hand matrix A start at the
+# offsets ``a0 + ra[i]``, so that the first layer reads the batch's rows of X where they
+# are (no copy). Register blocks of 5 rows x 2 vectors (10 accumulators), or 5 x 4 where
+# QUAD_TILES: each weight (or delta) vector loaded feeds 5 FMAs.
+#
+# The n output columns are covered by vectors ("tiles") at offsets min(t * lanes,
+# n - lanes), taken two at a time. When n is not a multiple of the lanes the last tile
+# overlaps the one before it; the pairs are chosen so that those two are always in the
+# same pair (with an odd number of tiles the first pair is tile 0 twice). A column
+# computed twice is computed by the same operations in the same order, so both stores
+# write the same value. Rows past the end of a block are clamped to the last row,
+# computed again and stored again (never updated twice).
+# =====================================================================================
+
+@njit(cache=True, inline="always")
+def _n_pairs(n, L):
+    """Number of tile pairs for ``n`` columns (n >= L)."""
+    return ((n + L - 1) // L + 1) // 2
+
+
+@njit(cache=True, inline="always")
+def _pair_cols(g, n, L):
+    """Column offsets of the two tiles of pair ``g``."""
+    odd = ((n + L - 1) // L) & 1
+    t0 = max(2 * g - odd, 0)
+    return min(t0 * L, n - L), min((2 * g + 1 - odd) * L, n - L)
+
+
+@njit(cache=True, inline="always")
+def _fma2(A, i, wa, wb, s0, s1, v):
+    """One row's step of a block: ``A.flat[i]`` times two vectors, into two accumulators."""
+    x = broadcast(sload(A, i), v)
+    return fma(x, wa, s0), fma(x, wb, s1)
+
+
+@njit(cache=True, inline="always")
+def _fma4(A, i, wa, wb, wc, wd, s0, s1, s2, s3, v):
+    """As :func:`_fma2`, four vectors."""
+    x = broadcast(sload(A, i), v)
+    return fma(x, wa, s0), fma(x, wb, s1), fma(x, wc, s2), fma(x, wd, s3)
+
+
+@njit(cache=True, inline="always")
+def _store2(Z, z, c0, c1, a, b):
+    """``Z.flat[z + c0:] = a``, then ``Z.flat[z + c1:] = b`` (c1 may overlap c0: same values)."""
+    store(Z, z + c0, a)
+    store(Z, z + c1, b)
+
+
+@njit(cache=True, inline="always")
+def _store4(Z, z, L, a, b, c, d):
+    """Four vectors to ``Z.flat[z:]``, ``L`` elements apart."""
+    store(Z, z, a)
+    store(Z, z + L, b)
+    store(Z, z + 2 * L, c)
+    store(Z, z + 3 * L, d)
+
+
+@njit(cache=True, inline="always")
+def _mm_block(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, r0, r1, r2, r3, r4, c0, c1, v):
+    """Rows r0..r4 of Z, tiles c0 and c1: ``Z[r, c:c+L] = A[r] @ W[:, c:c+L]`` (FMA)."""
+    s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = s40 = s41 = v
+    i0, i1, i2, i3, i4 = a0 + ra[r0], a0 + ra[r1], a0 + ra[r2], a0 + ra[r3], a0 + ra[r4]
+    w = w0
+    for p in range(k):
+        wa = load(W, w + c0, v)
+        wb = load(W, w + c1, v)
+        s00, s01 = _fma2(A, i0 + p, wa, wb, s00, s01, v)
+        s10, s11 = _fma2(A, i1 + p, wa, wb, s10, s11, v)
+        s20, s21 = _fma2(A, i2 + p, wa, wb, s20, s21, v)
+        s30, s31 = _fma2(A, i3 + p, wa, wb, s30, s31, v)
+        s40, s41 = _fma2(A, i4 + p, wa, wb, s40, s41, v)
+        w += ldw
+    _store2(Z, z0 + r0 * ldz, c0, c1, s00, s01)
+    _store2(Z, z0 + r1 * ldz, c0, c1, s10, s11)
+    _store2(Z, z0 + r2 * ldz, c0, c1, s20, s21)
+    _store2(Z, z0 + r3 * ldz, c0, c1, s30, s31)
+    _store2(Z, z0 + r4 * ldz, c0, c1, s40, s41)
+
+
+@njit(cache=True, inline="always")
+def _mm_block4(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, r0, r1, r2, r3, r4, c, v):
+    """Rows r0..r4 of Z, the four tiles from column c: 20 accumulators, for CPUs with 32
+    vector registers (AVX-512)."""
+    L = lanes(v)
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = s20 = s21 = s22 = s23 = v
+    s30 = s31 = s32 = s33 = s40 = s41 = s42 = s43 = v
+    i0, i1, i2, i3, i4 = a0 + ra[r0], a0 + ra[r1], a0 + ra[r2], a0 + ra[r3], a0 + ra[r4]
+    w = w0 + c
+    for p in range(k):
+        wa = load(W, w, v)
+        wb = load(W, w + L, v)
+        wc = load(W, w + 2 * L, v)
+        wd = load(W, w + 3 * L, v)
+        s00, s01, s02, s03 = _fma4(A, i0 + p, wa, wb, wc, wd, s00, s01, s02, s03, v)
+        s10, s11, s12, s13 = _fma4(A, i1 + p, wa, wb, wc, wd, s10, s11, s12, s13, v)
+        s20, s21, s22, s23 = _fma4(A, i2 + p, wa, wb, wc, wd, s20, s21, s22, s23, v)
+        s30, s31, s32, s33 = _fma4(A, i3 + p, wa, wb, wc, wd, s30, s31, s32, s33, v)
+        s40, s41, s42, s43 = _fma4(A, i4 + p, wa, wb, wc, wd, s40, s41, s42, s43, v)
+        w += ldw
+    _store4(Z, z0 + r0 * ldz + c, L, s00, s01, s02, s03)
+    _store4(Z, z0 + r1 * ldz + c, L, s10, s11, s12, s13)
+    _store4(Z, z0 + r2 * ldz + c, L, s20, s21, s22, s23)
+    _store4(Z, z0 + r3 * ldz + c, L, s30, s31, s32, s33)
+    _store4(Z, z0 + r4 * ldz + c, L, s40, s41, s42, s43)
+
+
+@njit(cache=True)
+def mm(A, a0, ra, W, w0, ldw, Z, z0, ldz, m, k, n, v):
+    """``Z[:m, :n] = A[:m, :k] @ W[:k, :n]``: W and Z are the flat ``W[w0 + p * ldw + j]``,
+    ``Z[z0 + i * ldz + j]``, and row i of A starts at ``A[a0 + ra[i]]``.
+
+    Every element is a chain of FMAs over k in index order from 0. ``v``: a zero vector
+    of the width to use; fewer than its lanes of columns: scalar loops (same chain)."""
+    L = lanes(v)
+    if n < L:
+        zero = Z.dtype.type(0)
+        for i in range(m):
+            for j in range(n):
+                s = zero
+                for p in range(k):
+                    s = fma(A[a0 + ra[i] + p], W[w0 + p * ldw + j], s)
+                Z[z0 + i * ldz + j] = s
+        return
+    g0 = 0
+    if QUAD_TILES and n % (2 * L) == 0:        # whole vectors (layer 0): 4 tiles at a time
+        quads = n // (4 * L)
+        for q in range(quads):
+            for i in range(0, m, 5):
+                _mm_block4(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, min(i + 1, m - 1),
+                           min(i + 2, m - 1), min(i + 3, m - 1), min(i + 4, m - 1), q * 4 * L, v)
+        g0 = 2 * quads
+    for g in range(g0, _n_pairs(n, L)):
+        c0, c1 = _pair_cols(g, n, L)
+        for i in range(0, m, 5):
+            _mm_block(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, min(i + 1, m - 1),
+                      min(i + 2, m - 1), min(i + 3, m - 1), min(i + 4, m - 1), c0, c1, v)
+
+
+@njit(cache=True, inline="always")
+def _upd_row(W, row, c0, c1, d0, d1, g0, g1, v):
+    """One row of W, two tiles: ``W <- d * W + g`` (FMA). Both are loaded before either
+    is stored: they may overlap (then both hold the same values)."""
+    w0 = load(W, row + c0, v)
+    w1 = load(W, row + c1, v)
+    store(W, row + c0, fma(d0, w0, g0))
+    store(W, row + c1, fma(d1, w1, g1))
+
+
+@njit(cache=True, inline="always")
+def _upd_row4(W, w, L, d0, d1, d2, d3, g0, g1, g2, g3, v):
+    """Four tiles of one row of W from ``W.flat[w]`` (no overlap): as :func:`_upd_row`."""
+    _upd_row(W, w, 0, L, d0, d1, g0, g1, v)
+    _upd_row(W, w, 2 * L, 3 * L, d2, d3, g2, g3, v)
+
+
+@njit(cache=True, inline="always")
+def _upd_block(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p0, p1, p2, p3, p4, c0, c1,
+               v):
+    """Rows p0..p4 of W, tiles c0 and c1: the gradient over the batch, then the update."""
+    g00 = g01 = g10 = g11 = g20 = g21 = g30 = g31 = g40 = g41 = v
+    for i in range(m):
+        da = load(D, e0 + i * ldd + c0, v)
+        db = load(D, e0 + i * ldd + c1, v)
+        r = a0 + ra[i]
+        g00, g01 = _fma2(A, r + p0, da, db, g00, g01, v)
+        g10, g11 = _fma2(A, r + p1, da, db, g10, g11, v)
+        g20, g21 = _fma2(A, r + p2, da, db, g20, g21, v)
+        g30, g31 = _fma2(A, r + p3, da, db, g30, g31, v)
+        g40, g41 = _fma2(A, r + p4, da, db, g40, g41, v)
+    d0 = load(dv, dv0 + c0, v)
+    d1 = load(dv, dv0 + c1, v)
+    _upd_row(W, w0 + p0 * ldw, c0, c1, d0, d1, g00, g01, v)
+    if p1 != p0:                               # a clamped row repeats the one before: skip
+        _upd_row(W, w0 + p1 * ldw, c0, c1, d0, d1, g10, g11, v)
+    if p2 != p1:
+        _upd_row(W, w0 + p2 * ldw, c0, c1, d0, d1, g20, g21, v)
+    if p3 != p2:
+        _upd_row(W, w0 + p3 * ldw, c0, c1, d0, d1, g30, g31, v)
+    if p4 != p3:
+        _upd_row(W, w0 + p4 * ldw, c0, c1, d0, d1, g40, g41, v)
+
+
+@njit(cache=True, inline="always")
+def _upd_block4(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p0, p1, p2, p3, p4, c, v):
+    """Rows p0..p4 of W, the four tiles from column c (no overlap): as _upd_block."""
+    L = lanes(v)
+    g00 = g01 = g02 = g03 = g10 = g11 = g12 = g13 = g20 = g21 = g22 = g23 = v
+    g30 = g31 = g32 = g33 = g40 = g41 = g42 = g43 = v
+    for i in range(m):
+        e = e0 + i * ldd + c
+        da = load(D, e, v)
+        db = load(D, e + L, v)
+        dc = load(D, e + 2 * L, v)
+        dd = load(D, e + 3 * L, v)
+        r = a0 + ra[i]
+        g00, g01, g02, g03 = _fma4(A, r + p0, da, db, dc, dd, g00, g01, g02, g03, v)
+        g10, g11, g12, g13 = _fma4(A, r + p1, da, db, dc, dd, g10, g11, g12, g13, v)
+        g20, g21, g22, g23 = _fma4(A, r + p2, da, db, dc, dd, g20, g21, g22, g23, v)
+        g30, g31, g32, g33 = _fma4(A, r + p3, da, db, dc, dd, g30, g31, g32, g33, v)
+        g40, g41, g42, g43 = _fma4(A, r + p4, da, db, dc, dd, g40, g41, g42, g43, v)
+    d = dv0 + c
+    d0 = load(dv, d, v)
+    d1 = load(dv, d + L, v)
+    d2 = load(dv, d + 2 * L, v)
+    d3 = load(dv, d + 3 * L, v)
+    _upd_row4(W, w0 + p0 * ldw + c, L, d0, d1, d2, d3, g00, g01, g02, g03, v)
+    if p1 != p0:                               # a clamped row repeats the one before: skip
+        _upd_row4(W, w0 + p1 * ldw + c, L, d0, d1, d2, d3, g10, g11, g12, g13, v)
+    if p2 != p1:
+        _upd_row4(W, w0 + p2 * ldw + c, L, d0, d1, d2, d3, g20, g21, g22, g23, v)
+    if p3 != p2:
+        _upd_row4(W, w0 + p3 * ldw + c, L, d0, d1, d2, d3, g30, g31, g32, g33, v)
+    if p4 != p3:
+        _upd_row4(W, w0 + p4 * ldw + c, L, d0, d1, d2, d3, g40, g41, g42, g43, v)
+
+
+@njit(cache=True)
+def upd(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, k, n, v):
+    """``W[:k, :n] <- dv * W + A[:m, :k].T @ D[:m, :n]``, ``dv[dv0:dv0 + n]`` the per-column
+    decay (ones: a plain accumulate), D the delta already scaled (e.g. by ``-eta / m``).
+    Gradient elements: FMA chains over the batch in row order from 0; then one FMA with
+    the decay. Layout as in :func:`mm`."""
+    L = lanes(v)
+    if n < L:
+        zero = W.dtype.type(0)
+        for p in range(k):
+            for j in range(n):
+                s = zero
+                for i in range(m):
+                    s = fma(A[a0 + ra[i] + p], D[e0 + i * ldd + j], s)
+                W[w0 + p * ldw + j] = fma(dv[dv0 + j], W[w0 + p * ldw + j], s)
+        return
+    g0 = 0
+    if QUAD_TILES and n % (2 * L) == 0:        # whole vectors (layer 0): 4 tiles at a time
+        quads = n // (4 * L)
+        for q in range(quads):
+            for p in range(0, k, 5):
+                _upd_block4(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p,
+                            min(p + 1, k - 1), min(p + 2, k - 1), min(p + 3, k - 1),
+                            min(p + 4, k - 1), q * 4 * L, v)
+        g0 = 2 * quads
+    for g in range(g0, _n_pairs(n, L)):
+        c0, c1 = _pair_cols(g, n, L)
+        for p in range(0, k, 5):
+            _upd_block(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p, min(p + 1, k - 1),
+                       min(p + 2, k - 1), min(p + 3, k - 1), min(p + 4, k - 1), c0, c1, v)
