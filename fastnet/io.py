@@ -104,7 +104,12 @@ def read_model(path) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
     if not isinstance(sizes, list) or len(sizes) < 2:
         raise ModelFileError(f"{path}: metadata has no valid 'sizes'")
     L = len(sizes) - 1
-    expected = {f"W{l}": (sizes[l], sizes[l + 1]) for l in range(L)} | {f"b{l}": (sizes[l + 1],) for l in range(L)}
+    K = meta.get("k")   # a NetworkStack's file: every array has a leading axis of K nets
+    if K is not None and (isinstance(K, bool) or not isinstance(K, int) or K < 1):
+        raise ModelFileError(f"{path}: metadata has an invalid stack size k={K!r}")
+    lead = () if K is None else (K,)
+    expected = ({f"W{l}": lead + (sizes[l], sizes[l + 1]) for l in range(L)}
+                | {f"b{l}": lead + (sizes[l + 1],) for l in range(L)})
     if set(arrays) != set(expected):
         raise ModelFileError(f"{path}: arrays {sorted(arrays)} do not match sizes {sizes}")
     for k, shape in expected.items():
@@ -118,7 +123,8 @@ def read_model(path) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
 
 
 def load(path, *, device="auto"):
-    """Load a network saved with :meth:`fastnet.Network.save` onto ``device``.
+    """Load a network saved with :meth:`fastnet.Network.save` onto ``device`` (a stack's
+    checkpoint loads as a :class:`fastnet.NetworkStack`).
 
     >>> import fastnet, tempfile, os
     >>> net = fastnet.Network([3, 2], device="cpu", seed=1)
@@ -129,5 +135,14 @@ def load(path, *, device="auto"):
     from fastnet.network import Network
 
     meta, weights, biases = read_model(path)
+    if meta.get("k") is not None:
+        from fastnet.stack import NetworkStack
+
+        stack = NetworkStack(meta["sizes"], seeds=meta["seeds"], etas=meta["etas"], lmbdas=meta["lmbdas"],
+                             cost=meta["cost"], init=meta["init"], dtype=meta["dtype"], device=device,
+                             order=meta["order"],
+                             order_seed=meta["order_seed"] if meta["order"] == "shared" else None)
+        stack._set_params(weights, biases)
+        return stack
     return Network.from_params(weights, biases, cost=meta["cost"], init=meta.get("init", "nielsen"),
                                dtype=meta["dtype"], device=device, seed=meta.get("seed"))

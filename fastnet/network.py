@@ -25,14 +25,13 @@ runs the epochs.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from array_api_compat import array_namespace
 
 from fastnet import _validate as V
-from fastnet import engines, ops, progress, training
+from fastnet import engines, ops, training
 from fastnet._device import DeviceData
 from fastnet.backend import Backend, get_backend
 from fastnet.history import History
@@ -82,7 +81,7 @@ def initial_params(sizes: Sequence[int], init: str, seed: int | None):
     return weights, biases, np.random.default_rng(rng.integers(2**63))
 
 
-class Network(DeviceData):
+class Network(DeviceData, training.Trainable):
     """A fully connected feedforward network trained by minibatch SGD.
 
     Parameters
@@ -115,6 +114,8 @@ class Network(DeviceData):
     >>> net.predict(X).tolist()
     [0, 1, 0, 1]
     """
+
+    _CHECK_KEYS = ("sizes", "cost", "dtype")   # what a checkpoint must match
 
     def __init__(self, sizes, *, cost="quadratic", init="nielsen", dtype="float32",
                  device="auto", seed=None):
@@ -387,20 +388,6 @@ class Network(DeviceData):
                     p[...] = old
                 raise
 
-    def _running(self, p):
-        """A context in which the network computes with plan ``p``'s kernels and metrics."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def ctx():
-            old = self._k, self._metrics_with
-            self._k, self._metrics_with = ops.table(p.kernels), p.metrics
-            try:
-                yield
-            finally:
-                self._k, self._metrics_with = old
-        return ctx()
-
     # --- metrics ------------------------------------------------------------------------
 
     def _metrics(self, Xd, yd, lmbda=0.0, chunk=10_000):
@@ -518,61 +505,62 @@ class Network(DeviceData):
         run = {"epochs": epochs, "batch_size": batch_size, "eta": eta, "lmbda": lmbda, "n_train": n,
                "shuffle": bool(shuffle)}
         history = History(config=self.config() | run | {
-            "device": self.backend.device, "backend": self.backend.name, "engine": p.engine,
-            "kernels": p.kernels, "n_val": None if val is None else int(val[0].shape[0]),
+            "device": self.backend.device, "backend": self.backend.name,
+            "n_val": None if val is None else int(val[0].shape[0]),
         })
-        start_epoch, start_step = 1, 0
-        if resume and Path(checkpoint).exists():
-            start_epoch, start_step = self._restore_checkpoint(checkpoint, run, history)
-        # compile before the first epoch starts its clock: compile time is not training time
-        history.config["compile_seconds"] = round(sum(engines.prepare(u, self.dtype, self.n_layers)
-                                                      for u in p.units), 3)
-        bar = progress.for_fit(verbose, epochs, history, callbacks)
-        with training.SigintFlag() as interrupted, self._running(p):
-            try:
-                training.run_epochs(self, Xd, yd, val, history, run, start_epoch, start_step, on_divergence,
-                                    bar, callbacks, checkpoint, checkpoint_every, interrupted, p.engine)
-            finally:
-                bar.close()
+        self._fit(Xd, yd, val, run, history, [history], p, verbose=verbose, bar_history=history,
+                  callbacks=callbacks, on_divergence=on_divergence, checkpoint=checkpoint,
+                  checkpoint_every=checkpoint_every, resume=resume)
         return history
 
-    def _interrupt(self, checkpoint, run, history, epoch, next_sample, rng_state):
-        """Ctrl-C was pressed: write the checkpoint (next sample ``next_sample``) and raise."""
-        where = f"epoch {epoch}, sample {next_sample} of {run['n_train']}"
-        if checkpoint is not None:
-            self._write_checkpoint(checkpoint, run, history, epoch, next_sample, rng_state)
-            raise TrainingInterrupted(f"interrupted in {where}; checkpoint written to {checkpoint}; "
-                                      "resume with fit(..., checkpoint=PATH, resume=True) or "
-                                      "fastnet train ... --checkpoint PATH --resume")
-        raise TrainingInterrupted(f"interrupted in {where} (no checkpoint was set)")
+    # --- the hooks of training.Trainable ----------------------------------------------------
 
-    def _write_checkpoint(self, path, run, history, epoch, step, rng_state) -> None:
-        """Save weights plus where to go on: next ``epoch`` and ``step``, the RNG state then."""
-        from fastnet.io import save_model
+    def _draw_orders(self, n, shuffle):
+        xp = self.xp
+        if not shuffle:
+            return [xp.arange(n, dtype=xp.int64)]
+        return [self.backend.asarray(self._shuffle_rng.permutation(n), dtype=xp.int64)]
 
-        save_model(self, path, extra={"checkpoint": {"run": run, "epoch": epoch, "step": step,
-                                                     "rng_state": rng_state, "history": history.records}})
+    def _trainer(self, engine, Xd, yd, run):
+        decay = 1.0 - run["eta"] * run["lmbda"] / run["n_train"]
+        if engine == "compiled":
+            return training.CompiledTrainer([W[None, ...] for W in self._W], [b[None, ...] for b in self._b],
+                                            [run["eta"]], [decay], self.cost == "quadratic", Xd, yd, run,
+                                            threads=1)
+        return training.StepTrainer(self, engine, Xd, yd, run, decay)
 
-    def _restore_checkpoint(self, path, run, history) -> tuple[int, int]:
-        from fastnet.io import ModelFileError, read_model
+    def _end_epoch(self, epoch, seconds, Xd, yd, val, run, saved, history, on_divergence):
+        """Score the epoch, record it; on a NaN/inf loss or weights with
+        ``on_divergence="stop"``, restore the epoch's starting weights and raise."""
+        loss, acc = self._metrics(Xd, yd, run["lmbda"])
+        n = run["n_train"]
+        record = {"epoch": epoch, "loss": loss, "accuracy": acc, "seconds": seconds,
+                  "samples_per_s": n / seconds if seconds > 0 else float("inf")}
+        if val is not None:
+            record["val_loss"], record["val_accuracy"] = self._metrics(*val, run["lmbda"])
+        history.append(record)
+        weights_finite = all(math.isfinite(float(self.xp.sum(w))) for w in self._W)
+        if not (math.isfinite(loss) and weights_finite) and on_divergence == "stop":
+            self._W, self._b = saved[:self.n_layers], saved[self.n_layers:]
+            raise DivergenceError(
+                f"training diverged in epoch {epoch}: loss {loss}{'' if weights_finite else ', weights not finite'}; "
+                f"the weights from before that epoch were restored. Fix: lower eta (now {run['eta']})")
+        return record, record
 
-        meta, weights, biases = read_model(path)
-        ck = (meta.get("extra") or {}).get("checkpoint")
-        if not isinstance(ck, dict):
-            raise ModelFileError(f"{path} is a model, not a training checkpoint (no checkpoint state)")
-        for key in ("sizes", "cost", "dtype"):
-            if meta.get(key) != self.config()[key]:
-                raise ValueError(f"checkpoint {path} is for {key}={meta.get(key)!r}, this network has "
-                                 f"{self.config()[key]!r}")
-        saved_run = ck["run"]
-        diff = {k: (saved_run.get(k), v) for k, v in run.items() if k != "epochs" and saved_run.get(k) != v}
-        if diff:
-            raise ValueError(f"checkpoint {path} was written with other settings (saved, now): {diff}; "
-                             "resume with the same data and hyperparameters")
+    def _rng_state(self):
+        return self._shuffle_rng.bit_generator.state
+
+    def _set_rng_state(self, state) -> None:
+        self._shuffle_rng.bit_generator.state = state
+
+    def _history_state(self, history):
+        return history.records
+
+    def _set_history_state(self, history, state) -> None:
+        history.records[:] = state
+
+    def _set_params(self, weights, biases) -> None:
         self.weights, self.biases = weights, biases
-        self._shuffle_rng.bit_generator.state = ck["rng_state"]
-        history.records[:] = ck["history"]
-        return int(ck["epoch"]), int(ck["step"])
 
     def config(self) -> dict:
         """The constructor arguments that describe this network (JSON-ready).

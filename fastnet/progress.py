@@ -275,8 +275,10 @@ class ProgressBar:
             self.close()
 
     def __call__(self, network, record: dict) -> None:
-        """``fit`` callback form: ``cb(network, record)`` -> :meth:`end_epoch`."""
-        self.end_epoch(record)
+        """``fit`` callback form: ``cb(network, record)`` -> :meth:`end_epoch` (a stack's
+        list of K records: nothing, its fit already showed the summary record)."""
+        if isinstance(record, dict):
+            self.end_epoch(record)
 
     def close(self) -> None:
         """Remove the bar for good (idempotent). Lines already printed stay."""

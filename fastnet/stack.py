@@ -37,14 +37,13 @@ column by column apart from it and are unaffected.
 from __future__ import annotations
 
 import math
-import time
 from typing import Callable, Iterable
 
 import numpy as np
 from array_api_compat import array_namespace
 
 from fastnet import _validate as V
-from fastnet import engines, ops, progress
+from fastnet import engines, ops, training
 from fastnet.backend import Backend, get_backend
 from fastnet.history import History
 from fastnet._device import DeviceData
@@ -83,7 +82,7 @@ class _StackWorkspace:
         self.gb = [xp.empty((k, o), dtype=dtype) for o in sizes[1:]]
 
 
-class NetworkStack(DeviceData):
+class NetworkStack(DeviceData, training.Trainable):
     """K networks of one shape trained together, each with its own seed, eta and lmbda.
 
     Parameters
@@ -120,6 +119,9 @@ class NetworkStack(DeviceData):
     >>> stack[2].predict(X).tolist()
     [0, 1, 0, 1]
     """
+
+    #: What a checkpoint must match.
+    _CHECK_KEYS = ("sizes", "k", "seeds", "etas", "lmbdas", "cost", "init", "dtype", "order", "order_seed")
 
     def __init__(self, sizes, k=None, *, seeds=None, etas=3.0, lmbdas=0.0, cost="quadratic",
                  init="nielsen", dtype="float32", device="auto", order="shared", order_seed=None):
@@ -328,7 +330,8 @@ class NetworkStack(DeviceData):
     # --- training -----------------------------------------------------------------------
 
     def fit(self, X, y, *, epochs, batch_size, validation_data=None, shuffle=True, verbose=0,
-            callbacks: Iterable[Callable] = (), engine="auto") -> list[History]:
+            callbacks: Iterable[Callable] = (), checkpoint=None, checkpoint_every=1, resume=False,
+            engine="auto") -> list[History]:
         """Train all K nets by minibatch SGD; returns K :class:`fastnet.History` objects.
 
         Each net uses its own ``etas[i]`` and ``lmbdas[i]``; ``epochs``, ``batch_size``
@@ -337,9 +340,12 @@ class NetworkStack(DeviceData):
         ``validation_data``, ``seconds`` (the stack's training time for the epoch, shared
         by all K), ``samples_per_s`` (samples x K nets per second) and ``diverged``.
         ``callbacks``: each called as ``cb(stack, records)`` after every epoch, records
-        being the K dicts of that epoch. ``engine``: ``"auto"`` or a name of
-        :func:`fastnet.engines.names` (``compiled``, ``step`` or ``xp`` for a stack); the
-        histories' ``engine`` says which ran. Nothing is changed when an argument is refused.
+        being the K dicts of that epoch. ``checkpoint``, ``checkpoint_every``, ``resume``
+        and Ctrl-C as for :meth:`fastnet.Network.fit` (the same loop runs both): a resumed
+        stack ends bit for bit where an uninterrupted one would. ``engine``: ``"auto"`` or
+        a name of :func:`fastnet.engines.names` (``compiled``, ``step`` or ``xp`` for a
+        stack); the histories' ``engine`` says which ran. Nothing is changed when an
+        argument is refused.
 
         >>> import numpy as np, fastnet
         >>> st = fastnet.NetworkStack([2, 3, 2], etas=[0.5, 2.0], device="cpu")
@@ -353,32 +359,26 @@ class NetworkStack(DeviceData):
         epochs = V.check_positive_int("epochs", epochs)
         batch_size = V.check_positive_int("batch_size", batch_size, upper=n,
                                           upper_name="the number of samples")
+        checkpoint_every = V.check_positive_int("checkpoint_every", checkpoint_every)
+        if resume and checkpoint is None:
+            raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
         callbacks = list(callbacks)
         for cb in callbacks:
             if not callable(cb):
                 raise TypeError(f"callbacks must be callables cb(stack, records). Actual: {cb!r}")
         val = self._prepare_validation(validation_data)
         p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, engine=engine)
+        run = {"epochs": epochs, "batch_size": batch_size, "n_train": n, "shuffle": bool(shuffle)}
         base = {"sizes": list(self.sizes), "cost": self.cost, "init": self.init, "dtype": self.dtype,
-                "epochs": epochs, "batch_size": batch_size, "n_train": n, "shuffle": bool(shuffle),
-                "order": self.order, "order_seed": self.order_seed, "stack_k": self.k, "device": self.backend.device,
-                "backend": self.backend.name, "engine": p.engine, "kernels": p.kernels,
+                **run, "order": self.order, "order_seed": self.order_seed, "stack_k": self.k,
+                "device": self.backend.device, "backend": self.backend.name,
                 "n_val": None if val is None else int(val[0].shape[0])}
         histories = [History(config=base | {"seed": s, "eta": e, "lmbda": lm, "stack_index": i})
                      for i, (s, e, lm) in enumerate(zip(self.seeds, self.etas, self.lmbdas))]
         summary = History(config=base)   # what the progress lines show: the best net
-        compile_s = round(sum(engines.prepare(u, self.dtype, self.n_layers) for u in p.units), 3)
-        for h in histories + [summary]:
-            h.config["compile_seconds"] = compile_s
-        bar = progress.for_fit(verbose, epochs, summary)
-        old = self._k, self._metrics_with
-        self._k, self._metrics_with = ops.table(p.kernels), p.metrics
-        try:
-            self._train(Xd, yd, val, epochs, batch_size, shuffle, histories, summary, bar, callbacks,
-                        p.engine == "compiled")
-        finally:
-            self._k, self._metrics_with = old
-            bar.close()
+        self._fit(Xd, yd, val, run, (histories, summary), histories + [summary], p, verbose=verbose,
+                  bar_history=summary, callbacks=callbacks, on_divergence="continue", checkpoint=checkpoint,
+                  checkpoint_every=checkpoint_every, resume=resume)
         return histories
 
     def _kern(self):
@@ -386,71 +386,66 @@ class NetworkStack(DeviceData):
         when it is compiled, else the plain ``xp`` kernels (see :mod:`fastnet.engines`)."""
         return self._k or ops.table(engines.kernels_path(self))
 
-    def _train(self, Xd, yd, val, epochs, batch_size, shuffle, histories, summary, bar, callbacks, compiled):
-        xp, K, n = self.xp, self.k, Xd.shape[0]
-        dt = self.backend.dtype(self.dtype)
-        decays = [1.0 - e * lm / n for e, lm in zip(self.etas, self.lmbdas)]
-        independent = self.order == "independent"
-        n_steps = -(-n // batch_size)
-        runner = None
-        if compiled:
-            from fastnet.kernels import epoch_cpu as fast
+    # --- the hooks of training.Trainable ----------------------------------------------------
 
-            Xd, yd = np.ascontiguousarray(Xd), np.ascontiguousarray(yd)
-            runner = fast.StackRunner(self._W, self._b, self.etas, decays, batch_size,
-                                      self.cost == "quadratic")
-        else:
-            sizes_m = sorted({batch_size, n - (n_steps - 1) * batch_size})
-            self._check_fits(batch_size, nets=K * len(sizes_m))   # one workspace per batch size
-            ws = {m: _StackWorkspace(xp, self.sizes, K, m, dt, independent) for m in sizes_m}
-            # per-net step scales eta_k / m for a full and for the last batch, and decays
-            scales = {m: self._to_device(np.array([e / m for e in self.etas])) for m in sizes_m}
-            dec_W = self._to_device(np.array(decays))
-            dec_b = self._to_device(np.ones(K))
-        orders = [xp.arange(n, dtype=xp.int64)] * (K if independent else 1)
-        diverged = [False] * K
-        for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            if shuffle:
-                rngs = self._shuffle_rngs if independent else self._shuffle_rngs[:1]
-                orders = [self.backend.asarray(r.permutation(n), dtype=xp.int64) for r in rngs]
-            bar.start_epoch(epoch, n_steps)
-            if runner is not None:
-                chunk = max(1, min(fast.MAX_CHUNK_STEPS, fast.CHUNK_SAMPLES // batch_size))
-                for s in range(0, n_steps, chunk):
-                    runner.run(Xd, yd, orders[0], s, min(n_steps, s + chunk))
-                    bar.update(min(n_steps, s + chunk))
-                runner.store(self._W, self._b)
-            else:
-                for s in range(n_steps):
-                    k0 = s * batch_size
-                    m = min(batch_size, n - k0)
-                    self._step(Xd, yd, [o[k0:k0 + m] for o in orders], ws[m], scales[m], dec_W, dec_b)
-                    bar.update(s + 1)
-            self.backend.synchronize()
-            seconds = time.perf_counter() - t0
-            losses, accs = self._metrics(Xd, yd, self.lmbdas)
-            vl = va = None
+    def _draw_orders(self, n, shuffle):
+        xp = self.xp
+        rngs = self._shuffle_rngs if self.order == "independent" else self._shuffle_rngs[:1]
+        if not shuffle:
+            return [xp.arange(n, dtype=xp.int64)] * len(rngs)
+        return [self.backend.asarray(r.permutation(n), dtype=xp.int64) for r in rngs]
+
+    def _trainer(self, engine, Xd, yd, run):
+        n = run["n_train"]
+        decays = [1.0 - e * lm / n for e, lm in zip(self.etas, self.lmbdas)]
+        if engine == "compiled":
+            return training.CompiledTrainer(self._W, self._b, self.etas, decays, self.cost == "quadratic",
+                                            Xd, yd, run)
+        return _StackSteps(self, Xd, yd, run, decays)
+
+    def _end_epoch(self, epoch, seconds, Xd, yd, val, run, saved, hist, on_divergence):
+        """Score every net; a net whose loss is not finite is marked ``diverged`` (for good)
+        and never stops the others. The summary record is the best net's."""
+        histories, summary = hist
+        K, n = self.k, run["n_train"]
+        losses, accs = self._metrics(Xd, yd, self.lmbdas)
+        vl = va = None
+        if val is not None:
+            vl, va = self._metrics(*val, self.lmbdas)
+        records = []
+        for i in range(K):
+            before = bool(histories[i].records) and histories[i][-1]["diverged"]
+            rec = {"epoch": epoch, "loss": losses[i], "accuracy": accs[i], "seconds": seconds,
+                   "samples_per_s": n * K / seconds if seconds > 0 else float("inf")}
             if val is not None:
-                vl, va = self._metrics(*val, self.lmbdas)
-            records = []
-            for i in range(K):
-                diverged[i] = diverged[i] or not math.isfinite(losses[i])
-                rec = {"epoch": epoch, "loss": losses[i], "accuracy": accs[i], "seconds": seconds,
-                       "samples_per_s": n * K / seconds if seconds > 0 else float("inf")}
-                if val is not None:
-                    rec["val_loss"], rec["val_accuracy"] = vl[i], va[i]
-                rec["diverged"] = diverged[i]
-                histories[i].append(rec)
-                records.append(rec)
-            best = max(range(K), key=lambda i: (not diverged[i],
-                                                 (va if val is not None else accs)[i]))
-            summary.append(records[best] | {"best_of": K, "diverged_nets": sum(diverged)})
-            bar.end_epoch(summary[-1])
-            for cb in callbacks:
-                cb(self, records)
-            if runner is not None:
-                runner.load(self._W, self._b)   # a callback may have changed the parameters
+                rec["val_loss"], rec["val_accuracy"] = vl[i], va[i]
+            rec["diverged"] = before or not math.isfinite(losses[i])
+            histories[i].append(rec)
+            records.append(rec)
+        best = max(range(K), key=lambda i: (not records[i]["diverged"], (va if val is not None else accs)[i]))
+        summary.append(records[best] | {"best_of": K, "diverged_nets": sum(r["diverged"] for r in records)})
+        return summary[-1], records
+
+    def _rng_state(self):
+        return [r.bit_generator.state for r in self._shuffle_rngs]
+
+    def _set_rng_state(self, state) -> None:
+        for r, st in zip(self._shuffle_rngs, state):
+            r.bit_generator.state = st
+
+    def _history_state(self, hist):
+        histories, summary = hist
+        return {"nets": [h.records for h in histories], "summary": summary.records}
+
+    def _set_history_state(self, hist, state) -> None:
+        histories, summary = hist
+        for h, records in zip(histories, state["nets"]):
+            h.records[:] = records
+        summary.records[:] = state["summary"]
+
+    def _set_params(self, weights, biases) -> None:
+        self._W = [self._to_device(w) for w in weights]
+        self._b = [self._to_device(b) for b in biases]
 
     def _step(self, Xd, yd, idx, ws, scales, dec_W, dec_b) -> None:
         """One SGD step of all K nets on rows ``idx`` (one index array, or K of them)."""
@@ -499,6 +494,36 @@ class NetworkStack(DeviceData):
         xp = self.xp
         return xp.stack([self._kern().output_delta(a[k, ...], yb[k, ...], self.cost, xp.empty_like(a[k, ...]))
                          for k in range(K)])
+
+
+class _StackSteps:
+    """The ``step`` and ``xp`` engines for a stack: batched GEMMs over the K axis and the
+    stacked kernels, one Python-level step at a time (see :meth:`NetworkStack._step`)."""
+
+    chunk = 1
+
+    def __init__(self, stack, Xd, yd, run, decays):
+        K, n, B = stack.k, run["n_train"], run["batch_size"]
+        self.stack, self.Xd, self.yd, self.B, self.n = stack, Xd, yd, B, n
+        sizes_m = sorted({B, n - (-(-n // B) - 1) * B})
+        stack._check_fits(B, nets=K * len(sizes_m))   # one workspace per batch size
+        dt = stack.backend.dtype(stack.dtype)
+        self.ws = {m: _StackWorkspace(stack.xp, stack.sizes, K, m, dt, stack.order == "independent")
+                   for m in sizes_m}
+        # per-net step scales eta_k / m for a full and for the last batch, and decays
+        self.scales = {m: stack._to_device(np.array([e / m for e in stack.etas])) for m in sizes_m}
+        self.dec_W = stack._to_device(np.array(decays))
+        self.dec_b = stack._to_device(np.ones(K))
+
+    def steps(self, orders, s0, s1) -> None:
+        for s in range(s0, s1):
+            k0 = s * self.B
+            m = min(self.B, self.n - k0)
+            self.stack._step(self.Xd, self.yd, [o[k0:k0 + m] for o in orders], self.ws[m], self.scales[m],
+                             self.dec_W, self.dec_b)
+
+    def sync(self) -> None:
+        """The step path updates the stack's own parameters: nothing to write back."""
 
 
 def _inplace(a) -> bool:

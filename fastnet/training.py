@@ -10,10 +10,10 @@ calls), ``steps(order, s0, s1)`` and ``sync()`` (parameters back into the networ
 """
 from __future__ import annotations
 
-import math
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -96,8 +96,8 @@ class StepTrainer:
         self.ws = net._workspace(self.B, chunked=engine == "chunked")
         self.one = step_function(net, engine)
 
-    def steps(self, order, s0, s1) -> None:
-        ws, B, n = self.ws, self.B, self.n
+    def steps(self, orders, s0, s1) -> None:
+        ws, B, n, order = self.ws, self.B, self.n, orders[0]
         for s in range(s0, s1):
             k = s * B
             m = min(B, n - k)
@@ -137,87 +137,150 @@ def step_function(net, engine: str):
 
 
 class CompiledTrainer:
-    """The ``compiled`` engine for one Network: a one-net
-    :class:`fastnet.kernels.epoch_cpu.StackRunner` holding a working copy of the
-    parameters, written back into ``net._W`` / ``net._b`` (in place) by :meth:`sync`."""
+    """The ``compiled`` engine: a :class:`fastnet.kernels.epoch_cpu.StackRunner` holding a
+    working copy of the parameters of the K nets (``Ws``/``bs`` with a leading K axis: a
+    Network passes ``(1, ...)`` views of its own), written back in place by :meth:`sync`."""
 
-    def __init__(self, net, Xd, yd, run, decay):
+    def __init__(self, Ws, bs, etas, decays, quadratic, Xd, yd, run, threads=None):
         from fastnet.kernels.epoch_cpu import CHUNK_SAMPLES, MAX_CHUNK_STEPS, StackRunner
 
         B = run["batch_size"]
         self.chunk = max(1, min(MAX_CHUNK_STEPS, CHUNK_SAMPLES // B))
-        self.Xd, self.yd = Xd, yd
-        self.Ws = [W[None, ...] for W in net._W]
-        self.bs = [b[None, ...] for b in net._b]
-        self.runner = StackRunner(self.Ws, self.bs, [run["eta"]], [decay], B, net.cost == "quadratic",
-                                  threads=1)
+        self.Xd, self.yd, self.Ws, self.bs = Xd, yd, Ws, bs
+        self.runner = StackRunner(Ws, bs, etas, decays, B, quadratic, threads=threads)
 
-    def steps(self, order, s0, s1) -> None:
-        self.runner.run(self.Xd, self.yd, order, s0, s1)
+    def steps(self, orders, s0, s1) -> None:
+        self.runner.run(self.Xd, self.yd, orders[0], s0, s1)
 
     def sync(self) -> None:
         self.runner.store(self.Ws, self.bs)
 
 
-def make_trainer(net, engine: str, Xd, yd, run, decay):
-    if engine == "compiled":
-        return CompiledTrainer(net, Xd, yd, run, decay)
-    return StepTrainer(net, engine, Xd, yd, run, decay)
+# --- the epoch loop, checkpoints and Ctrl-C: written once for Network and NetworkStack -------
 
+class Trainable:
+    """What :class:`fastnet.Network` and :class:`fastnet.NetworkStack` share: ``fit``'s run
+    (:meth:`_fit`), the epoch loop, Ctrl-C and checkpoints. A model provides the hooks:
+    ``_draw_orders(n)`` (a list of index arrays: one shared order, or one per net),
+    ``_trainer(engine, Xd, yd, run)``, ``_end_epoch(...)`` (score, divergence, records),
+    ``_rng_state()`` / ``_set_rng_state(state)``, ``_history_state(hist)`` /
+    ``_set_history_state(hist, state)``, ``_set_params(weights, biases)`` and
+    ``_CHECK_KEYS`` (the config a checkpoint must match)."""
 
-# --- the epoch loop ---------------------------------------------------------------------------
+    def _running(self, p):
+        """A context in which the model computes with plan ``p``'s kernels and metrics."""
+        import contextlib
 
-def run_epochs(net, Xd, yd, val, history, run, start_epoch, start_step, on_divergence, bar,
-               callbacks, checkpoint, checkpoint_every, interrupted, engine: str) -> None:
-    """Epochs ``start_epoch .. run["epochs"]`` of ``net.fit``, the first from sample
-    ``start_step`` on (a resumed checkpoint)."""
-    from fastnet.network import DivergenceError
+        @contextlib.contextmanager
+        def ctx():
+            old = self._k, self._metrics_with
+            self._k, self._metrics_with = ops.table(p.kernels), p.metrics
+            try:
+                yield
+            finally:
+                self._k, self._metrics_with = old
+        return ctx()
 
-    xp = net.xp
-    n, B, eta, lmbda = run["n_train"], run["batch_size"], run["eta"], run["lmbda"]
-    n_steps = -(-n // B)
-    decay = 1.0 - eta * lmbda / n
-    order = xp.arange(n, dtype=xp.int64)
-    if engine == "compiled":   # the compiled loop reads rows by flat index
-        Xd, yd = np.ascontiguousarray(Xd), np.ascontiguousarray(yd)
-    for epoch in range(start_epoch, run["epochs"] + 1):
-        t0 = time.perf_counter()
-        saved = [net.backend.copy(p) for p in net._W + net._b]
-        rng_state = net._shuffle_rng.bit_generator.state   # replaying from here redraws this order
-        if run["shuffle"]:
-            order = net.backend.asarray(net._shuffle_rng.permutation(n), dtype=xp.int64)
-        bar.start_epoch(epoch, n_steps)
-        first = start_step if epoch == start_epoch else 0
-        trainer = make_trainer(net, engine, Xd, yd, run, decay)   # per epoch: a callback may set new weights
-        s = -(-first // B)
-        try:
-            while s < n_steps:
-                s1 = s + 1 if interrupted.flag else min(n_steps, s + trainer.chunk)
-                trainer.steps(order, s, s1)
-                s = s1
-                bar.update(s)
-                if interrupted.flag:
-                    trainer.sync()
-                    net._interrupt(checkpoint, run, history, epoch, min(s * B, n), rng_state)
-        finally:
-            trainer.sync()
-        net.backend.synchronize()
-        seconds = time.perf_counter() - t0
-        loss, acc = net._metrics(Xd, yd, lmbda)
-        record = {"epoch": epoch, "loss": loss, "accuracy": acc, "seconds": seconds,
-                  "samples_per_s": n / seconds if seconds > 0 else float("inf")}
-        if val is not None:
-            record["val_loss"], record["val_accuracy"] = net._metrics(*val, lmbda)
-        history.append(record)
-        weights_finite = all(math.isfinite(float(xp.sum(w))) for w in net._W)
-        if not (math.isfinite(loss) and weights_finite) and on_divergence == "stop":
-            net._W = saved[:net.n_layers]
-            net._b = saved[net.n_layers:]
-            raise DivergenceError(
-                f"training diverged in epoch {epoch}: loss {loss}{'' if weights_finite else ', weights not finite'}; "
-                f"the weights from before that epoch were restored. Fix: lower eta (now {eta})")
-        if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == run["epochs"]):
-            net._write_checkpoint(checkpoint, run, history, epoch + 1, 0, net._shuffle_rng.bit_generator.state)
-        bar.end_epoch(record)
-        for cb in callbacks:
-            cb(net, record)
+    def _fit(self, Xd, yd, val, run, hist, histories, p, *, verbose, bar_history, callbacks, on_divergence,
+             checkpoint, checkpoint_every, resume):
+        """Resume, compile, then the epochs; ``hist`` is what the hooks record into and
+        ``histories`` every History in it (each gets the plan's engine and compile time)."""
+        from fastnet import engines, progress
+
+        if resume and Path(checkpoint).exists():
+            start_epoch, start_step = self._restore_checkpoint(checkpoint, run, hist)
+            if verbose:
+                print(f"resumed at epoch {start_epoch}, sample {start_step}", flush=True)
+        else:
+            start_epoch, start_step = 1, 0
+        # compile (or load) before the first epoch starts its clock: compile time is not training time
+        compile_s = round(sum(engines.prepare(u, self.dtype, self.n_layers) for u in p.units), 3)
+        for h in histories:
+            h.config.update(engine=p.engine, kernels=p.kernels, compile_seconds=compile_s)
+        bar = progress.for_fit(verbose, run["epochs"], bar_history, callbacks)
+        with SigintFlag() as interrupted, self._running(p):
+            try:
+                self._epochs(Xd, yd, val, hist, run, start_epoch, start_step, on_divergence, bar, callbacks,
+                             checkpoint, checkpoint_every, interrupted, p.engine)
+            finally:
+                bar.close()
+
+    def _epochs(self, Xd, yd, val, hist, run, start_epoch, start_step, on_divergence, bar, callbacks,
+                checkpoint, checkpoint_every, interrupted, engine: str) -> None:
+        """Epochs ``start_epoch .. run["epochs"]``, the first from sample ``start_step`` on."""
+        n, B = run["n_train"], run["batch_size"]
+        n_steps = -(-n // B)
+        orders = None
+        if engine == "compiled":   # the compiled loop reads rows by flat index
+            Xd, yd = np.ascontiguousarray(Xd), np.ascontiguousarray(yd)
+        for epoch in range(start_epoch, run["epochs"] + 1):
+            t0 = time.perf_counter()
+            saved = [self.backend.copy(p) for p in self._W + self._b]
+            rng_state = self._rng_state()   # replaying from here redraws this epoch's orders
+            if run["shuffle"] or orders is None:
+                orders = self._draw_orders(n, run["shuffle"])
+            bar.start_epoch(epoch, n_steps)
+            first = start_step if epoch == start_epoch else 0
+            trainer = self._trainer(engine, Xd, yd, run)   # per epoch: a callback may set new weights
+            s = -(-first // B)
+            try:
+                while s < n_steps:
+                    s1 = s + 1 if interrupted.flag else min(n_steps, s + trainer.chunk)
+                    trainer.steps(orders, s, s1)
+                    s = s1
+                    bar.update(s)
+                    if interrupted.flag:
+                        trainer.sync()
+                        self._interrupt(checkpoint, run, hist, epoch, min(s * B, n), rng_state)
+            finally:
+                trainer.sync()
+            self.backend.synchronize()
+            seconds = time.perf_counter() - t0
+            shown, records = self._end_epoch(epoch, seconds, Xd, yd, val, run, saved, hist, on_divergence)
+            if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == run["epochs"]):
+                self._write_checkpoint(checkpoint, run, hist, epoch + 1, 0, self._rng_state())
+            bar.end_epoch(shown)
+            for cb in callbacks:
+                cb(self, records)
+
+    def _interrupt(self, checkpoint, run, hist, epoch, next_sample, rng_state):
+        """Ctrl-C was pressed: write the checkpoint (next sample ``next_sample``) and raise."""
+        from fastnet.network import TrainingInterrupted
+
+        where = f"epoch {epoch}, sample {next_sample} of {run['n_train']}"
+        if checkpoint is not None:
+            self._write_checkpoint(checkpoint, run, hist, epoch, next_sample, rng_state)
+            raise TrainingInterrupted(f"interrupted in {where}; checkpoint written to {checkpoint}; "
+                                      "resume with fit(..., checkpoint=PATH, resume=True) or "
+                                      "fastnet train ... --checkpoint PATH --resume")
+        raise TrainingInterrupted(f"interrupted in {where} (no checkpoint was set)")
+
+    def _write_checkpoint(self, path, run, hist, epoch, step, rng_state) -> None:
+        """Save the parameters plus where to go on: next ``epoch`` and ``step``, the RNG state then."""
+        from fastnet.io import save_model
+
+        save_model(self, path, extra={"checkpoint": {"run": run, "epoch": epoch, "step": step,
+                                                     "rng_state": rng_state,
+                                                     "history": self._history_state(hist)}})
+
+    def _restore_checkpoint(self, path, run, hist) -> tuple[int, int]:
+        from fastnet.io import ModelFileError, read_model
+
+        meta, weights, biases = read_model(path)
+        ck = (meta.get("extra") or {}).get("checkpoint")
+        if not isinstance(ck, dict):
+            raise ModelFileError(f"{path} is a model, not a training checkpoint (no checkpoint state)")
+        config = self.config()
+        for key in self._CHECK_KEYS:
+            if meta.get(key) != config[key]:
+                raise ValueError(f"checkpoint {path} is for {key}={meta.get(key)!r}, this "
+                                 f"{type(self).__name__} has {config[key]!r}")
+        saved_run = ck["run"]
+        diff = {k: (saved_run.get(k), v) for k, v in run.items() if k != "epochs" and saved_run.get(k) != v}
+        if diff:
+            raise ValueError(f"checkpoint {path} was written with other settings (saved, now): {diff}; "
+                             "resume with the same data and hyperparameters")
+        self._set_params(weights, biases)
+        self._set_rng_state(ck["rng_state"])
+        self._set_history_state(hist, ck["history"])
+        return int(ck["epoch"]), int(ck["step"])

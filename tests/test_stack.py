@@ -298,3 +298,44 @@ def test_large_data_metrics_take_the_threaded_pass_and_agree(monkeypatch):
     assert len(calls) == 6
     np.testing.assert_allclose(fast[0], blas[0], rtol=1e-12)
     assert fast[1] == blas[1]
+
+
+@pytest.mark.parametrize("engine", ["compiled", "step"])
+def test_checkpoint_and_ctrl_c_resume_bit_for_bit(engine, tmp_path):
+    """The stack runs Network's epoch loop: a checkpoint every epoch, Ctrl-C inside an
+    epoch writes one, and resuming ends with the weights and histories of an uninterrupted run."""
+    import os
+    import signal
+
+    from fastnet import progress
+
+    X, y = random_data(90, 8, 3, seed=4)
+    kw = dict(epochs=3, batch_size=5, engine=engine)
+    make = lambda: fastnet.NetworkStack([8, 6, 3], seeds=[3, 4], etas=[0.5, 2.0], lmbdas=[0.0, 0.2],  # noqa: E731
+                                        dtype="float64", device="cpu")
+    ref = make()
+    ref_h = ref.fit(X, y, **kw)
+
+    class CtrlC(progress.ProgressBar):
+        def __init__(self):
+            super().__init__(3, lines=False, bar=False)
+            self.sent = False
+
+        def update(self, steps_done):
+            if self._epoch == 2 and steps_done >= 3 and not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGINT)
+
+    ck = tmp_path / "stack.npz"
+    st = make()
+    with pytest.raises(fastnet.TrainingInterrupted, match="epoch 2, sample"):
+        st.fit(X, y, checkpoint=ck, callbacks=[CtrlC()], **kw)
+    assert isinstance(fastnet.load(ck, device="cpu"), fastnet.NetworkStack)
+    resumed = make()
+    hists = resumed.fit(X, y, checkpoint=ck, resume=True, **kw)
+    for a, b in zip(resumed.weights + resumed.biases, ref.weights + ref.biases):
+        np.testing.assert_array_equal(a, b)
+    assert [h["loss"] for h in hists] == [h["loss"] for h in ref_h]
+    other = fastnet.NetworkStack([8, 6, 3], seeds=[3, 4], etas=[0.5, 1.0], dtype="float64", device="cpu")
+    with pytest.raises(ValueError, match="etas"):
+        other.fit(X, y, checkpoint=ck, resume=True, **kw)
