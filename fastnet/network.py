@@ -28,7 +28,6 @@ import math
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from array_api_compat import array_namespace
 
 from fastnet import _validate as V
 from fastnet import engines, ops, training
@@ -390,39 +389,11 @@ class Network(DeviceData, training.Trainable):
 
     # --- metrics ------------------------------------------------------------------------
 
-    def _metrics(self, Xd, yd, lmbda=0.0, chunk=10_000):
+    def _metrics(self, Xd, yd, lmbda=0.0):
         """(mean cost incl. L2 term, accuracy) over device data; one sync at the end."""
-        n = Xd.shape[0]
-        path = self._metrics_with or engines.metrics_path(self, n)
-        if path == "rows" and type(Xd) is np.ndarray and Xd.flags.c_contiguous and Xd.dtype == self._W[0].dtype:
-            # large narrow data: the threaded FMA forward pass of the rows engine
-            from fastnet.kernels.batch_cpu import forward_metrics
-
-            total, correct = forward_metrics(Xd, yd, self._W, self._b, self.cost == "quadratic")
-            loss = total / n
-            if lmbda:
-                loss += 0.5 * lmbda / n * sum(float(np.sum(w * w)) for w in self._W)
-            return loss, correct / n
-        xp = array_namespace(Xd)
-        cost_sum = xp.zeros((), dtype=self.backend.dtype(self.dtype))
-        correct = xp.zeros((), dtype=xp.int64)
-        for k in range(0, n, chunk):
-            stop = min(k + chunk, n)  # no out-of-bounds slice stops in the Array API
-            a = self._forward(Xd[k:stop, ...])[-1]
-            yk = yd[k:stop]
-            t = ops.one_hot(yk, self.sizes[-1], a.dtype, xp)
-            if self.cost == "quadratic":
-                cost_sum = cost_sum + 0.5 * xp.sum((a - t) ** 2)
-            else:
-                # -log of the true class's probability; a probability that underflowed
-                # to 0 gives an infinite loss, which fit reports as divergence
-                with np.errstate(divide="ignore"):
-                    cost_sum = cost_sum - xp.sum(xp.log(xp.sum(t * a, axis=1)))
-            correct = correct + xp.sum(xp.astype(xp.argmax(a, axis=1) == yk, xp.int64))
-        loss = float(cost_sum) / n
-        if lmbda:
-            loss += 0.5 * lmbda / n * sum(float(xp.sum(w * w)) for w in self._W)
-        return loss, int(correct) / n
+        losses, accs = self._scores(Xd, yd, [lmbda] if lmbda else None, [W[None, ...] for W in self._W],
+                                    [b[None, ...] for b in self._b], lambda X: self._forward(X)[-1][None, ...])
+        return losses[0], accs[0]
 
     def evaluate(self, X, y) -> float:
         """Fraction of samples whose predicted class equals ``y``; X ``(n, sizes[0])``, y ``(n,)``.

@@ -51,10 +51,6 @@ from fastnet.network import Network, check_seed, initial_params
 
 __all__ = ["NetworkStack"]
 
-#: Rows per chunk of the metrics pass: about this many activation elements at once.
-_METRIC_ELEMS = 1 << 22
-
-
 def _per_net(name: str, value, k: int, check) -> list:
     """``value`` (a scalar, or a sequence whose length the caller checked) as K checked values."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
@@ -267,42 +263,8 @@ class NetworkStack(DeviceData, training.Trainable):
         return self.xp.argmax(self.feedforward(X), axis=2)
 
     def _metrics(self, Xd, yd, lmbdas=None):
-        """Per net ``(losses, accuracies)`` over device data (lists of K floats): one sync.
-        Large narrow NumPy data: each net's pass in the threaded FMA loop instead
-        (:func:`fastnet.kernels.batch_cpu.forward_metrics`, as for a Network)."""
-        n, K = Xd.shape[0], self.k
-        path = self._metrics_with or engines.metrics_path(self, n)
-        if path == "rows" and type(Xd) is np.ndarray and Xd.flags.c_contiguous and Xd.dtype == self._W[0].dtype:
-            from fastnet.kernels.batch_cpu import forward_metrics
-
-            totals = [forward_metrics(Xd, yd, [W[k] for W in self._W], [b[k] for b in self._b],
-                                      self.cost == "quadratic") for k in range(K)]
-            losses = [t / n for t, _ in totals]
-            if lmbdas is not None:
-                losses = [v + 0.5 * lm / n * sum(float(np.sum(W[k] * W[k])) for W in self._W)
-                          for k, (v, lm) in enumerate(zip(losses, lmbdas))]
-            return losses, [c / n for _, c in totals]
-        xp = array_namespace(Xd)
-        chunk = max(256, _METRIC_ELEMS // (K * max(self.sizes[1:])))
-        dt = self.backend.dtype(self.dtype)
-        cost = xp.zeros((K,), dtype=dt)
-        correct = xp.zeros((K,), dtype=xp.int64)
-        for s in range(0, n, chunk):
-            stop = min(s + chunk, n)
-            a = self._forward(Xd[s:stop, ...])[-1]                      # (K, c, n_out)
-            yk = yd[s:stop]
-            t = ops.one_hot(yk, self.sizes[-1], a.dtype, xp)      # (c, n_out), broadcast over K
-            if self.cost == "quadratic":
-                cost = cost + 0.5 * xp.sum((a - t) ** 2, axis=(1, 2))
-            else:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    cost = cost - xp.sum(xp.log(xp.sum(t * a, axis=2)), axis=1)
-            correct = correct + xp.sum(xp.astype(xp.argmax(a, axis=2) == yk, xp.int64), axis=1)
-        losses = [float(c) / n for c in self.backend.asnumpy(cost)]
-        if lmbdas is not None:
-            sq = sum(self.backend.asnumpy(xp.sum(W * W, axis=(1, 2))).astype(np.float64) for W in self._W)
-            losses = [v + 0.5 * lm / n * float(s) for v, lm, s in zip(losses, lmbdas, sq)]
-        return losses, [int(c) / n for c in self.backend.asnumpy(correct)]
+        """Per net ``(losses, accuracies)`` over device data (lists of K floats): one sync."""
+        return self._scores(Xd, yd, lmbdas, self._W, self._b, lambda X: self._forward(X)[-1])
 
     def evaluate(self, X, y) -> list[float]:
         """Each net's accuracy on ``(X, y)``: a list of K fractions.

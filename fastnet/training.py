@@ -18,7 +18,12 @@ from typing import Sequence
 
 import numpy as np
 
+from array_api_compat import array_namespace
+
 from fastnet import ops
+
+#: Rows per chunk of the metrics pass: about this many output elements at once.
+_METRIC_ELEMS = 1 << 22
 
 
 class SigintFlag:
@@ -180,6 +185,48 @@ class Trainable:
             finally:
                 self._k, self._metrics_with = old
         return ctx()
+
+    def _scores(self, Xd, yd, lmbdas, Ws, bs, forward):
+        """Per net ``(losses, accuracies)`` over device data (lists of K floats), one sync.
+
+        Ws, bs: the parameters with a leading K axis (a Network passes ``(1, ...)`` views);
+        forward(X) -> the ``(K, rows, n_out)`` outputs; lmbdas: each net's L2 strength for
+        the loss's ``lmbda/(2n) sum W**2`` term, or None. Large narrow NumPy data, when the
+        plan says so: each net's pass in the rows engine's threaded FMA loop instead."""
+        from fastnet import engines
+
+        n, K = Xd.shape[0], Ws[0].shape[0]
+        xp = array_namespace(Xd)
+        path = self._metrics_with or engines.metrics_path(self, n)
+        if path == "rows" and type(Xd) is np.ndarray and Xd.flags.c_contiguous and Xd.dtype == Ws[0].dtype:
+            from fastnet.kernels.batch_cpu import forward_metrics
+
+            totals = [forward_metrics(Xd, yd, [W[k] for W in Ws], [b[k] for b in bs], self.cost == "quadratic")
+                      for k in range(K)]
+            losses, accs = [t / n for t, _ in totals], [c / n for _, c in totals]
+        else:
+            chunk = max(256, _METRIC_ELEMS // (K * max(self.sizes[1:])))
+            cost = xp.zeros((K,), dtype=self.backend.dtype(self.dtype))
+            correct = xp.zeros((K,), dtype=xp.int64)
+            for s in range(0, n, chunk):
+                stop = min(s + chunk, n)   # no out-of-bounds slice stops in the Array API
+                a = forward(Xd[s:stop, ...])                               # (K, c, n_out)
+                yk = yd[s:stop]
+                t = ops.one_hot(yk, self.sizes[-1], a.dtype, xp)           # (c, n_out), broadcast over K
+                if self.cost == "quadratic":
+                    cost = cost + 0.5 * xp.sum((a - t) ** 2, axis=(1, 2))
+                else:
+                    # -log of the true class's probability; one that underflowed to 0 gives an
+                    # infinite loss, which fit reports as divergence
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        cost = cost - xp.sum(xp.log(xp.sum(t * a, axis=2)), axis=1)
+                correct = correct + xp.sum(xp.astype(xp.argmax(a, axis=2) == yk, xp.int64), axis=1)
+            losses = [float(c) / n for c in self.backend.asnumpy(cost)]
+            accs = [int(c) / n for c in self.backend.asnumpy(correct)]
+        if lmbdas is not None:
+            sq = sum(self.backend.asnumpy(xp.sum(W * W, axis=(1, 2))).astype(np.float64) for W in Ws)
+            losses = [v + 0.5 * lm / n * float(q) for v, lm, q in zip(losses, lmbdas, sq)]
+        return losses, accs
 
     def _fit(self, Xd, yd, val, run, hist, histories, p, *, verbose, bar_history, callbacks, on_divergence,
              checkpoint, checkpoint_every, resume):
