@@ -204,11 +204,6 @@ class Network(DeviceData, training.Trainable):
 
     # --- forward ------------------------------------------------------------------------
 
-    def _kern(self):
-        """The element-wise kernels: the running fit's choice, else the array type's twin
-        when it is compiled, else the plain ``xp`` kernels (see :mod:`fastnet.engines`)."""
-        return self._k or ops.table(engines.kernels_path(self))
-
     def _activate(self, l: int, Z, k):
         if l == self.n_layers - 1 and self.cost == "cross_entropy":
             return k.bias_softmax(Z, self._b[l])
@@ -455,23 +450,13 @@ class Network(DeviceData, training.Trainable):
         >>> h["epoch"], sorted(h[0])[:3]
         ([1, 2], ['accuracy', 'epoch', 'loss'])
         """
-        Xd = self._prepare_X(X)
+        Xd, yd, epochs, batch_size, checkpoint_every, callbacks, val = self._fit_inputs(
+            X, y, epochs, batch_size, validation_data, callbacks, checkpoint, checkpoint_every, resume,
+            "cb(network, record)")
         n = Xd.shape[0]
-        yd = self._prepare_y(y, n)
-        epochs = V.check_positive_int("epochs", epochs)
-        batch_size = V.check_positive_int("batch_size", batch_size, upper=n, upper_name="the number of samples")
         eta = V.check_real("eta", eta, positive=True)
         lmbda = V.check_real("lmbda", lmbda)
         on_divergence = V.check_choice("on_divergence", on_divergence, ("stop", "continue"))
-        checkpoint_every = V.check_positive_int("checkpoint_every", checkpoint_every)
-        if resume and checkpoint is None:
-            raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
-        callbacks = list(callbacks)
-        for cb in callbacks:
-            if not callable(cb):
-                raise TypeError(f"callbacks must be callables cb(network, record). Actual: {cb!r}")
-        val = self._prepare_validation(validation_data)
-
         p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, engine=engine)
         run = {"epochs": epochs, "batch_size": batch_size, "eta": eta, "lmbda": lmbda, "n_train": n,
                "shuffle": bool(shuffle)}

@@ -315,20 +315,10 @@ class NetworkStack(DeviceData, training.Trainable):
         >>> len(hists), hists[1]["epoch"], hists[1].config["eta"], hists[1][-1]["diverged"]
         (2, [1, 2], 2.0, False)
         """
-        Xd = self._prepare_X(X)
+        Xd, yd, epochs, batch_size, checkpoint_every, callbacks, val = self._fit_inputs(
+            X, y, epochs, batch_size, validation_data, callbacks, checkpoint, checkpoint_every, resume,
+            "cb(stack, records)")
         n = Xd.shape[0]
-        yd = self._prepare_y(y, n)
-        epochs = V.check_positive_int("epochs", epochs)
-        batch_size = V.check_positive_int("batch_size", batch_size, upper=n,
-                                          upper_name="the number of samples")
-        checkpoint_every = V.check_positive_int("checkpoint_every", checkpoint_every)
-        if resume and checkpoint is None:
-            raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
-        callbacks = list(callbacks)
-        for cb in callbacks:
-            if not callable(cb):
-                raise TypeError(f"callbacks must be callables cb(stack, records). Actual: {cb!r}")
-        val = self._prepare_validation(validation_data)
         p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, engine=engine)
         run = {"epochs": epochs, "batch_size": batch_size, "n_train": n, "shuffle": bool(shuffle)}
         base = {"sizes": list(self.sizes), "cost": self.cost, "init": self.init, "dtype": self.dtype,
@@ -342,11 +332,6 @@ class NetworkStack(DeviceData, training.Trainable):
                   bar_history=summary, callbacks=callbacks, on_divergence="continue", checkpoint=checkpoint,
                   checkpoint_every=checkpoint_every, resume=resume)
         return histories
-
-    def _kern(self):
-        """The element-wise kernels: the running fit's choice, else the array type's twin
-        when it is compiled, else the plain ``xp`` kernels (see :mod:`fastnet.engines`)."""
-        return self._k or ops.table(engines.kernels_path(self))
 
     # --- the hooks of training.Trainable ----------------------------------------------------
 

@@ -172,6 +172,33 @@ class Trainable:
     ``_set_history_state(hist, state)``, ``_set_params(weights, biases)`` and
     ``_CHECK_KEYS`` (the config a checkpoint must match)."""
 
+    def _kern(self):
+        """The element-wise kernels: the running fit's choice, else the array type's twin
+        when it is compiled, else the plain ``xp`` kernels (see :mod:`fastnet.engines`)."""
+        from fastnet import engines
+
+        return self._k or ops.table(engines.kernels_path(self))
+
+    def _fit_inputs(self, X, y, epochs, batch_size, validation_data, callbacks, checkpoint, checkpoint_every,
+                    resume, cb_form):
+        """``fit``'s shared checks, before anything changes: ``(Xd, yd, epochs, batch_size,
+        checkpoint_every, callbacks, val)`` with the data on the device."""
+        from fastnet import _validate as V
+
+        Xd = self._prepare_X(X)
+        n = Xd.shape[0]
+        yd = self._prepare_y(y, n)
+        epochs = V.check_positive_int("epochs", epochs)
+        batch_size = V.check_positive_int("batch_size", batch_size, upper=n, upper_name="the number of samples")
+        checkpoint_every = V.check_positive_int("checkpoint_every", checkpoint_every)
+        if resume and checkpoint is None:
+            raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            if not callable(cb):
+                raise TypeError(f"callbacks must be callables {cb_form}. Actual: {cb!r}")
+        return Xd, yd, epochs, batch_size, checkpoint_every, callbacks, self._prepare_validation(validation_data)
+
     def _running(self, p):
         """A context in which the model computes with plan ``p``'s kernels and metrics."""
         import contextlib
