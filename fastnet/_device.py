@@ -1,10 +1,34 @@
-"""Input checking and conversion shared by :class:`fastnet.Network` and
-:class:`fastnet.NetworkStack`: data to the model's device and dtype, validated first."""
+"""What :class:`fastnet.Network` and :class:`fastnet.NetworkStack` share before training:
+the starting parameters a seed draws, and input checking and conversion (data to the
+model's device and dtype, validated first)."""
 from __future__ import annotations
+
+import math
+from typing import Sequence
 
 import numpy as np
 
 from fastnet import _validate as V
+
+
+def check_seed(seed) -> None:
+    """Refuse a seed that is not an int or None (``True`` included)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"seed must be an int or None. Actual: {seed!r}")
+
+
+def initial_params(sizes: Sequence[int], init: str, seed: int | None):
+    """``(weights, biases, shuffle_rng)`` for a new network: float64 host arrays drawn from
+    ``default_rng(seed)`` (biases first, then weights, ``N(0, 1)``; ``init="scaled"`` divides
+    W by ``sqrt(n_in)``), and the generator of its minibatch orders, seeded from the same
+    stream. :class:`Network` and :class:`fastnet.NetworkStack` both start from here, so
+    net ``i`` of a stack starts exactly as ``Network(sizes, seed=seeds[i])``."""
+    rng = np.random.default_rng(seed)
+    biases = [rng.standard_normal(n) for n in sizes[1:]]
+    weights = [rng.standard_normal((i, o)) for i, o in zip(sizes[:-1], sizes[1:])]
+    if init == "scaled":
+        weights = [w / math.sqrt(w.shape[0]) for w in weights]
+    return weights, biases, np.random.default_rng(rng.integers(2**63))
 
 
 class DeviceData:

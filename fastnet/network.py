@@ -25,59 +25,16 @@ runs the epochs.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 
 from fastnet import _validate as V
 from fastnet import engines, ops, training
-from fastnet._device import DeviceData
+from fastnet._device import DeviceData, check_seed, initial_params  # noqa: F401 - NetworkStack's too
 from fastnet.backend import Backend, get_backend
 from fastnet.history import History
-
-
-class DivergenceError(FloatingPointError):
-    """Training produced a NaN or infinite loss; the last finite weights were restored.
-
-    >>> import numpy as np, fastnet
-    >>> net = fastnet.Network([2, 2], cost="cross_entropy", device="cpu", seed=0)
-    >>> try:
-    ...     net.fit(np.eye(2), np.array([0, 1]), epochs=1, batch_size=1, eta=1e30)
-    ... except fastnet.DivergenceError as e:
-    ...     print(str(e)[:33])
-    training diverged in epoch 1: los
-    """
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during ``fit``: the current step finished and, with a checkpoint, was saved.
-
-    A ``KeyboardInterrupt``, so code that already handles Ctrl-C keeps working:
-
-    >>> import fastnet
-    >>> issubclass(fastnet.TrainingInterrupted, KeyboardInterrupt)
-    True
-    """
-
-
-def check_seed(seed) -> None:
-    """Refuse a seed that is not an int or None (``True`` included)."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"seed must be an int or None. Actual: {seed!r}")
-
-
-def initial_params(sizes: Sequence[int], init: str, seed: int | None):
-    """``(weights, biases, shuffle_rng)`` for a new network: float64 host arrays drawn from
-    ``default_rng(seed)`` (biases first, then weights, ``N(0, 1)``; ``init="scaled"`` divides
-    W by ``sqrt(n_in)``), and the generator of its minibatch orders, seeded from the same
-    stream. :class:`Network` and :class:`fastnet.NetworkStack` both start from here, so
-    net ``i`` of a stack starts exactly as ``Network(sizes, seed=seeds[i])``."""
-    rng = np.random.default_rng(seed)
-    biases = [rng.standard_normal(n) for n in sizes[1:]]
-    weights = [rng.standard_normal((i, o)) for i, o in zip(sizes[:-1], sizes[1:])]
-    if init == "scaled":
-        weights = [w / math.sqrt(w.shape[0]) for w in weights]
-    return weights, biases, np.random.default_rng(rng.integers(2**63))
+from fastnet.training import DivergenceError, TrainingInterrupted  # noqa: F401 - fastnet re-exports them
 
 
 class Network(DeviceData, training.Trainable):
@@ -355,32 +312,7 @@ class Network(DeviceData, training.Trainable):
         m = Xd.shape[0]
         yd = self._prepare_target(Y, m)
         n = m if n is None else V.check_positive_int("n", n)
-        p = engines.plan(self, Xd, batch_size=m, epochs=1, y=yd, engine=engine, unit="step")
-        if in_place and p.engine not in ("chunked", "rows"):
-            Xd = self._prepare_X(X)   # the full check (and nothing else: same dtype)
-        decay = 1.0 - eta * lmbda / n
-        with self._running(p):
-            ws = self._workspace(m, chunked=p.engine == "chunked")
-            if p.engine == "rows" and Xd is X:
-                self._checked_rows_step(X, yd, ws, m, eta, decay)
-            elif p.engine == "chunked" and Xd is X:
-                self._sgd_step(X, yd, ws, m, eta, decay, check=X)
-            else:
-                training.step_function(self, p.engine)(Xd, yd, ws, m, eta, decay)
-
-    def _checked_rows_step(self, X, y, ws, m, eta, decay) -> None:
-        """The rows engine's step on an unchecked X: run it, and only when it left a
-        parameter non-finite check X; a NaN/inf there restores the parameters (copies of
-        the small W and b) and raises the usual error."""
-        saved = [p.copy() for p in self._W + self._b]
-        training.step_function(self, "rows")(X, y, ws, m, eta, decay)
-        if not all(np.isfinite(p).all() for p in self._W + self._b):
-            try:
-                V.check_X(X, self.sizes[0], "X")   # raises, naming the first bad row
-            except ValueError:
-                for p, old in zip(self._W + self._b, saved):
-                    p[...] = old
-                raise
+        training.one_step(self, X, Xd, yd, eta, 1.0 - eta * lmbda / n, engine)
 
     # --- metrics ------------------------------------------------------------------------
 

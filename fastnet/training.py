@@ -26,6 +26,30 @@ from fastnet import ops
 _METRIC_ELEMS = 1 << 22
 
 
+class DivergenceError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the last finite weights were restored.
+
+    >>> import numpy as np, fastnet
+    >>> net = fastnet.Network([2, 2], cost="cross_entropy", device="cpu", seed=0)
+    >>> try:
+    ...     net.fit(np.eye(2), np.array([0, 1]), epochs=1, batch_size=1, eta=1e30)
+    ... except fastnet.DivergenceError as e:
+    ...     print(str(e)[:33])
+    training diverged in epoch 1: los
+    """
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``fit``: the current step finished and, with a checkpoint, was saved.
+
+    A ``KeyboardInterrupt``, so code that already handles Ctrl-C keeps working:
+
+    >>> import fastnet
+    >>> issubclass(fastnet.TrainingInterrupted, KeyboardInterrupt)
+    True
+    """
+
+
 class SigintFlag:
     """During ``fit``: the first SIGINT sets ``flag`` (the loop stops after the current
     step or chunk); a second one interrupts at once. Only in the main thread."""
@@ -139,6 +163,37 @@ def step_function(net, engine: str):
                 quadratic=net.cost == "quadratic", softmax=net.cost == "cross_entropy")
         return split
     return net._sgd_step   # step, xp, chunked (the workspace's chunk says how many pieces)
+
+
+def one_step(net, X, Xd, yd, eta, decay, engine) -> None:
+    """``Network.train_step``'s step, as :func:`fastnet.engines.plan` picks its engine.
+
+    ``Xd is X`` when X (a C-contiguous NumPy array in the network's dtype) has not been
+    checked for NaN/inf yet: the chunked and rows engines check it themselves (each chunk
+    while in cache; or only when the step left a parameter non-finite, then restoring the
+    parameters), any other engine after a full check. Nothing changes when X is refused."""
+    from fastnet import _validate as V
+    from fastnet import engines
+
+    m = Xd.shape[0]
+    p = engines.plan(net, Xd, batch_size=m, epochs=1, y=yd, engine=engine, unit="step")
+    if Xd is X and p.engine not in ("chunked", "rows"):
+        Xd = net._prepare_X(X)   # the full check (and nothing else: same dtype)
+    with net._running(p):
+        ws = net._workspace(m, chunked=p.engine == "chunked")
+        if p.engine == "chunked" and Xd is X:
+            net._sgd_step(X, yd, ws, m, eta, decay, check=X)
+            return
+        step = step_function(net, p.engine)
+        saved = [q.copy() for q in net._W + net._b] if p.engine == "rows" and Xd is X else None
+        step(Xd, yd, ws, m, eta, decay)
+        if saved is not None and not all(np.isfinite(q).all() for q in net._W + net._b):
+            try:
+                V.check_X(X, net.sizes[0], "X")   # raises, naming the first bad row
+            except ValueError:
+                for q, old in zip(net._W + net._b, saved):
+                    q[...] = old
+                raise
 
 
 class CompiledTrainer:
@@ -319,8 +374,6 @@ class Trainable:
 
     def _interrupt(self, checkpoint, run, hist, epoch, next_sample, rng_state):
         """Ctrl-C was pressed: write the checkpoint (next sample ``next_sample``) and raise."""
-        from fastnet.network import TrainingInterrupted
-
         where = f"epoch {epoch}, sample {next_sample} of {run['n_train']}"
         if checkpoint is not None:
             self._write_checkpoint(checkpoint, run, hist, epoch, next_sample, rng_state)

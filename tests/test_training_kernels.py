@@ -45,12 +45,12 @@ def step_peak_bytes(mode, kernels, steps=50):
     net._k = ops.table("njit" if mode == "auto" else "xp")   # what fit(engine="step"/"xp") sets
     trainer = training.StepTrainer(net, "step", Xd, yd, {"batch_size": m, "n_train": 2000, "eta": 1.0}, 1.0)
     for s in range(4):  # warm up: JIT compile, first-touch
-        trainer.steps(order, s, s + 1)
+        trainer.steps([order], s, s + 1)
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
         for s in range(steps):
-            trainer.steps(order, s % 4, s % 4 + 1)
+            trainer.steps([order], s % 4, s % 4 + 1)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
