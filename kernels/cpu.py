@@ -84,22 +84,12 @@ _BAD = -1
 # =====================================================================================
 
 @njit(cache=True)
-def _check_Z_b(Z, b):
-    """Prologue for (m, n) Z and (n,) b: _BAD or _OK."""
-    if Z.ndim != 2 or b.ndim != 1:
+def _check_mat_vec(M, v):
+    """Prologue for an (m, n) M and an (n,) v (Z and b, or delta and the bias vector):
+    _BAD or _OK."""
+    if M.ndim != 2 or v.ndim != 1:
         return _BAD
-    if b.shape[0] != Z.shape[1] or not (Z.flags.c_contiguous and b.flags.c_contiguous):
-        return _BAD
-    return _OK
-
-
-@njit(cache=True)
-def _check_delta_vec(delta, vec):
-    """Prologue for (m, n) delta and (n,) vec: _BAD or _OK."""
-    if delta.ndim != 2 or vec.ndim != 1:
-        return _BAD
-    if vec.shape[0] != delta.shape[1] or not (delta.flags.c_contiguous
-                                              and vec.flags.c_contiguous):
+    if v.shape[0] != M.shape[1] or not (M.flags.c_contiguous and v.flags.c_contiguous):
         return _BAD
     return _OK
 
@@ -182,7 +172,7 @@ def bias_sigmoid_rows(Z, b, lo, hi):
 
 @njit(cache=True)
 def _bias_sigmoid_s(Z, b):
-    rc = _check_Z_b(Z, b)
+    rc = _check_mat_vec(Z, b)
     if rc == _OK:
         bias_sigmoid_rows(Z, b, 0, Z.shape[0])
     return rc
@@ -213,7 +203,7 @@ def bias_softmax_rows(Z, b, lo, hi):
 
 @njit(cache=True)
 def _bias_softmax_s(Z, b):
-    rc = _check_Z_b(Z, b)
+    rc = _check_mat_vec(Z, b)
     if rc == _OK:
         bias_softmax_rows(Z, b, 0, Z.shape[0])
     return rc
@@ -334,7 +324,7 @@ def _colsum_set_cols(delta, out, scale, j0, j1):
 
 @njit(cache=True)
 def _colsum_set_s(delta, out, scale):
-    rc = _check_delta_vec(delta, out)
+    rc = _check_mat_vec(delta, out)
     if rc == _OK:
         _colsum_set_cols(delta, out, scale, 0, delta.shape[1])
     return rc
@@ -381,7 +371,7 @@ def _colsum_add_cols(delta, out, scale, j0, j1):
 
 @njit(cache=True)
 def _colsum_add_s(delta, out, scale):
-    rc = _check_delta_vec(delta, out)
+    rc = _check_mat_vec(delta, out)
     if rc == _OK:
         _colsum_add_cols(delta, out, scale, 0, delta.shape[1])
     return rc
