@@ -4,46 +4,44 @@ Every public function here has the name, arguments and semantics of its namesake
 :mod:`fastnet.kernels.reference` plus a ``_cpu`` suffix, works in place on the caller's
 buffers, allocates nothing, and returns the output array itself (``out is returned``).
 
-Two compiled kernels stand behind each wrapper:
-
-- a serial loop, used below :data:`PARALLEL_MIN_SIZE` elements (by default always: see
-  there why): at Nielsen's minibatch of 10 a whole step is a few hundred floats, fewer
-  than it takes to pay for opening a parallel region;
-- a ``parallel=True`` version that gives each thread one contiguous chunk of rows (or
-  of columns, for the column sums), used at and above that size.
+One compiled kernel stands behind each wrapper, and there is no parallel twin:
+at Nielsen's minibatch of 10 a whole step is a few hundred floats, fewer than it takes
+to pay for opening a parallel region, and at large sizes every kernel sits between two
+OpenBLAS GEMMs whose threads keep spinning after they return, so Numba's threads would
+fight them for the cores (even with ``OMP_WAIT_POLICY=passive``). Threads belong to the
+compiled engines (:mod:`fastnet.kernels.epoch_cpu`, ``batch_cpu``, ``split_cpu``), which
+reuse the unchecked row/flat loops defined here.
 
 Validation happens before anything is written, in two layers, so that the common call
-costs little next to Numba's own dispatch (less than the NumPy expressions the kernels
-replace, at Nielsen's minibatch of 10):
+costs little next to Numba's own dispatch:
 
 1. the wrapper checks, in one Python expression, what Numba would otherwise silently
    compile a new version for: NumPy arrays (exact type), float32/float64, one dtype;
-2. the serial kernel starts with a compiled prologue that checks dimensions, shapes
-   and C-contiguity and returns a status code before touching any element
-   (:data:`_OK`, :data:`_PARALLEL` = "valid but large: use the parallel kernel",
-   :data:`_BAD`).
+2. the kernel starts with a compiled prologue that checks dimensions, shapes and
+   C-contiguity and returns a status code (:data:`_OK` or :data:`_BAD`) before touching
+   any element.
 
 Anything else (a CuPy array, a list, mixed dtypes, a read-only output, a bad shape, an
-ndarray subclass, or simply a large array) takes the slow path: a complete check in
-Python that raises ``TypeError``/``ValueError`` saying what was expected, what was
-received and how to fix it, then the right kernel. A wrong-dimension or non-contiguous
-array makes Numba compile one extra (validating-only) version the first time it is
-seen; that cost falls on the error path only.
+ndarray subclass) takes the slow path: a complete check in Python that raises
+``TypeError``/``ValueError`` saying what was expected, what was received and how to fix
+it, then the kernel. A wrong-dimension or non-contiguous array makes Numba compile one
+extra (validating-only) version the first time it is seen; that cost falls on the error
+path only.
 
 Compiled code is cached on disk (``cache=True``, in ``kernels/__pycache__``), so a second
 process loads machine code instead of compiling (see :mod:`fastnet.kernels` on editing
-the helpers it inlines). Nothing is compiled with ``fastmath``: float64 results equal the reference to 1e-12 relative
-(bitwise, in both precisions, for the purely arithmetic steps), float32 to 1e-5.
+the helpers it inlines). Nothing is compiled with ``fastmath``: float64 results equal the
+reference to 1e-12 relative (bitwise, in both precisions, for the purely arithmetic
+steps), float32 to 1e-5.
 """
 from __future__ import annotations
 
 import math
 import numbers
 
-import numba
 import numpy as np
 from llvmlite import ir as _ir
-from numba import njit, prange, types as _nbtypes
+from numba import njit, types as _nbtypes
 from numba.extending import intrinsic, overload
 
 from fastnet.kernels import _math
@@ -64,16 +62,7 @@ __all__ = [
     "sgd_update_stacked_cpu",
     "warmup",
     "warmup_stacked",
-    "PARALLEL_MIN_SIZE",
 ]
-
-#: Arrays with at least this many elements go to the ``parallel=True`` kernels. Off by
-#: default (the largest int64): alone, a large fused step runs faster on two threads,
-#: but in training every kernel sits between two OpenBLAS GEMMs whose threads keep
-#: spinning after they return, and Numba's OpenMP threads then fight them for the cores
-#: (even with ``OMP_WAIT_POLICY=passive``). Set it (e.g. to 100_000) on machines with
-#: cores to spare; tests set it to 0 to exercise the parallel kernels.
-PARALLEL_MIN_SIZE = np.iinfo(np.int64).max
 
 _ndarray = np.ndarray
 _F32 = np.dtype(np.float32)
@@ -82,47 +71,27 @@ _I64 = np.dtype(np.int64)
 _FLOATS = (_F32, _F64)
 COSTS = ("quadratic", "cross_entropy")
 
-# Status codes of the serial kernels' prologue.
+# Status codes of the kernels' prologue.
 _OK = 0
-_PARALLEL = 1
 _BAD = -1
-_NEVER = np.iinfo(np.int64).max     # a par_min that keeps a serial kernel serial
-
-_threads = numba.get_num_threads    # read per parallel call: numba.set_num_threads is honoured
 
 
 # =====================================================================================
-# Compiled kernels. `*_s` serial (with the validating prologue), `*_p` parallel (one
-# chunk per thread, called only after the Python check). The loop body is written once,
-# as a range helper that both call, so the two cannot disagree. Constants are made in
-# the data's dtype (see kernels/_math.py).
+# Compiled kernels. `*_s` validates (the prologue), then runs the loop, which is written
+# once as an unchecked range helper (`*_rows`, `*_flat`, `*_cols`) that the stacked
+# kernels below and the compiled engines call too, so they cannot disagree. Constants
+# are made in the data's dtype (see kernels/_math.py).
 # =====================================================================================
 
 @njit(cache=True)
-def _chunk(k, nchunks, n):
-    """Bounds [lo, hi) of chunk k when n items are split into nchunks contiguous chunks."""
-    return (k * n) // nchunks, ((k + 1) * n) // nchunks
-
-
-@njit(cache=True)
-def _check_Z_b(Z, b, par_min):
-    """Prologue for (m, n) Z and (n,) b: _BAD, _PARALLEL or _OK."""
-    if Z.ndim != 2 or b.ndim != 1:
+def _check_mat_vec(M, v):
+    """Prologue for an (m, n) M and an (n,) v (Z and b, or delta and the bias vector):
+    _BAD or _OK."""
+    if M.ndim != 2 or v.ndim != 1:
         return _BAD
-    if b.shape[0] != Z.shape[1] or not (Z.flags.c_contiguous and b.flags.c_contiguous):
+    if v.shape[0] != M.shape[1] or not (M.flags.c_contiguous and v.flags.c_contiguous):
         return _BAD
-    return _PARALLEL if Z.size >= par_min else _OK
-
-
-@njit(cache=True)
-def _check_delta_vec(delta, vec, par_min):
-    """Prologue for (m, n) delta and (n,) vec: _BAD, _PARALLEL or _OK."""
-    if delta.ndim != 2 or vec.ndim != 1:
-        return _BAD
-    if vec.shape[0] != delta.shape[1] or not (delta.flags.c_contiguous
-                                              and vec.flags.c_contiguous):
-        return _BAD
-    return _PARALLEL if delta.size >= par_min else _OK
+    return _OK
 
 
 # --- forward: Z <- sigmoid(Z + b) ----------------------------------------------------
@@ -202,18 +171,11 @@ def bias_sigmoid_rows(Z, b, lo, hi):
 
 
 @njit(cache=True)
-def _bias_sigmoid_s(Z, b, par_min):
-    rc = _check_Z_b(Z, b, par_min)
+def _bias_sigmoid_s(Z, b):
+    rc = _check_mat_vec(Z, b)
     if rc == _OK:
         bias_sigmoid_rows(Z, b, 0, Z.shape[0])
     return rc
-
-
-@njit(cache=True, parallel=True)
-def _bias_sigmoid_p(Z, b, nchunks):
-    for k in prange(nchunks):
-        lo, hi = _chunk(k, nchunks, Z.shape[0])
-        bias_sigmoid_rows(Z, b, lo, hi)
 
 
 # --- forward: Z <- softmax(Z + b) by rows ---------------------------------------------
@@ -240,18 +202,11 @@ def bias_softmax_rows(Z, b, lo, hi):
 
 
 @njit(cache=True)
-def _bias_softmax_s(Z, b, par_min):
-    rc = _check_Z_b(Z, b, par_min)
+def _bias_softmax_s(Z, b):
+    rc = _check_mat_vec(Z, b)
     if rc == _OK:
         bias_softmax_rows(Z, b, 0, Z.shape[0])
     return rc
-
-
-@njit(cache=True, parallel=True)
-def _bias_softmax_p(Z, b, nchunks):
-    for k in prange(nchunks):
-        lo, hi = _chunk(k, nchunks, Z.shape[0])
-        bias_softmax_rows(Z, b, lo, hi)
 
 
 # --- output delta, integer labels (the one-hot matrix is never built) ----------------
@@ -274,23 +229,14 @@ def delta_labels_rows(a, y, out, quadratic, lo, hi):
 
 
 @njit(cache=True)
-def _delta_labels_s(a, y, out, quadratic, par_min):
+def _delta_labels_s(a, y, out, quadratic):
     if a.ndim != 2 or y.ndim != 1 or out.ndim != 2:
         return _BAD
     if (out.shape != a.shape or y.shape[0] != a.shape[0]
             or not (a.flags.c_contiguous and out.flags.c_contiguous)):
         return _BAD
-    if a.size >= par_min:
-        return _PARALLEL
     delta_labels_rows(a, y, out, quadratic, 0, a.shape[0])
     return _OK
-
-
-@njit(cache=True, parallel=True)
-def _delta_labels_p(a, y, out, quadratic, nchunks):
-    for k in prange(nchunks):
-        lo, hi = _chunk(k, nchunks, a.shape[0])
-        delta_labels_rows(a, y, out, quadratic, lo, hi)
 
 
 # --- output delta, float target matrix (flat: all three arrays are C-contiguous) -----
@@ -309,24 +255,14 @@ def delta_targets_flat(a, t, out, quadratic, lo, hi):
 
 
 @njit(cache=True)
-def _delta_targets_s(a, t, out, quadratic, par_min):
+def _delta_targets_s(a, t, out, quadratic):
     if a.ndim != 2 or t.ndim != 2 or out.ndim != 2:
         return _BAD
     if (out.shape != a.shape or t.shape != a.shape or not (
             a.flags.c_contiguous and t.flags.c_contiguous and out.flags.c_contiguous)):
         return _BAD
-    if a.size >= par_min:
-        return _PARALLEL
     delta_targets_flat(a.ravel(), t.ravel(), out.ravel(), quadratic, 0, a.size)
     return _OK
-
-
-@njit(cache=True, parallel=True)
-def _delta_targets_p(a, t, out, quadratic, nchunks):
-    af, tf, of = a.ravel(), t.ravel(), out.ravel()
-    for k in prange(nchunks):
-        lo, hi = _chunk(k, nchunks, af.size)
-        delta_targets_flat(af, tf, of, quadratic, lo, hi)
 
 
 # --- backward: G <- G * a * (1 - a) ---------------------------------------------------
@@ -340,23 +276,13 @@ def backward_delta_flat(g, a, lo, hi):
 
 
 @njit(cache=True)
-def _backward_delta_s(G, a, par_min):
+def _backward_delta_s(G, a):
     if G.ndim != 2 or a.ndim != 2:
         return _BAD
     if G.shape != a.shape or not (G.flags.c_contiguous and a.flags.c_contiguous):
         return _BAD
-    if G.size >= par_min:
-        return _PARALLEL
     backward_delta_flat(G.ravel(), a.ravel(), 0, G.size)   # ravel of a C array: a view
     return _OK
-
-
-@njit(cache=True, parallel=True)
-def _backward_delta_p(G, a, nchunks):
-    g, av = G.ravel(), a.ravel()
-    for k in prange(nchunks):
-        lo, hi = _chunk(k, nchunks, g.size)
-        backward_delta_flat(g, av, lo, hi)
 
 
 # --- SGD: P <- decay * P - scale * grad (any shape) -----------------------------------
@@ -372,21 +298,11 @@ def sgd_flat(p, g, scale, decay, lo, hi):
 
 
 @njit(cache=True)
-def _sgd_s(P, grad, scale, decay, par_min):
+def _sgd_s(P, grad, scale, decay):
     if P.shape != grad.shape or not (P.flags.c_contiguous and grad.flags.c_contiguous):
         return _BAD
-    if P.size >= par_min:
-        return _PARALLEL
     sgd_flat(P.ravel(), grad.ravel(), scale, decay, 0, P.size)
     return _OK
-
-
-@njit(cache=True, parallel=True)
-def _sgd_p(P, grad, scale, decay, nchunks):
-    p, g = P.ravel(), grad.ravel()
-    for k in prange(nchunks):
-        lo, hi = _chunk(k, nchunks, p.size)
-        sgd_flat(p, g, scale, decay, lo, hi)
 
 
 # --- column sums: out <- scale * sum(delta, 0) ----------------------------------------
@@ -407,18 +323,11 @@ def _colsum_set_cols(delta, out, scale, j0, j1):
 
 
 @njit(cache=True)
-def _colsum_set_s(delta, out, scale, par_min):
-    rc = _check_delta_vec(delta, out, par_min)
+def _colsum_set_s(delta, out, scale):
+    rc = _check_mat_vec(delta, out)
     if rc == _OK:
         _colsum_set_cols(delta, out, scale, 0, delta.shape[1])
     return rc
-
-
-@njit(cache=True, parallel=True)
-def _colsum_set_p(delta, out, scale, nchunks):
-    for k in prange(nchunks):
-        j0, j1 = _chunk(k, nchunks, delta.shape[1])
-        _colsum_set_cols(delta, out, scale, j0, j1)
 
 
 # --- column sums added: out <- out + scale * sum(delta, 0) ----------------------------
@@ -461,21 +370,11 @@ def _colsum_add_cols(delta, out, scale, j0, j1):
 
 
 @njit(cache=True)
-def _colsum_add_s(delta, out, scale, par_min):
-    rc = _check_delta_vec(delta, out, par_min)
+def _colsum_add_s(delta, out, scale):
+    rc = _check_mat_vec(delta, out)
     if rc == _OK:
         _colsum_add_cols(delta, out, scale, 0, delta.shape[1])
     return rc
-
-
-@njit(cache=True, parallel=True)
-def _colsum_add_p(delta, out, scale, nthreads):
-    n = delta.shape[1]
-    ntiles = (n + 7) // 8
-    nchunks = min(nthreads, ntiles)
-    for k in prange(nchunks):
-        t0, t1 = _chunk(k, nchunks, ntiles)   # whole 8-column tiles per thread
-        _colsum_add_cols(delta, out, scale, t0 * 8, min(t1 * 8, n))
 
 
 # --- finiteness check: one read-only pass, no temporaries ---------------------------
@@ -569,35 +468,33 @@ def _real(fn, name, v) -> float:
     return float(v)
 
 
-def _run(serial, parallel, size, *args):
-    """After the Python checks passed: the serial or the parallel kernel by size."""
-    if size >= PARALLEL_MIN_SIZE:
-        parallel(*args, _threads())
-    elif serial(*args, _NEVER) != _OK:      # pragma: no cover - the checks above agree
-        raise RuntimeError(f"{serial.__name__} refused arguments the Python checks accepted")
+def _run(kernel, *args):
+    """After the Python checks passed: the compiled kernel (its prologue agrees)."""
+    if kernel(*args) != _OK:          # pragma: no cover - the checks above agree
+        raise RuntimeError(f"{kernel.__name__} refused arguments the Python checks accepted")
 
 
-def _slow_Z_b(fn, serial, parallel, Z, b):
+def _slow_Z_b(fn, kernel, Z, b):
     _check_array(fn, "Z", Z, 2, writable=True)
     _check_array(fn, "b", b, 1)
     _check_same_dtype(fn, ("Z", "b"), (Z, b))
     _check_shape(fn, "b", b, (Z.shape[1],), "one bias per column of Z")
-    _run(serial, parallel, Z.size, Z, b)
+    _run(kernel, Z, b)
     return Z
 
 
-def _slow_delta_vec(fn, serial, parallel, delta, vec, vec_name, scale):
+def _slow_delta_vec(fn, kernel, delta, vec, vec_name, scale):
     _check_array(fn, "delta", delta, 2)
     _check_array(fn, vec_name, vec, 1, writable=True)
     _check_same_dtype(fn, ("delta", vec_name), (delta, vec))
     _check_shape(fn, vec_name, vec, (delta.shape[1],), "one entry per column of delta")
-    _run(serial, parallel, delta.size, delta, vec, scale)
+    _run(kernel, delta, vec, scale)
     return vec
 
 
 # =====================================================================================
-# Public wrappers. Fast path: exact ndarray types and one float dtype, then the serial
-# kernel, whose prologue validates the rest; any other outcome goes to the slow path.
+# Public wrappers. Fast path: exact ndarray types and one float dtype, then the kernel,
+# whose prologue validates the rest; any other outcome goes to the slow path.
 # =====================================================================================
 
 def bias_sigmoid_cpu(Z, b):
@@ -609,11 +506,11 @@ def bias_sigmoid_cpu(Z, b):
     if (type(Z) is _ndarray and type(b) is _ndarray
             and ((dt := Z.dtype) is _F32 or dt is _F64) and b.dtype is dt):
         try:
-            if _bias_sigmoid_s(Z, b, PARALLEL_MIN_SIZE) == _OK:
+            if _bias_sigmoid_s(Z, b) == _OK:
                 return Z
         except Exception:       # e.g. Numba refusing a read-only Z: say why below
             pass
-    return _slow_Z_b("bias_sigmoid_cpu", _bias_sigmoid_s, _bias_sigmoid_p, Z, b)
+    return _slow_Z_b("bias_sigmoid_cpu", _bias_sigmoid_s, Z, b)
 
 
 def bias_softmax_cpu(Z, b):
@@ -624,11 +521,11 @@ def bias_softmax_cpu(Z, b):
     if (type(Z) is _ndarray and type(b) is _ndarray
             and ((dt := Z.dtype) is _F32 or dt is _F64) and b.dtype is dt):
         try:
-            if _bias_softmax_s(Z, b, PARALLEL_MIN_SIZE) == _OK:
+            if _bias_softmax_s(Z, b) == _OK:
                 return Z
         except Exception:
             pass
-    return _slow_Z_b("bias_softmax_cpu", _bias_softmax_s, _bias_softmax_p, Z, b)
+    return _slow_Z_b("bias_softmax_cpu", _bias_softmax_s, Z, b)
 
 
 def output_delta_cpu(a, y, cost, out):
@@ -646,9 +543,9 @@ def output_delta_cpu(a, y, cost, out):
             and ((dt := a.dtype) is _F32 or dt is _F64) and out.dtype is dt):
         try:
             if y.dtype is _I64:
-                rc = _delta_labels_s(a, y, out, quadratic, PARALLEL_MIN_SIZE)
+                rc = _delta_labels_s(a, y, out, quadratic)
             elif y.dtype is dt:
-                rc = _delta_targets_s(a, y, out, quadratic, PARALLEL_MIN_SIZE)
+                rc = _delta_targets_s(a, y, out, quadratic)
             else:
                 rc = _BAD
             if rc == _OK:
@@ -671,12 +568,12 @@ def output_delta_cpu(a, y, cost, out):
                 f"Fix: y.astype(numpy.int64), or pass an (m, n_out) float target matrix."
             )
         _check_shape(fn, "y", y, (a.shape[0],), "one label per row of a")
-        _run(_delta_labels_s, _delta_labels_p, a.size, a, y, out, quadratic)
+        _run(_delta_labels_s, a, y, out, quadratic)
     elif y.ndim == 2:
         _check_array(fn, "y", y, 2)
         _check_same_dtype(fn, ("a", "y"), (a, y))
         _check_shape(fn, "y", y, a.shape, "a target matrix has the shape of a")
-        _run(_delta_targets_s, _delta_targets_p, a.size, a, y, out, quadratic)
+        _run(_delta_targets_s, a, y, out, quadratic)
     else:
         raise ValueError(
             f"{fn}: y must be (m,) integer labels or an (m, n_out) target matrix. "
@@ -694,7 +591,7 @@ def backward_delta_cpu(G, a):
     if (type(G) is _ndarray and type(a) is _ndarray
             and ((dt := G.dtype) is _F32 or dt is _F64) and a.dtype is dt):
         try:
-            if _backward_delta_s(G, a, PARALLEL_MIN_SIZE) == _OK:
+            if _backward_delta_s(G, a) == _OK:
                 return G
         except Exception:
             pass
@@ -703,7 +600,7 @@ def backward_delta_cpu(G, a):
     _check_array(fn, "a", a, 2)
     _check_same_dtype(fn, ("G", "a"), (G, a))
     _check_shape(fn, "a", a, G.shape, "the shape of G")
-    _run(_backward_delta_s, _backward_delta_p, G.size, G, a)
+    _run(_backward_delta_s, G, a)
     return G
 
 
@@ -715,16 +612,15 @@ def bias_grad_cpu(delta, out, scale, accumulate=False):
     """
     if type(scale) is not float:
         scale = _real("bias_grad_cpu", "scale", scale)
-    serial = _colsum_add_s if accumulate else _colsum_set_s
+    kernel = _colsum_add_s if accumulate else _colsum_set_s
     if (type(delta) is _ndarray and type(out) is _ndarray
             and ((dt := delta.dtype) is _F32 or dt is _F64) and out.dtype is dt):
         try:
-            if serial(delta, out, scale, PARALLEL_MIN_SIZE) == _OK:
+            if kernel(delta, out, scale) == _OK:
                 return out
         except Exception:
             pass
-    parallel = _colsum_add_p if accumulate else _colsum_set_p
-    return _slow_delta_vec("bias_grad_cpu", serial, parallel, delta, out, "out", scale)
+    return _slow_delta_vec("bias_grad_cpu", kernel, delta, out, "out", scale)
 
 
 def sgd_update_cpu(P, grad, scale, decay=1.0):
@@ -742,7 +638,7 @@ def sgd_update_cpu(P, grad, scale, decay=1.0):
     if (type(P) is _ndarray and type(grad) is _ndarray
             and ((dt := P.dtype) is _F32 or dt is _F64) and grad.dtype is dt):
         try:
-            if _sgd_s(P, grad, scale, decay, PARALLEL_MIN_SIZE) == _OK:
+            if _sgd_s(P, grad, scale, decay) == _OK:
                 return P
         except Exception:
             pass
@@ -751,7 +647,7 @@ def sgd_update_cpu(P, grad, scale, decay=1.0):
     _check_array(fn, "grad", grad)
     _check_same_dtype(fn, ("P", "grad"), (P, grad))
     _check_shape(fn, "grad", grad, P.shape, "the shape of P")
-    _run(_sgd_s, _sgd_p, P.size, P, grad, scale, decay)
+    _run(_sgd_s, P, grad, scale, decay)
     return P
 
 
@@ -765,26 +661,22 @@ def bias_update_cpu(b, delta, scale):
     if (type(b) is _ndarray and type(delta) is _ndarray
             and ((dt := delta.dtype) is _F32 or dt is _F64) and b.dtype is dt):
         try:
-            if _colsum_add_s(delta, b, -scale, PARALLEL_MIN_SIZE) == _OK:
+            if _colsum_add_s(delta, b, -scale) == _OK:
                 return b
         except Exception:
             pass
-    return _slow_delta_vec("bias_update_cpu", _colsum_add_s, _colsum_add_p, delta, b, "b",
-                           -scale)
+    return _slow_delta_vec("bias_update_cpu", _colsum_add_s, delta, b, "b", -scale)
 
 
 # =====================================================================================
 
-def warmup(dtype="float32", parallel=None) -> int:
+def warmup(dtype="float32") -> int:
     """Compile (or load from the on-disk cache) every CPU kernel for ``dtype``.
 
-    dtype: "float32" / "float64" (or the NumPy dtype). Compiles the serial kernels and,
-    with ``parallel`` (default: only when :data:`PARALLEL_MIN_SIZE` can be reached), the
-    parallel ones, for 2-D activations, 1-D and 2-D parameters and int64 labels (other
-    label dtypes compile on first use). Returns the number of specialisations touched.
+    dtype: "float32" / "float64" (or the NumPy dtype). Covers 2-D activations, 1-D and
+    2-D parameters and int64 labels (other label dtypes compile on first use). Returns
+    the number of specialisations touched.
     """
-    if parallel is None:
-        parallel = PARALLEL_MIN_SIZE < _NEVER
     dt = np.dtype(dtype)
     if dt not in _FLOATS:
         raise TypeError(f"warmup: dtype must be float32 or float64. Actual: {dt}.")
@@ -792,24 +684,19 @@ def warmup(dtype="float32", parallel=None) -> int:
     b = np.zeros(3, dt)
     y = np.zeros(2, np.int64)
     calls = [
-        (_bias_sigmoid_s, _bias_sigmoid_p, (Z, b)),
-        (_bias_softmax_s, _bias_softmax_p, (Z, b)),
-        (_delta_labels_s, _delta_labels_p, (Z, y, Z, True)),
-        (_delta_targets_s, _delta_targets_p, (Z, Z, Z, True)),
-        (_backward_delta_s, _backward_delta_p, (Z, Z)),
-        (_sgd_s, _sgd_p, (Z, Z, 0.0, 1.0)),
-        (_sgd_s, _sgd_p, (b, b, 0.0, 1.0)),
-        (_colsum_set_s, _colsum_set_p, (Z, b, 0.0)),
-        (_colsum_add_s, _colsum_add_p, (Z, b, 0.0)),
+        (_bias_sigmoid_s, (Z, b)),
+        (_bias_softmax_s, (Z, b)),
+        (_delta_labels_s, (Z, y, Z, True)),
+        (_delta_targets_s, (Z, Z, Z, True)),
+        (_backward_delta_s, (Z, Z)),
+        (_sgd_s, (Z, Z, 0.0, 1.0)),
+        (_sgd_s, (b, b, 0.0, 1.0)),
+        (_colsum_set_s, (Z, b, 0.0)),
+        (_colsum_add_s, (Z, b, 0.0)),
     ]
-    n = 0
-    for serial, par, args in calls:
-        serial(*args, _NEVER)
-        n += 1
-        if parallel:
-            par(*args, 2)
-            n += 1
-    return n
+    for kernel, args in calls:
+        kernel(*args)
+    return len(calls)
 
 
 # =====================================================================================
@@ -818,11 +705,10 @@ def warmup(dtype="float32", parallel=None) -> int:
 # Slice k of every array is exactly what the unstacked kernel above computes for net k:
 # each stacked kernel loops over k and calls the same row/column helper on the 2-D
 # slice (an integer index on the leading axis of a C array is a C array again), so a
-# stacked result equals the unstacked one on each slice bitwise. Serial only (see
-# PARALLEL_MIN_SIZE). Same two-layer validation as above: the wrapper checks types,
-# dtypes and dimensions in one Python expression, a compiled prologue the shapes,
-# C-contiguity and (for labels) the label range; anything else takes the slow path,
-# which raises before anything is written.
+# stacked result equals the unstacked one on each slice bitwise. Same two-layer
+# validation as above: the wrapper checks types, dtypes and dimensions in one Python
+# expression, a compiled prologue the shapes, C-contiguity and (for labels) the label
+# range; anything else takes the slow path, which raises before anything is written.
 # =====================================================================================
 
 @njit(cache=True)
@@ -907,19 +793,13 @@ def _sgd_stacked_s(P, grad, scales, decays):
     return _OK
 
 
-def _run_serial(serial, *args):
-    """After the Python checks passed: the serial stacked kernel."""
-    if serial(*args) != _OK:          # pragma: no cover - the checks above agree
-        raise RuntimeError(f"{serial.__name__} refused arguments the Python checks accepted")
-
-
-def _slow_Z_b_stacked(fn, serial, Z, b):
+def _slow_Z_b_stacked(fn, kernel, Z, b):
     _check_array(fn, "Z", Z, 3, writable=True)
     _check_array(fn, "b", b, 2)
     _check_same_dtype(fn, ("Z", "b"), (Z, b))
     _check_shape(fn, "b", b, (Z.shape[0], Z.shape[2]),
                  "one bias row per net, one entry per column of Z")
-    _run_serial(serial, Z, b)
+    _run(kernel, Z, b)
     return Z
 
 
@@ -993,7 +873,7 @@ def output_delta_stacked_cpu(a, y, cost, out):
     if y.size and (y.min() < 0 or y.max() >= n_out):
         raise ValueError(f"{fn}: labels y must lie in [0, {n_out}) (one class per column of "
                          f"a). Actual: from {y.min()} to {y.max()}.")
-    _run_serial(_delta_labels_stacked_s, a, y, out, quadratic)
+    _run(_delta_labels_stacked_s, a, y, out, quadratic)
     return out
 
 
@@ -1021,7 +901,7 @@ def bias_grad_stacked_cpu(delta, out, scale, accumulate=False):
     _check_same_dtype(fn, ("delta", "out"), (delta, out))
     _check_shape(fn, "out", out, (delta.shape[0], delta.shape[2]),
                  "one row per net, one entry per column of delta")
-    _run_serial(_colsum_stacked_s, delta, out, scale, accumulate)
+    _run(_colsum_stacked_s, delta, out, scale, accumulate)
     return out
 
 
@@ -1055,7 +935,7 @@ def sgd_update_stacked_cpu(P, grad, scales, decays):
     _check_shape(fn, "grad", grad, P.shape, "the shape of P")
     _check_shape(fn, "scales", scales, (P.shape[0],), "one scale per net")
     _check_shape(fn, "decays", decays, (P.shape[0],), "one decay per net")
-    _run_serial(_sgd_stacked_s, P, grad, scales, decays)
+    _run(_sgd_stacked_s, P, grad, scales, decays)
     return P
 
 
@@ -1081,6 +961,6 @@ def warmup_stacked(dtype="float32") -> int:
         (_sgd_stacked_s, (Z, Z, v, v)),
         (_sgd_stacked_s, (b, b, v, v)),
     ]
-    for serial, args in calls:
-        serial(*args)
+    for kernel, args in calls:
+        kernel(*args)
     return len(calls)

@@ -1,18 +1,17 @@
 """The ``@njit`` CPU twins against the plain-xp reference, and their contracts.
 
 Every kernel equals ``fastnet.kernels.reference`` (float64 to 1e-12 relative, float32 to
-1e-5) on hypothesis-drawn shapes, serial and parallel; works in place (the returned
-array *is* the input buffer) and allocates nothing per call; refuses bad input before
-writing anything; ``FASTNET_KERNELS=xp`` switches ``fastnet.ops`` to the reference; and
-a second process loads the compiled code from Numba's on-disk cache.
+1e-5) on hypothesis-drawn shapes; works in place (the returned array *is* the input
+buffer) and allocates nothing per call; refuses bad input before writing anything;
+``FASTNET_KERNELS=xp`` switches ``fastnet.ops`` to the reference; and a second process
+loads the compiled code from Numba's on-disk cache.
 
 Compile-time budget: hypothesis draws only the two float dtypes and int64 labels, so
-each kernel is compiled a bounded number of times (2 dtypes x serial/parallel x a
-couple of ndim variants); the on-disk cache makes later runs fast.
+each kernel is compiled a bounded number of times (2 dtypes x a couple of ndim
+variants); the on-disk cache makes later runs fast.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -51,17 +50,6 @@ def tol(dtype):
     return TOL[np.dtype(dtype).type]
 
 
-@contextlib.contextmanager
-def parallel_kernels(on: bool):
-    """Force the parallel (or serial) kernels whatever the size."""
-    old = cpu.PARALLEL_MIN_SIZE
-    cpu.PARALLEL_MIN_SIZE = 0 if on else 1 << 62
-    try:
-        yield
-    finally:
-        cpu.PARALLEL_MIN_SIZE = old
-
-
 def arrays(seed, m, n, dtype, scale=3.0):
     rng = np.random.default_rng(seed)
     Z = (scale * rng.standard_normal((m, n))).astype(dtype)
@@ -75,56 +63,51 @@ def arrays(seed, m, n, dtype, scale=3.0):
 # --- parity with the reference ----------------------------------------------------------
 
 @SETTINGS
-@given(m=dims, n=dims, dtype=dtypes, seed=seeds, par=st.booleans())
-@example(m=1, n=1, dtype=np.float64, seed=0, par=False)
-@example(m=10, n=30, dtype=np.float32, seed=1, par=True)
-def test_bias_sigmoid_matches_reference(m, n, dtype, seed, par):
+@given(m=dims, n=dims, dtype=dtypes, seed=seeds)
+@example(m=1, n=1, dtype=np.float64, seed=0)
+@example(m=10, n=30, dtype=np.float32, seed=1)
+def test_bias_sigmoid_matches_reference(m, n, dtype, seed):
     Z, _, b, _, _ = arrays(seed, m, n, dtype, scale=20.0)   # wide range: saturated units too
     expected = ref.bias_sigmoid(Z.copy(), b)
-    with parallel_kernels(par):
-        got = cpu.bias_sigmoid_cpu(Z, b)
+    got = cpu.bias_sigmoid_cpu(Z, b)
     assert got is Z
     np.testing.assert_allclose(got, expected, **tol(dtype))
 
 
 @SETTINGS
-@given(m=dims, n=dims, dtype=dtypes, seed=seeds, par=st.booleans())
-@example(m=1, n=1, dtype=np.float64, seed=0, par=False)
-def test_bias_softmax_matches_reference(m, n, dtype, seed, par):
+@given(m=dims, n=dims, dtype=dtypes, seed=seeds)
+@example(m=1, n=1, dtype=np.float64, seed=0)
+def test_bias_softmax_matches_reference(m, n, dtype, seed):
     Z, _, b, _, _ = arrays(seed, m, n, dtype, scale=10.0)
     expected = ref.bias_softmax(Z.copy(), b)
-    with parallel_kernels(par):
-        got = cpu.bias_softmax_cpu(Z, b)
+    got = cpu.bias_softmax_cpu(Z, b)
     assert got is Z
     np.testing.assert_allclose(got, expected, **tol(dtype))
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=10 * tol(dtype)["rtol"])
 
 
 @SETTINGS
-@given(m=dims, n=dims, dtype=dtypes, seed=seeds, par=st.booleans(),
-       cost=st.sampled_from(COSTS), targets=st.booleans(), alias=st.booleans())
-@example(m=1, n=1, dtype=np.float64, seed=0, par=False, cost="quadratic", targets=False,
-         alias=False)
-def test_output_delta_matches_reference(m, n, dtype, seed, par, cost, targets, alias):
+@given(m=dims, n=dims, dtype=dtypes, seed=seeds, cost=st.sampled_from(COSTS),
+       targets=st.booleans(), alias=st.booleans())
+@example(m=1, n=1, dtype=np.float64, seed=0, cost="quadratic", targets=False, alias=False)
+def test_output_delta_matches_reference(m, n, dtype, seed, cost, targets, alias):
     _, a, _, y, T = arrays(seed, m, n, dtype)
     yy = T if targets else y
     expected = ref.output_delta(a, yy, cost, np.empty_like(a))
     out = a.copy() if alias else np.empty_like(a)
     a_in = out if alias else a                # out may be a itself
-    with parallel_kernels(par):
-        got = cpu.output_delta_cpu(a_in, yy, cost, out)
+    got = cpu.output_delta_cpu(a_in, yy, cost, out)
     assert got is out
     np.testing.assert_allclose(got, expected, **tol(dtype))
 
 
 @SETTINGS
-@given(m=dims, n=dims, dtype=dtypes, seed=seeds, par=st.booleans())
-@example(m=1, n=1, dtype=np.float64, seed=0, par=False)
-def test_backward_delta_matches_reference(m, n, dtype, seed, par):
+@given(m=dims, n=dims, dtype=dtypes, seed=seeds)
+@example(m=1, n=1, dtype=np.float64, seed=0)
+def test_backward_delta_matches_reference(m, n, dtype, seed):
     G, a, _, _, _ = arrays(seed, m, n, dtype)
     expected = ref.backward_delta(G.copy(), a)
-    with parallel_kernels(par):
-        got = cpu.backward_delta_cpu(G, a)
+    got = cpu.backward_delta_cpu(G, a)
     assert got is G
     # Same operations in the same order, in the data's precision (a float32 kernel that
     # slipped into float64 arithmetic would round differently): bitwise, both dtypes.
@@ -132,31 +115,29 @@ def test_backward_delta_matches_reference(m, n, dtype, seed, par):
 
 
 @SETTINGS
-@given(m=dims, n=dims, dtype=dtypes, seed=seeds, par=st.booleans(), accumulate=st.booleans(),
+@given(m=dims, n=dims, dtype=dtypes, seed=seeds, accumulate=st.booleans(),
        scale=st.floats(-4, 4, allow_nan=False))
-@example(m=1, n=1, dtype=np.float64, seed=0, par=False, accumulate=True, scale=0.1)
-@example(m=33, n=17, dtype=np.float32, seed=0, par=True, accumulate=True, scale=0.1)
-def test_bias_grad_matches_reference(m, n, dtype, seed, par, accumulate, scale):
+@example(m=1, n=1, dtype=np.float64, seed=0, accumulate=True, scale=0.1)
+@example(m=33, n=17, dtype=np.float32, seed=0, accumulate=True, scale=0.1)
+def test_bias_grad_matches_reference(m, n, dtype, seed, accumulate, scale):
     Z, _, b, _, _ = arrays(seed, m, n, dtype)
     expected = ref.bias_grad(Z, b.copy(), scale, accumulate)
-    with parallel_kernels(par):
-        got = cpu.bias_grad_cpu(Z, b, scale, accumulate)
+    got = cpu.bias_grad_cpu(Z, b, scale, accumulate)
     assert got is b
     np.testing.assert_allclose(got, expected, **tol(dtype))
 
 
 @SETTINGS
-@given(m=dims, n=dims, dtype=dtypes, seed=seeds, par=st.booleans(), vector=st.booleans(),
+@given(m=dims, n=dims, dtype=dtypes, seed=seeds, vector=st.booleans(),
        scale=st.floats(-4, 4, allow_nan=False),
        decay=st.sampled_from([1.0, 0.999, 0.5, 1.25]))
-@example(m=1, n=1, dtype=np.float64, seed=0, par=False, vector=False, scale=0.3, decay=1.0)
-def test_sgd_update_matches_reference(m, n, dtype, seed, par, vector, scale, decay):
+@example(m=1, n=1, dtype=np.float64, seed=0, vector=False, scale=0.3, decay=1.0)
+def test_sgd_update_matches_reference(m, n, dtype, seed, vector, scale, decay):
     P, grad, _, _, _ = arrays(seed, m, n, dtype)
     if vector:                               # biases: 1-D parameters
         P, grad = P[0].copy(), grad[0].copy()
     expected = ref.sgd_update(P.copy(), grad, scale, decay)
-    with parallel_kernels(par):
-        got = cpu.sgd_update_cpu(P, grad, scale, decay)
+    got = cpu.sgd_update_cpu(P, grad, scale, decay)
     assert got is P
     # decay * P - scale * grad with scale and decay rounded to the data's dtype first,
     # as NumPy does, and no FMA contraction: bitwise, both dtypes.
@@ -164,14 +145,12 @@ def test_sgd_update_matches_reference(m, n, dtype, seed, par, vector, scale, dec
 
 
 @SETTINGS
-@given(m=dims, n=dims, dtype=dtypes, seed=seeds, par=st.booleans(),
-       scale=st.floats(-4, 4, allow_nan=False))
-@example(m=1, n=1, dtype=np.float64, seed=0, par=False, scale=0.3)
-def test_bias_update_matches_reference(m, n, dtype, seed, par, scale):
+@given(m=dims, n=dims, dtype=dtypes, seed=seeds, scale=st.floats(-4, 4, allow_nan=False))
+@example(m=1, n=1, dtype=np.float64, seed=0, scale=0.3)
+def test_bias_update_matches_reference(m, n, dtype, seed, scale):
     Z, _, b, _, _ = arrays(seed, m, n, dtype)
     expected = ref.bias_update(b.copy(), Z, scale)
-    with parallel_kernels(par):
-        got = cpu.bias_update_cpu(b, Z, scale)
+    got = cpu.bias_update_cpu(b, Z, scale)
     assert got is b
     np.testing.assert_allclose(got, expected, **tol(dtype))
 
@@ -188,11 +167,8 @@ def test_sigmoid_and_softmax_saturate_without_overflow(dtype):
     np.testing.assert_allclose(p, ref.bias_softmax(Z[:, :7].copy(), b[:7]), **tol(dtype))
 
 
-def test_size_threshold_picks_serial_or_parallel_and_both_match(monkeypatch):
-    # Off by default on this machine (see cpu.PARALLEL_MIN_SIZE); set, arrays on either
-    # side of it take different kernels and give the same numbers.
-    assert cpu.PARALLEL_MIN_SIZE >= 2**62
-    monkeypatch.setattr(cpu, "PARALLEL_MIN_SIZE", 1000)
+def test_arrays_wider_than_the_drawn_ones_match():
+    # Wider than hypothesis draws (several 8-column tiles of the column sums, and a tail).
     rng = np.random.default_rng(3)
     for m in (19, 21):                               # 950 and 1,050 elements
         G = rng.standard_normal((m, 50))
@@ -231,28 +207,26 @@ def _calls(m, n, dtype):
     }
 
 
-@pytest.mark.parametrize("par", [False, True], ids=["serial", "parallel"])
-def test_no_per_call_allocation(par):
+def test_no_per_call_allocation():
     # NumPy temporaries and Numba's runtime allocations both go through the allocator
     # tracemalloc watches, so an array-sized temporary would show in the peak.
     m, n = 400, 100
     nbytes = m * n * 8
-    with parallel_kernels(par):
-        calls = _calls(m, n, np.float64)
-        for f in calls.values():
-            f()                                      # compiled, caches warm
-        for name, f in calls.items():
-            tracemalloc.start()
-            try:
-                start, _ = tracemalloc.get_traced_memory()
-                tracemalloc.reset_peak()
-                for _ in range(1000):
-                    f()
-                end, peak = tracemalloc.get_traced_memory()
-            finally:
-                tracemalloc.stop()
-            assert peak - start < nbytes // 20, f"{name}: peak {peak - start} B over 1,000 calls"
-            assert end - start < 4096, f"{name}: {end - start} B still held after 1,000 calls"
+    calls = _calls(m, n, np.float64)
+    for f in calls.values():
+        f()                                      # compiled, caches warm
+    for name, f in calls.items():
+        tracemalloc.start()
+        try:
+            start, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            for _ in range(1000):
+                f()
+            end, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak - start < nbytes // 20, f"{name}: peak {peak - start} B over 1,000 calls"
+        assert end - start < 4096, f"{name}: {end - start} B still held after 1,000 calls"
 
 
 # --- bad input raises before anything is written ----------------------------------------
@@ -368,8 +342,8 @@ def test_cuda_implementation_is_one_line():
 
 
 def test_warmup_compiles_every_kernel():
-    assert cpu.warmup("float64", parallel=True) == 18
-    assert cpu.warmup(np.float32) == 9             # parallel kernels only when reachable
+    assert cpu.warmup("float64") == 9
+    assert cpu.warmup(np.float32) == 9
     with pytest.raises(TypeError, match="float32 or float64"):
         cpu.warmup("int32")
 
