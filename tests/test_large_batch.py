@@ -152,12 +152,12 @@ def test_large_narrow_batches_take_the_threaded_step_and_match_blas(monkeypatch,
     rng = np.random.default_rng(3)
     X = rng.random((6_001, 64))
     y = rng.integers(0, 10, 6_001)
+    engines.prepare("rows", "float64", 2)         # compiled (not counted): auto takes it for this shape
     calls = []
     real = batch_cpu.large_step
     monkeypatch.setattr(batch_cpu, "large_step", lambda *a, **k: calls.append(a[0].shape[0]) or real(*a, **k))
     a = fastnet.Network([64, 30, 10], cost=cost, dtype="float64", device="cpu", seed=4)
     b = a.copy()
-    engines.prepare("rows", "float64", 2)         # compiled: auto takes it for this shape
     a.train_step(X, y, 0.5, lmbda=0.1, n=10_000)
     h = a.fit(X, y, epochs=2, batch_size=6_001, eta=0.5)
     assert calls == [6_001, 6_001, 6_001] and h.engine == "rows"
