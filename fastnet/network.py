@@ -240,15 +240,20 @@ class Network(DeviceData, training.Trainable):
                     V.check_X(check, self.sizes[0], "X")   # raises, naming the first bad row
                     raise ValueError("X must be finite")   # pragma: no cover - check_X raised
             acts = self._forward(Xc, ws.a if r == ws.chunk else [b[:r, ...] for b in ws.a])
-            self._grad_sums(Xc, yc, acts, ws, r, accumulate=k0 > 0)
+            # one piece of few rows: b <- b - scale * sum(delta) in one pass, inside backprop
+            # (b plays no part in the deltas); else the column sums streamed row by row first
+            fused_b = r == m and (m < 256 or type(X) is not np.ndarray)
+            self._grad_sums(Xc, yc, acts, ws, r, accumulate=k0 > 0, b_scale=eta / m if fused_b else None)
         k, scale = self._kern(), eta / m
         for l in range(self.n_layers):
             self._W[l] = k.sgd_update(self._W[l], ws.gW[l], scale, decay)
-            self._b[l] = k.sgd_update(self._b[l], ws.gb[l], scale, 1.0)   # b - scale * sum
+            if not fused_b:
+                self._b[l] = k.sgd_update(self._b[l], ws.gb[l], scale, 1.0)   # b - scale * sum
 
-    def _grad_sums(self, X, y, acts, ws, m, accumulate=False):
+    def _grad_sums(self, X, y, acts, ws, m, accumulate=False, b_scale=None):
         """Unscaled gradient sums of one batch (or chunk) of ``m`` rows into ``ws.gW`` and
-        ``ws.gb`` (added to them with ``accumulate``), every delta from the old weights."""
+        ``ws.gb`` (added to them with ``accumulate``), every delta from the old weights.
+        ``b_scale``: update the biases now, ``b -= b_scale * sum(delta)``, instead of ``ws.gb``."""
         k = self._kern()
         ds = ws.rows(ws.d, m)
         delta = k.output_delta(acts[-1], y, self.cost, out=ds[-1])
@@ -258,7 +263,10 @@ class Network(DeviceData, training.Trainable):
                 ws.gW[l] += ops.matmul(a_prev.T, delta, out=ws.gW_part[l])
             else:
                 ws.gW[l] = ops.matmul(a_prev.T, delta, out=ws.gW[l])
-            ws.gb[l] = k.bias_grad(delta, ws.gb[l], 1.0, accumulate=accumulate)
+            if b_scale is None:
+                ws.gb[l] = k.bias_grad(delta, ws.gb[l], 1.0, accumulate=accumulate)
+            else:
+                self._b[l] = k.bias_update(self._b[l], delta, b_scale)
             if l > 0:
                 delta = k.backward_delta(ops.matmul(delta, self._W[l].T, out=ds[l - 1]), acts[l - 1])
 
