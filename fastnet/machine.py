@@ -85,8 +85,8 @@ OPENBLAS_DECISION = "not decided yet"
 def choose_openblas_coretype(flags, env: dict, numpy_loaded: bool) -> tuple[str | None, str]:
     """Whether to set ``OPENBLAS_CORETYPE=SkylakeX``: ``(value or None, reason)``.
 
-    OpenBLAS picks its Haswell kernels on some AVX-512 CPUs; SkylakeX took SGEMM from
-    about 213 to 389 GFLOP/s on the 2-core AVX-512 machine in DESIGN.md. It must be set
+    OpenBLAS picks its Haswell kernels on some AVX-512 CPUs, whose SGEMM is then much
+    slower than with its SkylakeX kernels (figures: README). It must be set
     before NumPy loads OpenBLAS, and on a CPU without AVX-512 it crashes (illegal
     instruction), so it is set only when the CPU has ``avx512f``, the user has not set it,
     and NumPy is not imported yet.

@@ -1,6 +1,6 @@
 """The feedforward network: parameters, forward pass, backprop and minibatch SGD.
 
-Layout (DESIGN.md): batches are rows, ``X`` is ``(n_samples, n_features)``, ``W`` is
+Layout (docs/ARCHITECTURE.md): batches are rows, ``X`` is ``(n_samples, n_features)``, ``W`` is
 ``(n_in, n_out)``, ``z = a_prev @ W + b``. Hidden layers are sigmoid; the output layer is
 sigmoid for the quadratic cost and softmax for the cross-entropy cost.
 
