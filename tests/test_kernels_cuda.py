@@ -121,13 +121,26 @@ def bad_input_checks(K, to_dev, to_host):
     return check_refused(cases, to_dev, to_host)
 
 
+class Sliced:
+    """A bad-input argument cut AFTER the upload: CuPy makes an uploaded array
+    C-contiguous, so a strided device array must be sliced on the device."""
+
+    def __init__(self, array: np.ndarray, index):
+        self.array, self.index = array, index
+        self.shape = array[index].shape
+
+    def to_dev(self, to_dev):
+        return to_dev(self.array)[self.index]
+
+
 def check_refused(cases, to_dev, to_host) -> int:
     """Each ``(exception, kernel, host args)`` case raises that exception, and every array
     argument is unchanged afterwards. Returns the number of cases."""
     for exc, fn, args in cases:
-        dev = [to_dev(x) if isinstance(x, np.ndarray) else x for x in args]
-        saved = [np.array(to_host(x), copy=True) if isinstance(x, np.ndarray) else None
-                 for x in args]
+        dev = [to_dev(x) if isinstance(x, np.ndarray) else x.to_dev(to_dev) if isinstance(x, Sliced) else x
+               for x in args]
+        saved = [np.array(to_host(d), copy=True) if isinstance(x, (np.ndarray, Sliced)) else None
+                 for x, d in zip(args, dev)]
         try:
             fn(*dev)
         except exc:

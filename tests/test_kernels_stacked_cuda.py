@@ -118,6 +118,8 @@ def stacked_parity_checks(K, to_dev, to_host, shapes, exact, dtypes=(np.float64,
 
 def stacked_bad_input_checks(K, to_dev, to_host):
     """Each bad call raises the documented error and leaves the buffers unchanged."""
+    from test_kernels_cuda import Sliced, check_refused
+
     Z = np.ones((2, 4, 3))
     a = np.full((2, 4, 3), 0.5)
     b = np.ones((2, 3))
@@ -129,7 +131,7 @@ def stacked_bad_input_checks(K, to_dev, to_host):
         (ValueError, K.bias_sigmoid_stacked_cuda, (Z[0], b)),                  # 2-D Z
         (ValueError, K.bias_sigmoid_stacked_cuda, (Z, np.ones(3))),            # 1-D b
         (TypeError, K.bias_softmax_stacked_cuda, (Z, b.astype(np.float32))),
-        (ValueError, K.bias_sigmoid_stacked_cuda, (np.ones((2, 4, 6))[:, :, ::2], b)),
+        (ValueError, K.bias_sigmoid_stacked_cuda, (Sliced(np.ones((2, 4, 6)), (slice(None), slice(None), slice(None, None, 2))), b)),
         (TypeError, K.output_delta_stacked_cuda, (a, y.astype(np.float64), "quadratic", Z)),
         (ValueError, K.output_delta_stacked_cuda, (a, y[:3], "quadratic", Z)),
         (ValueError, K.output_delta_stacked_cuda, (a, y, "hinge", Z)),
@@ -142,10 +144,8 @@ def stacked_bad_input_checks(K, to_dev, to_host):
         (TypeError, K.sgd_update_stacked_cuda, (Z, a, s.astype(np.float32), s)),
         (ValueError, K.sgd_update_stacked_cuda, (Z, np.ones((2, 3, 4)), s, s)),
         (ValueError, K.sgd_update_stacked_cuda, (Z, a, s[:, None], s)),        # 2-D scales
-        (ValueError, K.sgd_update_stacked_cuda, (Z, a, np.ones(4)[::2], s)),   # strided
+        (ValueError, K.sgd_update_stacked_cuda, (Z, a, Sliced(np.ones(4), slice(None, None, 2)), s)),  # strided
     ]
-    from test_kernels_cuda import check_refused
-
     check_refused(cases, to_dev, to_host)
     # Not a bad input on the GPU: the label range is not checked there (a host sync per
     # call); a label outside [0, n_out) gives an all-zero target row, as output_delta_cuda.
