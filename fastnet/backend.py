@@ -27,8 +27,9 @@ def cuda_status() -> tuple[bool, str]:
     """Whether CuPy can really run a kernel here, and why (or why not).
 
     Returns ``(True, "<GPU name>, CUDA runtime <v>")`` or ``(False, reason)``. A tiny
-    allocation and an element-wise kernel must really run; an importable ``cupy`` alone
-    does not count, and neither does Numba's CUDA simulator.
+    allocation, an element-wise kernel, a matmul (cuBLAS) and one of fastnet's Numba
+    kernels on a CuPy array must really run; an importable ``cupy`` alone does not count,
+    and neither does Numba's CUDA simulator.
 
     >>> ok, why = cuda_status()
     >>> isinstance(ok, bool) and isinstance(why, str)
@@ -56,7 +57,35 @@ def cuda_status() -> tuple[bool, str]:
         rt = cupy.cuda.runtime.runtimeGetVersion()
     except Exception as exc:
         return False, f"CUDA device present but a test kernel failed ({type(exc).__name__}: {exc})"
+    try:   # every step is GEMMs: cuBLAS must load (cupy-cuda13x needs its [ctk] extra for it)
+        a = cupy.ones((2, 2), dtype=cupy.float32)
+        if float((a @ a).sum()) != 8.0:
+            return False, "a CuPy matmul (cuBLAS) returned a wrong result"
+    except Exception as exc:
+        return False, (f"CuPy runs kernels but its matmul failed, so cuBLAS is missing "
+                       f"({type(exc).__name__}: {exc}); fix: {INSTALL_HINT}")
+    why = _numba_on_cupy(cupy)
+    if why:
+        return False, why
     return True, f"{name}, CUDA runtime {rt // 1000}.{(rt % 1000) // 10}"
+
+
+def _numba_on_cupy(cupy) -> str:
+    """'' when one of fastnet's Numba CUDA kernels runs on a CuPy array, else why not."""
+    try:
+        from fastnet.kernels import _cuda_api
+        from fastnet.kernels import cuda as K
+
+        if _cuda_api.SIMULATOR:
+            return "Numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM): its kernels do not run on the GPU"
+        Z = cupy.zeros((2, 3), dtype=cupy.float32)
+        K.bias_sigmoid_cuda(Z, cupy.zeros(3, dtype=cupy.float32))
+        if float(Z.sum()) != 3.0:
+            return "a Numba CUDA kernel on a CuPy array returned a wrong result"
+    except Exception as exc:
+        return (f"CuPy works but a Numba CUDA kernel on a CuPy array failed ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); fix: pip install 'fastnet[cuda13]' (numba-cuda)")
+    return ""
 
 
 @dataclass(frozen=True)
@@ -192,6 +221,24 @@ def get_backend(device: Any = "auto") -> Backend:
     if ok:
         return _cupy_backend(f"auto: CUDA GPU works ({why})")
     return _numpy_backend(f"auto: CPU, because {why}")
+
+
+def model_backend(device: Any) -> tuple[Backend, bool]:
+    """The backend a new model starts on, and whether ``device`` was ``"auto"``.
+
+    An ``"auto"`` model starts on the CPU; its ``fit`` moves it to the GPU only where
+    :func:`fastnet.engines.choose_device` says a GPU engine beats the CPU for that
+    network, batch size and data size (at minibatch 10 the CPU's compiled loop wins).
+
+    >>> model_backend("auto")[0].name, model_backend("cpu")[1]
+    ('numpy', False)
+    """
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        ok, why = cuda_status()
+        reason = ("auto: on the CPU until fit's plan says the GPU wins" if ok
+                  else f"auto: CPU, because {why}")
+        return _numpy_backend(reason), True
+    return get_backend(device), False
 
 
 def describe(backend: Backend) -> str:

@@ -343,6 +343,11 @@ def cmd_train(a) -> int:
               f"batch={a.batch_size} eta={a.eta} lmbda={a.lmbda}", flush=True)
     from fastnet import engines
 
+    if net._auto_device:   # said here; fit then makes the same choice without logging it again
+        _, why = engines.choose_device(net, len(ytr), a.batch_size, a.epochs)
+        engines._said.add(why)
+        if not a.quiet:
+            print(why, flush=True)
     plan = engines.plan(net, Xtr, batch_size=a.batch_size, epochs=a.epochs, engine=a.engine)
     if not a.quiet:
         print(plan.line(), flush=True)

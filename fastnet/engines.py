@@ -486,6 +486,66 @@ def kernels_path(model) -> str:
     return path
 
 
+# --- device="auto": the CPU or the GPU, whichever the estimates say is faster --------------
+
+#: GPU figures for the choice only: per-step host cost of the step engine (~15 launches
+#: from Python), its GEMM rate, and the one-off cost of a GPU fit (context, moving the data).
+_GPU_STEP_OVERHEAD = 400e-6
+_GPU_MAC_RATE = 10e12
+_GPU_START_SECONDS = 1.0
+_GPU_BYTES_PER_S = 10e9
+_said: set = set()
+
+
+def choose_device(model, n: int, batch_size: int, epochs: int) -> tuple[str, str]:
+    """``("cuda" | "cpu", reason)`` for a ``device="auto"`` model about to train on ``n``
+    samples: the GPU only when a GPU engine's estimated time (start-up and the data's move
+    included) beats the CPU plan's (compile included). The figures are rough; the choice
+    they make is the one that matters (minibatch 10: the CPU; big batches: the GPU)."""
+    from fastnet.backend import cuda_status
+
+    ok, why = cuda_status()
+    if not ok:
+        return "cpu", f"device='auto': training on the CPU, because there is no usable CUDA GPU: {why}"
+    X = np.empty((n, 0))
+    cpu = plan(model, X, batch_size=batch_size, epochs=epochs)
+    r = _request(model, X, batch_size, epochs)
+    cpu_s = (sum(COMPILE_SECONDS[u] for u in cpu.compile)
+             + epochs * (_epoch_seconds(cpu.engine, model, n, batch_size)))
+    steps = -(-n // batch_size)
+    k = getattr(model, "k", 1)
+    gpu = {"step": steps * _GPU_STEP_OVERHEAD + 3 * k * n * _macs(model, 1) / _GPU_MAC_RATE}
+    fused = _BY_NAME.get("fused")
+    if fused is not None and fused.why_not(_gpu_request(r)) is None:
+        gpu["fused"] = steps * _STEP_OVERHEAD.get("fused", 5e-6)
+    name = min(gpu, key=gpu.get)
+    gpu_s = (_GPU_START_SECONDS + n * model.sizes[0] * np.dtype(model.dtype).itemsize / _GPU_BYTES_PER_S
+             + epochs * gpu[name])
+    if gpu_s < cpu_s:
+        return "cuda", (f"device='auto': training on the GPU ({why}): engine {name!r} ~{gpu_s:.1f} s "
+                        f"against ~{cpu_s:.1f} s on the CPU ({cpu.engine!r})")
+    return "cpu", (f"device='auto': training on the CPU: its {cpu.engine!r} engine (~{cpu_s:.1f} s) beats "
+                   f"the GPU's {name!r} (~{gpu_s:.1f} s) for batches of {batch_size:,}; device='cuda' forces the GPU")
+
+
+def _gpu_request(r: _Request) -> _Request:
+    return _Request(model=r.model, n=r.n, m=r.m, epochs=r.epochs, stack=r.stack, path="cuda", labels=r.labels,
+                    contiguous=True)
+
+
+def say_once(reason: str) -> None:
+    """Log ``reason`` (a device choice) once per process through ``logging`` ("fastnet"):
+    a warning when a GPU was there but unusable (as JAX warns when it falls back to the
+    CPU), else at info level."""
+    import logging
+
+    if reason in _said:
+        return
+    _said.add(reason)
+    quiet = "no cupy" in reason or "FASTNET_DISABLE_CUDA" in reason or "GPU (" in reason or "beats" in reason
+    logging.getLogger("fastnet").log(logging.INFO if quiet else logging.WARNING, reason)
+
+
 def worth_compiling_later(p: Plan) -> list[str]:
     """The engines ``p`` passed over only because they were not compiled yet."""
     return [name for name, why in p.rejected.items() if why.startswith("not compiled yet")]

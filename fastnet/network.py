@@ -32,7 +32,7 @@ import numpy as np
 from fastnet import _validate as V
 from fastnet import engines, ops, training
 from fastnet._device import DeviceData, check_seed, initial_params  # noqa: F401 - NetworkStack's too
-from fastnet.backend import Backend, get_backend
+from fastnet.backend import model_backend
 from fastnet.history import History
 from fastnet.training import DivergenceError, TrainingInterrupted  # noqa: F401 - fastnet re-exports them
 
@@ -79,7 +79,7 @@ class Network(DeviceData, training.Trainable):
         self.cost = V.check_choice("cost", cost, V.COSTS)
         self.init = V.check_choice("init", init, V.INITS)
         self.dtype = V.check_dtype(dtype)
-        self.backend: Backend = get_backend(device)
+        self.backend, self._auto_device = model_backend(device)
         check_seed(seed)
         self.seed = None if seed is None else int(seed)
         weights, biases, self._shuffle_rng = initial_params(self.sizes, self.init, self.seed)

@@ -44,7 +44,7 @@ from array_api_compat import array_namespace
 
 from fastnet import _validate as V
 from fastnet import engines, ops, training
-from fastnet.backend import Backend, get_backend
+from fastnet.backend import model_backend
 from fastnet.history import History
 from fastnet._device import DeviceData
 from fastnet.network import Network, check_seed, initial_params
@@ -150,7 +150,7 @@ class NetworkStack(DeviceData, training.Trainable):
             bad = [i for i, v in enumerate(self.lmbdas) if v < 0]
             if bad:
                 raise ValueError(f"lmbdas[{bad[0]}] must be >= 0. Actual: {self.lmbdas[bad[0]]}")
-        self.backend: Backend = get_backend(device)
+        self.backend, self._auto_device = model_backend(device)
         params = [initial_params(self.sizes, self.init, s) for s in self.seeds]
         self._k = None              # the kernel table of the running fit (see _kern)
         self._metrics_with = None   # the metrics pass of the running fit

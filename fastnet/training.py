@@ -252,7 +252,26 @@ class Trainable:
         for cb in callbacks:
             if not callable(cb):
                 raise TypeError(f"callbacks must be callables {cb_form}. Actual: {cb!r}")
-        return Xd, yd, epochs, batch_size, checkpoint_every, callbacks, self._prepare_validation(validation_data)
+        val = self._prepare_validation(validation_data)
+        if self._auto_device:   # where this fit runs fastest: after every check, before any work
+            from fastnet import engines
+            from fastnet.backend import get_backend
+
+            device, why = engines.choose_device(self, n, batch_size, epochs)
+            engines.say_once(why)
+            if device == "cuda":
+                self._move_to(get_backend("cuda"))
+                Xd, yd = self.backend.asarray(Xd), self.backend.asarray(yd)
+                val = None if val is None else tuple(self.backend.asarray(a) for a in val)
+        return Xd, yd, epochs, batch_size, checkpoint_every, callbacks, val
+
+    def _move_to(self, backend) -> None:
+        """Move the parameters to ``backend`` (an ``"auto"`` model that trains on the GPU)."""
+        host = self.backend.asnumpy
+        self._W = [backend.asarray(host(w)) for w in self._W]
+        self._b = [backend.asarray(host(b)) for b in self._b]
+        self.backend, self._auto_device = backend, False
+        self._ws = {}
 
     def _running(self, p):
         """A context in which the model computes with plan ``p``'s kernels and metrics."""

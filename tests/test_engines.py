@@ -165,3 +165,52 @@ def test_history_records_engine_and_compile_time_apart_from_training():
     h = net.fit(X, y, epochs=1, batch_size=8, eta=1.0, engine="compiled")
     assert h.engine == "compiled" and h.config["compile_seconds"] >= 0
     assert h[0]["seconds"] < 5   # the compile (seconds when cold) happened before the clock
+
+
+# --- device="auto" ------------------------------------------------------------------------
+
+def test_auto_without_a_usable_gpu_trains_on_the_cpu_and_says_why_once(monkeypatch, caplog):
+    """As with cupy installed but no driver: the CPU, and one warning naming the cause."""
+    import logging
+
+    from fastnet import backend
+
+    why = "no CUDA driver or device (CUDARuntimeError: cudaErrorInsufficientDriver)"
+    monkeypatch.setattr(backend, "cuda_status", lambda: (False, why))
+    monkeypatch.setattr(engines, "_said", set())
+    X, y = random_data(30, 5, 3)
+    net = fastnet.Network([5, 4, 3], device="auto", seed=0)
+    assert net.backend.name == "numpy" and why in net.backend.reason
+    with caplog.at_level(logging.INFO, logger="fastnet"):
+        net.fit(X, y, epochs=1, batch_size=5, eta=1.0)
+        fastnet.Network([5, 4, 3], device="auto").fit(X, y, epochs=1, batch_size=5, eta=1.0)
+    said = [r for r in caplog.records if r.name == "fastnet"]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    assert "training on the CPU" in said[0].getMessage() and why in said[0].getMessage()
+    assert net.backend.name == "numpy"
+
+
+def test_auto_takes_the_gpu_only_where_the_estimates_say_it_wins(monkeypatch):
+    from fastnet import backend
+
+    monkeypatch.setattr(backend, "cuda_status", lambda: (True, "NVIDIA H200, CUDA runtime 13.0"))
+    engines.prepare("compiled", "float32", 2)
+    small = fastnet.Network([784, 30, 10], device="auto")
+    device, why = engines.choose_device(small, 60_000, 10, 30)
+    assert device == "cpu" and "'compiled' engine" in why and "device='cuda' forces" in why
+    wide = fastnet.Network([784, 500, 500, 10], device="auto")
+    device, why = engines.choose_device(wide, 60_000, 10_000, 10)
+    assert device == "cuda" and "training on the GPU" in why
+
+
+def test_cli_says_where_auto_trains(tmp_path):
+    env = dict(os.environ, FASTNET_DISABLE_CUDA="1")
+    out = subprocess.run([sys.executable, "-m", "fastnet.cli", "train", "--data", "sample", "--epochs", "1",
+                          "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run([sys.executable, "-m", "fastnet.cli", "train", "--data", "sample", "--epochs", "1"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("device='auto': training on the CPU, because") and "FASTNET_DISABLE_CUDA" in line
+               for line in lines), out.stdout
+    assert "device='auto'" not in out.stderr   # said once, on stdout, not logged again
