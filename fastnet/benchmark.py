@@ -46,6 +46,9 @@ PEERS = {"torch": ("manual", "manual", ["--threads", str(len(os.sched_getaffinit
                                                          if hasattr(os, "sched_getaffinity")
                                                          else os.cpu_count() or 1)]),
          "jax": ("scan", "jit", [])}
+#: The peers on a GPU (``--device cuda``): name -> (script, ``--variant`` for epochs, for steps).
+GPU_PEERS = {"torch": ("torch", "manual", "manual"), "torch-graph": ("torch", "graph", "graph"),
+             "jax": ("jax", "scan", "jit")}
 #: Share of the CPUs other processes may use during a run before the table warns.
 BUSY = 0.25
 #: Pixel size (width, height) of :func:`plot_rows`'s picture.
@@ -71,8 +74,13 @@ class Case:
         return f"{net} epoch b{self.batch}" if self.kind == "epoch" else f"{net} b{self.batch}"
 
 
-def cases(quick: bool = False) -> list[Case]:
-    """The cases of a run: Nielsen's epoch and large-batch steps; ``quick``: small ones only."""
+def cases(quick: bool = False, device: str = "cpu") -> list[Case]:
+    """The cases of a run: Nielsen's epoch and large-batch steps; ``quick``: small ones only.
+    On a GPU: the epoch, and ``[784, 500, 500, 10]`` at 10,000 and 60,000 rows."""
+    if device == "cuda":
+        return [Case("epoch", (784, 30, 10), 10, epochs=3, n_train=2000 if quick else None),
+                Case("steps", (784, 500, 500, 10), 10000, steps=20, warmup=3),
+                Case("steps", (784, 500, 500, 10), 60000, steps=10, warmup=2)]
     if quick:
         return [Case("epoch", (784, 30, 10), 10, epochs=2, n_train=2000),
                 Case("steps", (784, 100, 10), 100, steps=10, warmup=2),
@@ -106,12 +114,13 @@ def installed(module: str) -> bool:
 
 
 def gemm_step_seconds(sizes, batch: int, dtype: str = "float32", min_time: float = 0.2,
-                      max_reps: int = 2000) -> float:
+                      max_reps: int = 2000, device: str = "cpu") -> float:
     """Median seconds NumPy takes for one SGD step's matrix products alone at these shapes.
 
     Per layer ``l`` (``A_l``: its input, ``batch x n_l``): ``A_l @ W_l``, ``A_l.T @ delta_l``
     and, for ``l >= 1``, ``delta_l @ W_l.T`` (the first layer's input gradient is never needed),
-    written into preallocated arrays; repeated for about ``min_time`` seconds.
+    written into preallocated arrays; repeated for about ``min_time`` seconds. ``device="cuda"``:
+    the same products in CuPy (cuBLAS), each repetition ended by a device sync.
 
     >>> from fastnet.benchmark import gemm_step_seconds
     >>> 0 < gemm_step_seconds([784, 30, 10], 10, min_time=0.01) < 0.1
@@ -119,20 +128,27 @@ def gemm_step_seconds(sizes, batch: int, dtype: str = "float32", min_time: float
     """
     rng = np.random.default_rng(0)
     dt = np.dtype(dtype)
+    xp, sync = np, (lambda: None)
+    if device == "cuda":
+        import cupy as xp
+
+        sync = xp.cuda.get_current_stream().synchronize
     prods = []
     for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        A = rng.standard_normal((batch, n_in)).astype(dt)
-        W = rng.standard_normal((n_in, n_out)).astype(dt)
-        D = rng.standard_normal((batch, n_out)).astype(dt)
-        prods.append((A, W, np.empty((batch, n_out), dt)))
-        prods.append((A.T, D, np.empty((n_in, n_out), dt)))
+        A = xp.asarray(rng.standard_normal((batch, n_in)).astype(dt))
+        W = xp.asarray(rng.standard_normal((n_in, n_out)).astype(dt))
+        D = xp.asarray(rng.standard_normal((batch, n_out)).astype(dt))
+        prods.append((A, W, xp.empty((batch, n_out), dt)))
+        prods.append((A.T, D, xp.empty((n_in, n_out), dt)))
         if l:
-            prods.append((D, W.T, np.empty((batch, n_in), dt)))
+            prods.append((D, W.T, xp.empty((batch, n_in), dt)))
 
     def once():
+        sync()
         t0 = time.perf_counter()
         for a, b, out in prods:
-            np.matmul(a, b, out=out)
+            xp.matmul(a, b, out=out)
+        sync()
         return time.perf_counter() - t0
 
     once()
@@ -142,9 +158,9 @@ def gemm_step_seconds(sizes, batch: int, dtype: str = "float32", min_time: float
     return float(np.median(times))
 
 
-def _peer_argv(case: Case, data: str, dtype: str, seed: int) -> list[str]:
+def _peer_argv(case: Case, data: str, dtype: str, seed: int, device: str = "cpu") -> list[str]:
     argv = ["--data", data, "--sizes", ",".join(map(str, case.sizes)), "--batch-size", str(case.batch),
-            "--dtype", dtype, "--seed", str(seed)]
+            "--dtype", dtype, "--seed", str(seed), "--device", device]
     if case.kind == "epoch":
         argv += ["--epochs", str(case.epochs)]
         if case.n_train:
@@ -154,10 +170,15 @@ def _peer_argv(case: Case, data: str, dtype: str, seed: int) -> list[str]:
     return argv
 
 
-def _plan(case: Case, against: list[str]) -> list[tuple[str, str, list[str]]]:
+def _plan(case: Case, against: list[str], device: str = "cpu") -> list[tuple[str, str, list[str]]]:
     """(path or peer, script, extra arguments) for each run of ``case``."""
     runs = [(path, "fastnet", ["--variant", variant]) for path, variant in FASTNET_PATHS.items()
             if not (path == "step" and case.kind != "epoch")]
+    if device == "cuda":   # each GPU peer of the frameworks asked for
+        for peer, (script, epoch_variant, step_variant) in GPU_PEERS.items():
+            if script in against:
+                runs.append((peer, script, ["--variant", epoch_variant if case.kind == "epoch" else step_variant]))
+        return runs
     for peer in against:
         epoch_variant, step_variant, extra = PEERS[peer]
         runs.append((peer, peer, ["--variant", epoch_variant if case.kind == "epoch" else step_variant, *extra]))
@@ -184,7 +205,7 @@ def _failure(run: dict) -> str:
 
 
 def run(*, quick: bool = False, data: str = "sample", against=(), dtype: str = "float32", repeat: int = 1,
-        seed: int = 0, timeout: float | None = None, progress: bool | None = None) -> dict:
+        seed: int = 0, timeout: float | None = None, progress: bool | None = None, device: str = "cpu") -> dict:
     """Run the benchmark; returns ``{"machine", "config", "rows"}`` (what ``--json`` writes).
 
     Each row: ``case``, ``kind``, ``sizes``, ``batch``, ``dtype``, ``path``, ``status``
@@ -193,7 +214,9 @@ def run(*, quick: bool = False, data: str = "sample", against=(), dtype: str = "
     ``gemm_ceiling_ratio`` (GEMM-only step time / the row's step time) and ``step_over_gemm``
     (its inverse). With ``repeat`` > 1 the runs are repeated in interleaved rounds and each
     row keeps its fastest. ``progress``: draw a bar over the runs (None: when
-    :func:`fastnet.progress.enabled`).
+    :func:`fastnet.progress.enabled`). ``device="cuda"``: every run on the GPU (fastnet, and
+    per framework asked for its GPU peers: PyTorch eager, PyTorch CUDA graphs, JAX), the GEMM
+    ceiling in cuBLAS; a ``RuntimeError`` naming the cause when no GPU is usable.
     """
     from fastnet import progress as P
     from fastnet._peers import common, runner
@@ -204,12 +227,20 @@ def run(*, quick: bool = False, data: str = "sample", against=(), dtype: str = "
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"--repeat must be an int >= 1. Actual: {repeat!r}")
     against = parse_against(",".join(against)) if not isinstance(against, str) else parse_against(against)
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda. Actual: {device!r}")
+    if device == "cuda":
+        from fastnet.backend import INSTALL_HINT, cuda_status
+
+        ok, why = cuda_status()
+        if not ok:
+            raise RuntimeError(f"--device cuda but no usable CUDA GPU: {why}. Fix: {INSTALL_HINT}")
     common.load_data(data, dtype, 10)  # a missing or broken data set fails here, before any run
-    todo = cases(quick)
+    todo = cases(quick, device)
     timeout = timeout or (120.0 if quick else 600.0)
     missing = {p for p in against if not installed(p)}
-    plan = [(case, path, script, extra) for case in todo for path, script, extra in _plan(case, against)
-            if path not in missing]
+    plan = [(case, path, script, extra) for case in todo for path, script, extra in _plan(case, against, device)
+            if script not in missing]
     bar = None
     if (P.enabled() if progress is None else progress) and plan:
         try:
@@ -227,7 +258,7 @@ def run(*, quick: bool = False, data: str = "sample", against=(), dtype: str = "
             for case, path, script, extra in plan:
                 if bar is not None:
                     bar.set_postfix_str(f"{case.label} {path}", refresh=True)
-                r = runner.run_script(script, [*extra, *_peer_argv(case, data, dtype, seed)], timeout)
+                r = runner.run_script(script, [*extra, *_peer_argv(case, data, dtype, seed, device)], timeout)
                 key = (case, path)
                 if r["rc"] == 0 and "result" in r:
                     m = {**_measure(r, case), "wall_s": r["wall_s"], "others_share": r["others_share"],
@@ -243,13 +274,14 @@ def run(*, quick: bool = False, data: str = "sample", against=(), dtype: str = "
             bar.close()
     rows = []
     for case in todo:
-        gemm = gemm_step_seconds(case.sizes, case.batch, dtype, min_time=0.05 if quick else 0.3)
+        gemm = gemm_step_seconds(case.sizes, case.batch, dtype, min_time=0.05 if quick else 0.3, device=device)
         case_rows = []
-        for path, script, _ in _plan(case, against):
+        for path, script, _ in _plan(case, against, device):
             row = {"case": case.label, "kind": case.kind, "sizes": list(case.sizes), "batch": case.batch,
-                   "dtype": dtype, "path": path, "framework": script, "peer": path in PEERS}
-            if path in missing:
-                row["status"] = f"not installed (pip install {path})"
+                   "dtype": dtype, "device": device, "path": path, "framework": script,
+                   "peer": script != "fastnet"}
+            if script in missing:
+                row["status"] = f"not installed (pip install {script})"
             elif (case, path) in best:
                 m = best[(case, path)]
                 row.update(status="ok", **m, gemm_s_per_step=gemm, gemm_samples_per_s=case.batch / gemm,
@@ -264,7 +296,8 @@ def run(*, quick: bool = False, data: str = "sample", against=(), dtype: str = "
                 row["best_peer"] = top["path"] if top else None
                 row["ratio_to_best_peer"] = row["samples_per_s"] / top["samples_per_s"] if top else None
         rows += case_rows
-    config = {"quick": quick, "data": data, "against": against, "dtype": dtype, "repeat": repeat, "seed": seed,
+    config = {"quick": quick, "data": data, "device": device, "against": against, "dtype": dtype,
+              "repeat": repeat, "seed": seed,
               "cases": [{"label": c.label, **asdict(c)} for c in todo], "paths": list(FASTNET_PATHS),
               "wall_s": round(time.perf_counter() - t_start, 1)}
     return {"machine": machine_info(), "config": config, "rows": rows}
@@ -276,11 +309,11 @@ def _fmt(x, spec: str, width: int) -> str:
 
 def format_table(result: dict) -> str:
     """The table ``fastnet bench`` prints: one line per (case, path or peer)."""
-    head = (f"{'case':22s} {'path':6s} {'samples/s':>12s} {'s/epoch':>9s} {'x best peer':>11s} "
+    head = (f"{'case':22s} {'path':11s} {'samples/s':>12s} {'s/epoch':>9s} {'x best peer':>11s} "
             f"{'% GEMM ceiling':>14s} {'busy':>5s}")
     lines = [head, "-" * len(head)]
     for r in result["rows"]:
-        start = f"{r['case']:22s} {r['path']:6s} "
+        start = f"{r['case']:22s} {r['path']:11s} "
         if r["status"] != "ok":
             lines.append(start + r["status"])
             continue

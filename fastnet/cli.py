@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated peers to run too: torch, jax (a peer not installed gets a row "
                         "saying so)")
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="default float32")
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cpu (default) or cuda: fastnet's GPU engines and, per --against framework, its GPU "
+                        "peers (torch: eager and CUDA graphs; jax: lax.scan), all on this GPU")
     b.add_argument("--repeat", type=_top_n("--repeat"), default=1, metavar="N",
                    help="run every case N times, interleaved; each row keeps its fastest (default 1)")
     b.add_argument("--json", metavar="PATH", help="write {machine, config, rows} here")
@@ -540,10 +543,11 @@ def cmd_bench(a) -> int:
     from fastnet import benchmark
 
     _check_json_plot(a)
-    result = benchmark.run(quick=a.quick, data=a.data, against=a.against, dtype=a.dtype, repeat=a.repeat)
-    cfg = result["config"]
-    print(f"fastnet bench{' --quick' if a.quick else ''}: {a.dtype}, data {a.data}, "
-          f"{result['machine'].get('cpu_model')} ({result['machine'].get('usable_cores')} cores), "
+    result = benchmark.run(quick=a.quick, data=a.data, against=a.against, dtype=a.dtype, repeat=a.repeat,
+                           device=a.device)
+    cfg, m = result["config"], result["machine"]
+    where = m.get("gpu") if a.device == "cuda" else f"{m.get('cpu_model')} ({m.get('usable_cores')} cores)"
+    print(f"fastnet bench{' --quick' if a.quick else ''}: {a.dtype}, data {a.data}, {where}, "
           f"{cfg['wall_s']:.0f} s")
     print(benchmark.format_table(result))
     print("x best peer: samples/s over the best peer's (>1: faster); % GEMM ceiling: NumPy's time for the "

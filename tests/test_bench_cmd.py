@@ -4,6 +4,7 @@ Speed is never judged here (the machine may be shared): only that the numbers ar
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _fastnet(*args, code=None, timeout=120):
+def _fastnet(*args, code=None, timeout=120, env_extra=None):
     """``fastnet ARGS`` in a fresh process (or ``python -c CODE``), from the repository root."""
     cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "fastnet", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    env = None if env_extra is None else {**os.environ, **env_extra}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_quick_prints_a_table_and_writes_json_and_png(tmp_path):
@@ -62,7 +64,7 @@ def test_peer_not_installed_is_a_row_not_a_crash(tmp_path):
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from fastnet import benchmark\n"
-        "benchmark.cases = lambda quick=False: [benchmark.Case('steps', (784, 10, 10), 50, steps=2, warmup=1)]\n"
+        "benchmark.cases = lambda quick=False, device='cpu': [benchmark.Case('steps', (784, 10, 10), 50, steps=2, warmup=1)]\n"
         "benchmark.FASTNET_PATHS = {'njit': 'auto'}\n"
         "from fastnet.cli import main\n"
         f"sys.exit(main(['bench', '--quick', '--against', 'torch', '--json', {str(tmp_path / 'o.json')!r}]))\n"
@@ -80,3 +82,21 @@ def test_peer_not_installed_is_a_row_not_a_crash(tmp_path):
 def test_bad_options_exit_2(args):
     r = _fastnet("bench", "--quick", *args, timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_gpu_bench_without_a_gpu_exits_2_naming_why():
+    r = _fastnet("bench", "--device", "cuda", "--quick", env_extra={"FASTNET_DISABLE_CUDA": "1"}, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1 and "no usable CUDA GPU" in r.stderr
+
+
+def test_gpu_bench_runs_every_gpu_peer_of_the_frameworks_asked_for():
+    from fastnet import benchmark
+
+    epoch, big = benchmark.cases(device="cuda")[:2]
+    assert (epoch.sizes, epoch.batch, big.sizes, big.batch) == ((784, 30, 10), 10, (784, 500, 500, 10), 10000)
+    runs = benchmark._plan(epoch, ["torch", "jax"], "cuda")
+    assert [(p, s, e[1]) for p, s, e in runs if s != "fastnet"] == [
+        ("torch", "torch", "manual"), ("torch-graph", "torch", "graph"), ("jax", "jax", "scan")]
+    assert {p for p, s, _ in runs if s == "fastnet"} == {"njit", "step", "xp"}
+    assert "--device" in benchmark._peer_argv(big, "sample", "float32", 0, "cuda")

@@ -45,6 +45,8 @@ def parser(description: str, variants: list[str]) -> argparse.ArgumentParser:
                    help="numpy: the same initial weights and shuffle orders as "
                         "fastnet.Network(seed=SEED); native: the framework's own RNG")
     p.add_argument("--variant", choices=variants, default=variants[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cpu (default) or cuda: the framework's GPU; timings end at a device sync")
     p.add_argument("--n-train", type=int, default=None, help="use only the first N training samples")
     p.add_argument("--steps", type=int, default=None,
                    help="throughput mode: time this many SGD steps on one fixed batch of "
@@ -114,7 +116,8 @@ def machine_info() -> dict:
 
 
 def config(args, sizes) -> dict:
-    return {"data": str(args.data), "sizes": sizes, "epochs": args.epochs, "batch_size": args.batch_size,
+    return {"data": str(args.data), "device": args.device, "sizes": sizes, "epochs": args.epochs,
+            "batch_size": args.batch_size,
             "eta": args.eta, "dtype": args.dtype, "cost": args.cost, "seed": args.seed, "init": args.init,
             "n_train": args.n_train, "steps": args.steps, "warmup_steps": args.warmup_steps}
 

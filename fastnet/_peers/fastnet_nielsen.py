@@ -34,7 +34,7 @@ def main(argv=None):
 
     sizes = C.parse_sizes(args.sizes)
     X, y, Xt, yt = C.load_data(args.data, args.dtype, args.n_train)
-    net = fastnet.Network(sizes, cost=args.cost, dtype=args.dtype, device="cpu", seed=args.seed)
+    net = fastnet.Network(sizes, cost=args.cost, dtype=args.dtype, device=args.device, seed=args.seed)
     B = args.batch_size
     record = {"framework": "fastnet", "version": getattr(fastnet, "__version__", None),
               "variant": None, "threads": _threads(),
@@ -44,14 +44,17 @@ def main(argv=None):
     fastnet.warmup(args.dtype, n_layers=(net.n_layers,), large=True)   # compile untimed, once
     if args.steps:
         Xb, yb = C.fixed_batch(X, y, B)
+        Xb, yb = net.backend.asarray(Xb), net.backend.asarray(yb)   # on the device once, as fit does
         engine = args.variant if args.variant != "auto" else "auto"
         record["variant"] = engines.plan(net, Xb, batch_size=B, y=yb, engine=engine, unit="step").engine
         for _ in range(args.warmup_steps):
             net.train_step(Xb, yb, args.eta, engine=engine)
+        net.backend.synchronize()
         times = []
         for _ in range(args.steps):
             t0 = time.perf_counter()
             net.train_step(Xb, yb, args.eta, engine=engine)
+            net.backend.synchronize()
             times.append(time.perf_counter() - t0)
         record["throughput"] = C.throughput_record(B, times)
         return C.finish(args, record)

@@ -1,4 +1,4 @@
-"""Nielsen's recipe in JAX on the CPU: the peer fastnet is measured against.
+"""Nielsen's recipe in JAX on the CPU (or the GPU, ``--device cuda``): a peer fastnet is measured against.
 
 Variants:
   jit   (default) one SGD step is a ``jax.jit`` function (gradients by ``jax.grad``, the
@@ -74,20 +74,24 @@ def main(argv=None):
     X, y, Xt, yt = C.load_data(args.data, args.dtype, args.n_train)
     Y = C.one_hot(y, sizes[-1], args.dtype)
     n, B = len(X), args.batch_size
-    dev = jax.devices("cpu")[0]
+    try:
+        dev = jax.devices("cpu" if args.device == "cpu" else "gpu")[0]
+    except RuntimeError as exc:
+        raise SystemExit(f"jax has no {args.device} device here ({exc})")
     Xd, Yd = jax.device_put(X, dev), jax.device_put(Y, dev)
     Xtd, ytd = jax.device_put(Xt, dev), jax.device_put(yt.astype(np.int32), dev)
 
     if args.init == "numpy":
         Ws, bs, shuffle_rng = C.numpy_init(sizes, args.seed, args.dtype)
-        params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in zip(Ws, bs)]
+        params = [(jax.device_put(W, dev), jax.device_put(b, dev)) for W, b in zip(Ws, bs)]
         permutation = lambda: shuffle_rng.permutation(n).astype(np.int32)  # noqa: E731
     else:
         key = jax.random.PRNGKey(args.seed)
         params = []
         for i, o in zip(sizes[:-1], sizes[1:]):
             key, kw, kb = jax.random.split(key, 3)
-            params.append((jax.random.normal(kw, (i, o), args.dtype), jax.random.normal(kb, (o,), args.dtype)))
+            params.append((jax.device_put(jax.random.normal(kw, (i, o), args.dtype), dev),
+                           jax.device_put(jax.random.normal(kb, (o,), args.dtype), dev)))
         state = {"key": key}
 
         def permutation():
