@@ -252,6 +252,25 @@ def matmul(A, B, out=None):
     return xp.matmul(A, B)
 
 
+def matmul_t(A, B, out, ta=False, tb=False):
+    """``out[k] = op(A[k]) @ op(B[k])`` for a stack's batched products, ``op`` a transpose of
+    the last two axes where ``ta`` / ``tb`` say; a 2-D operand is shared by every k.
+
+    CuPy arrays go to one cuBLAS strided-batched call that reads the buffers in place
+    (:mod:`fastnet.kernels.cublas`: no copies of transposed or broadcast operands); other
+    arrays to ``matmul`` on transposed views."""
+    if is_cupy_array(A):
+        from fastnet.kernels import cublas
+
+        return cublas.gemm(A, B, out, ta, tb)
+    xp = array_namespace(A, B)
+    if ta:
+        A = A.T if A.ndim == 2 else xp.matrix_transpose(A) if not hasattr(A, "mT") else A.mT
+    if tb:
+        B = B.T if B.ndim == 2 else xp.matrix_transpose(B) if not hasattr(B, "mT") else B.mT
+    return matmul(A, B, out=out)
+
+
 def take_rows(X, idx, out=None):
     """``X[idx]`` (rows) written into ``out`` where the namespace supports ``out=``.
 

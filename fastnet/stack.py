@@ -240,7 +240,8 @@ class NetworkStack(DeviceData, training.Trainable):
         """Activations ``(K, m, n)`` of every layer; X is ``(m, n_0)`` (shared) or ``(K, m, n_0)``."""
         acts, a = [], X
         for l in range(self.n_layers):
-            a = self._activate(l, ops.matmul(a, self._W[l], out=None if outs is None else outs[l]))
+            Z = ops.matmul(a, self._W[l]) if outs is None else ops.matmul_t(a, self._W[l], outs[l])
+            a = self._activate(l, Z)
             acts.append(a)
         return acts
 
@@ -418,10 +419,9 @@ class NetworkStack(DeviceData, training.Trainable):
             delta = self._output_delta_each(acts[-1], yb, ws.d[-1])
         for l in range(L - 1, -1, -1):
             a_prev = Xb if l == 0 else acts[l - 1]
-            a_T = a_prev.T if a_prev.ndim == 2 else _mT(a_prev)
-            gW = ops.matmul(a_T, delta, out=ws.gW[l])                    # (K, n_l, n_{l+1})
+            gW = ops.matmul_t(a_prev, delta, ws.gW[l], ta=True)         # (K, n_l, n_{l+1})
             if l > 0:   # with the old W_l, before its update
-                G = ops.matmul(delta, _mT(self._W[l]), out=ws.d[l - 1])
+                G = ops.matmul_t(delta, self._W[l], ws.d[l - 1], tb=True)
                 shape = G.shape
                 delta_prev = kt.backward_delta(_flat(G), _flat(acts[l - 1]))
                 delta_prev = _unflat(delta_prev, shape)
@@ -476,11 +476,6 @@ class _StackSteps:
 def _inplace(a) -> bool:
     """Whether kernels write into ``a`` (NumPy and CuPy) rather than return new arrays."""
     return type(a).__module__.split(".")[0] in ("numpy", "cupy")
-
-
-def _mT(a):
-    """The matrix transpose of the last two axes (a view where the namespace has them)."""
-    return a.mT if hasattr(a, "mT") else array_namespace(a).matrix_transpose(a)
 
 
 def _flat(a):
