@@ -41,6 +41,7 @@ request is a ``ValueError`` with the reason.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -259,6 +260,7 @@ def chunk_rows(n_in: int) -> int:
 
 # --- compiled units: ready (cached on disk) or not -------------------------------------------
 
+@functools.lru_cache(maxsize=1)
 def _cache_key() -> str:
     """Changes whenever Numba's cache of fastnet's kernels would be stale: Numba's version,
     the CPU it compiles for, and each kernel file's size and modification time."""
@@ -295,20 +297,28 @@ def _marker(unit: str, dtype: str, depth: int) -> str | None:
     return os.path.join(root, "fastnet-ready", f"{unit}-{dtype}-{depth}-{_cache_key()}")
 
 
-_ready_here: set = set()   # units compiled (or loaded) in this process
+_ready_here: set = set()   # units compiled (or loaded) in this process, or found ready on disk
+_cold_seen: dict = {}      # unit -> when it was last found not ready (looked at again after a while)
 
 
 def is_ready(unit: str, dtype: str, depth: int) -> bool:
     """Whether ``unit`` (a key of :data:`COMPILE_SECONDS`) is compiled for ``dtype`` and
     ``depth`` weight layers: in this process, or in Numba's disk cache by an earlier run."""
     depth = 0 if unit in _ANY_DEPTH else depth
-    if (unit, dtype, depth) in _ready_here:
+    key = (unit, dtype, depth)
+    if key in _ready_here:
         return True
+    if time.monotonic() - _cold_seen.get(key, -1e9) < 2.0:   # a background compile may finish
+        return False
     try:
         path = _marker(unit, dtype, depth)
     except ImportError:
         return False
-    return path is not None and os.path.exists(path)
+    if path is not None and os.path.exists(path):
+        _ready_here.add(key)
+        return True
+    _cold_seen[key] = time.monotonic()
+    return False
 
 
 def prepare(unit: str, dtype: str, depth: int) -> float:
