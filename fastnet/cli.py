@@ -169,9 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--data", default="auto", help="for --what confusion: as for train (default auto)")
     sh.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
 
-    sub.add_parser("info", help="versions, the backend that would be chosen and why, kernel path, GPU",
-                   description="Print versions, the backend that would be chosen and why, the kernel "
-                               "path, and whether a CUDA GPU is usable (and if not, why and the fix).")
+    inf = sub.add_parser("info", help="versions, the backend that would be chosen and why, kernel path, GPU",
+                         description="Print versions, the backend that would be chosen and why, the kernel "
+                                     "path, and whether a CUDA GPU is usable (and if not, why and the fix).")
+    inf.add_argument("--ptx", metavar="ARCH", default=None,
+                     help="instead, compile every CUDA kernel and signature fastnet launches to PTX for ARCH "
+                          "(e.g. sm_80, sm_90) offline with numba-cuda's NVVM, no GPU needed; one line each, "
+                          "exit 1 if any fails")
 
     b = sub.add_parser("bench", help="training throughput of fastnet's paths (and torch, jax) in one table",
                        description="Measure training throughput: Nielsen's recipe epoch ([784,30,10], "
@@ -523,8 +527,24 @@ def info_lines() -> list[str]:
 
 
 def cmd_info(a) -> int:
+    if a.ptx is not None:
+        return _info_ptx(a.ptx)
     print("\n".join(info_lines()))
     return 0
+
+
+def _info_ptx(arch: str) -> int:
+    """``fastnet info --ptx ARCH``: see fastnet.kernels.ptx (RuntimeError: no real compiler)."""
+    from fastnet.kernels import _cuda_api, ptx
+
+    results = ptx.check(arch)
+    for r in results:
+        status = f"ok {r.ptx_bytes} bytes" if not r.error else f"FAILED {r.error}"
+        print(f"{r.name:<34} {r.dtype:<8} {status}  {r.signature}")
+    failed = sum(1 for r in results if r.error)
+    print(f"{len(results) - failed} of {len(results)} kernel signatures compiled to PTX for {arch} "
+          f"({_cuda_api.implementation()})")
+    return 1 if failed or not results else 0
 
 
 def _check_json_plot(a) -> None:

@@ -31,7 +31,7 @@ import math
 import numpy as np
 
 from fastnet.kernels import _math
-from fastnet.kernels._cuda_api import SIMULATOR, cuda, current_stream, device_view
+from fastnet.kernels._cuda_api import SIMULATOR, cuda, current_stream, device_view, register_ptx
 
 __all__ = [
     "bias_sigmoid_cuda",
@@ -60,7 +60,12 @@ COSTS = ("quadratic", "cross_entropy")
 # =====================================================================================
 # Kernels. Scalars that meet the data (one, zero, scale, ...) arrive typed like the
 # data (see kernels/_math.py on why).
+#
+# Each kernel's register_ptx line lists the argument types its launches below pass
+# ({f}: float32 and float64; arrays C-contiguous, labels int64, flags boolean), so that
+# `fastnet info --ptx sm_90` compiles every one offline (see _cuda_api.register_ptx).
 # =====================================================================================
+
 
 @cuda.jit
 def _bias_sigmoid_k(Z, b, one):
@@ -70,6 +75,8 @@ def _bias_sigmoid_k(Z, b, one):
         i = k // n
         j = k - i * n
         Z[i, j] = _math.sigmoid(Z[i, j] + b[j], one)
+
+register_ptx(_bias_sigmoid_k, "({f}[:, ::1], {f}[::1], {f})")
 
 
 @cuda.jit
@@ -91,6 +98,8 @@ def _bias_softmax_k(Z, b, neg_inf, zero):
         for j in range(n):
             Z[i, j] = Z[i, j] / s
 
+register_ptx(_bias_softmax_k, "({f}[:, ::1], {f}[::1], {f}, {f})")
+
 
 @cuda.jit
 def _delta_labels_k(a, y, out, quadratic, one, zero):
@@ -105,6 +114,8 @@ def _delta_labels_k(a, y, out, quadratic, one, zero):
         else:
             out[i, j] = _math.cross_entropy_delta(a[i, j], t)
 
+register_ptx(_delta_labels_k, "({f}[:, ::1], int64[::1], {f}[:, ::1], boolean, {f}, {f})")
+
 
 @cuda.jit
 def _delta_targets_k(a, t, out, quadratic, one):
@@ -118,6 +129,8 @@ def _delta_targets_k(a, t, out, quadratic, one):
         else:
             out[i, j] = _math.cross_entropy_delta(a[i, j], t[i, j])
 
+register_ptx(_delta_targets_k, "({f}[:, ::1], {f}[:, ::1], {f}[:, ::1], boolean, {f})")
+
 
 @cuda.jit
 def _backward_delta_k(G, a, one):
@@ -128,12 +141,16 @@ def _backward_delta_k(G, a, one):
         j = k - i * n
         G[i, j] = _math.backward_delta(G[i, j], a[i, j], one)
 
+register_ptx(_backward_delta_k, "({f}[:, ::1], {f}[:, ::1], {f})")
+
 
 @cuda.jit
 def _sgd_k(p, g, scale, decay):
     k = cuda.grid(1)                     # p, g: flat 1-D views
     if k < p.shape[0]:
         p[k] = _math.sgd_step(p[k], g[k], scale, decay)
+
+register_ptx(_sgd_k, "({f}[::1], {f}[::1], {f}, {f})")
 
 
 @cuda.jit
@@ -147,6 +164,8 @@ def _colsum_k(delta, out, scale, accumulate, zero):
             out[j] = out[j] + scale * acc
         else:
             out[j] = scale * acc
+
+register_ptx(_colsum_k, "({f}[:, ::1], {f}[::1], {f}, boolean, {f})")
 
 
 def _launch(kernel, n, *args):
@@ -385,6 +404,8 @@ def _bias_sigmoid_stacked_k(Z, b, one):
         j = r - i * n
         Z[k, i, j] = _math.sigmoid(Z[k, i, j] + b[k, j], one)
 
+register_ptx(_bias_sigmoid_stacked_k, "({f}[:, :, ::1], {f}[:, ::1], {f})")
+
 
 @cuda.jit
 def _bias_softmax_stacked_k(Z, b, neg_inf, zero):
@@ -408,6 +429,8 @@ def _bias_softmax_stacked_k(Z, b, neg_inf, zero):
         for j in range(n):
             Z[k, i, j] = Z[k, i, j] / s
 
+register_ptx(_bias_softmax_stacked_k, "({f}[:, :, ::1], {f}[:, ::1], {f}, {f})")
+
 
 @cuda.jit
 def _delta_labels_stacked_k(a, y, out, quadratic, one, zero):
@@ -425,6 +448,8 @@ def _delta_labels_stacked_k(a, y, out, quadratic, one, zero):
         else:
             out[k, i, j] = _math.cross_entropy_delta(a[k, i, j], target)
 
+register_ptx(_delta_labels_stacked_k, "({f}[:, :, ::1], int64[::1], {f}[:, :, ::1], boolean, {f}, {f})")
+
 
 @cuda.jit
 def _colsum_stacked_k(delta, out, scale, accumulate, zero):
@@ -441,6 +466,8 @@ def _colsum_stacked_k(delta, out, scale, accumulate, zero):
         else:
             out[k, j] = scale * acc
 
+register_ptx(_colsum_stacked_k, "({f}[:, :, ::1], {f}[:, ::1], {f}, boolean, {f})")
+
 
 @cuda.jit
 def _sgd_stacked_k(p, g, scales, decays, per_net):
@@ -448,6 +475,8 @@ def _sgd_stacked_k(p, g, scales, decays, per_net):
     if t < p.shape[0]:
         k = t // per_net
         p[t] = _math.sgd_step(p[t], g[t], scales[k], decays[k])
+
+register_ptx(_sgd_stacked_k, "({f}[::1], {f}[::1], {f}[::1], {f}[::1], int64)")
 
 
 def bias_sigmoid_stacked_cuda(Z, b):

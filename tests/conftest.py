@@ -16,6 +16,24 @@ SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
+def pytest_configure(config):
+    """numba-cuda raises its own NumbaPerformanceWarning (numba.cuda.core.errors, not
+    numba.NumbaPerformanceWarning): make it an error like pyproject's filter does for
+    Numba's, but only where numba-cuda is installed, since pytest stops on a warning class
+    it cannot import. Checked without importing numba.cuda (the simulator tests need it
+    unimported in this process until they choose); pytest imports the class at the first test."""
+    try:
+        from importlib.metadata import files
+
+        has_class = any(str(f).replace("\\", "/").endswith("numba/cuda/core/errors.py")
+                        for f in files("numba-cuda") or ())
+    except Exception:  # PackageNotFoundError: numba-cuda absent
+        has_class = False
+    if has_class:
+        config.addinivalue_line("filterwarnings",
+                                "error::numba.cuda.core.errors.NumbaPerformanceWarning:fastnet.*")
+
+
 def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip() not in ("", "0", "false", "no")
 
