@@ -17,7 +17,9 @@ Exposes
 - :func:`current_stream`: CuPy's current stream as a Numba stream (None under the
   simulator), so kernels queue behind CuPy's own work without a synchronisation;
 - :func:`device_view`: a zero-copy Numba view of any ``__cuda_array_interface__``
-  object, without the host-side synchronisation Numba does by default.
+  object, without the host-side synchronisation Numba does by default;
+- :func:`allow_dynamic_shared`: let a kernel use more than 48 KB of dynamic shared
+  memory (the opt-in attribute of compute capability >= 7.0).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import os
 import numba
 from numba import cuda  # the only `numba.cuda` import in fastnet
 
-__all__ = ["cuda", "SIMULATOR", "implementation", "current_stream", "device_view"]
+__all__ = ["cuda", "SIMULATOR", "implementation", "current_stream", "device_view", "allow_dynamic_shared"]
 
 
 def _is_simulator() -> bool:
@@ -97,3 +99,22 @@ def device_view(obj, cai=None):
     if cai is None:
         cai = obj.__cuda_array_interface__
     return cuda.from_cuda_array_interface(cai, owner=obj, sync=False)
+
+
+def allow_dynamic_shared(kernel, signature, nbytes: int) -> None:
+    """Set ``CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`` of ``kernel`` compiled for
+    ``signature`` to ``nbytes`` (launches with more than 48 KB of dynamic shared memory fail
+    without it). Nothing to do under the simulator. numba-cuda >= 0.2x loads kernels as
+    library kernels (``cuKernelSetAttribute``, as its own ``set_shared_memory_carveout``
+    does); older ones as module functions (``cuFuncSetAttribute``)."""
+    if SIMULATOR:
+        return
+    from numba.cuda.cudadrv import driver as drv
+
+    compiled = kernel.compile(signature)
+    cufunc = compiled._codelibrary.get_cufunc()
+    attr = drv.binding.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    if hasattr(drv.driver, "cuKernelSetAttribute") and hasattr(cufunc, "set_shared_memory_carveout"):
+        drv.driver.cuKernelSetAttribute(attr, int(nbytes), cufunc.handle, cufunc.device.id)
+    else:  # pragma: no cover - older numba-cuda
+        drv.driver.cuFuncSetAttribute(cufunc.handle, attr, int(nbytes))
