@@ -90,7 +90,7 @@ def test_stack_engines_match_the_oracle(engine):
 # --- the plan -----------------------------------------------------------------------------
 
 def test_names_and_plan_explain_every_rejection():
-    assert engines.names() == ["compiled", "rows", "chunked", "split", "step", "xp"]
+    assert engines.names() == ["fused", "compiled", "rows", "chunked", "split", "step", "xp"]
     net = fastnet.Network([784, 30, 10], device="cpu")
     p = engines.plan(net, np.zeros((60_000, 784), np.float32), batch_size=10, epochs=30)
     assert p.engine in engines.names()
