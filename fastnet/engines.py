@@ -517,7 +517,8 @@ def kernels_path(model) -> str:
 
 def worth_compiling_later(p: Plan) -> list[str]:
     """The engines ``p`` passed over only because they were not compiled yet."""
-    return [name for name, why in p.rejected.items() if why.startswith("not compiled yet")]
+    return [name for name, why in p.rejected.items() if why.startswith("not compiled yet")
+            and not all(u in _PROCESS_ONLY for u in get(name).needs)]   # another process cannot help
 
 
 def compile_in_background(engine_names, dtype: str, depth: int):
@@ -540,6 +541,8 @@ def describe(dtype: str = "float32", depth: int = 2) -> list[str]:
     for e in ENGINES:
         units = [u for u in e.needs]
         state = ("nothing to compile" if not units else
+                 f"compiled by each process that trains with it (~{COMPILE_SECONDS[units[0]]:.0f} s)"
+                 if all(u in _PROCESS_ONLY for u in units) and not is_ready(units[0], dtype, depth) else
                  "compiled" if all(is_ready(u, dtype, depth) for u in units) else
                  f"not compiled yet for {dtype}, depth {depth} (~{sum(COMPILE_SECONDS[u] for u in units):.0f} s once)")
         lines.append(f"{e.name:9s} {e.unit:5s} {e.doc}; {state}")
