@@ -8,6 +8,8 @@ differ in where the loop runs and what it must compile first:
 ========== ===== ==================== ==================================================
 name       unit  serves               when it applies
 ========== ===== ==================== ==================================================
+fused      epoch Network, stack       CuPy (a CUDA GPU); small nets: whole epochs in one
+                                      kernel launch, one thread block per net
 compiled   epoch Network, stack       NumPy + Numba; small steps (one compiled loop per
                                       epoch chunk, no Python per step; FMA)
 rows       step  Network              NumPy + Numba; large batches of narrow nets
@@ -31,7 +33,7 @@ request is a ``ValueError`` with the reason.
 >>> import numpy as np, fastnet
 >>> from fastnet import engines
 >>> engines.names()
-['compiled', 'rows', 'chunked', 'split', 'step', 'xp']
+['fused', 'compiled', 'rows', 'chunked', 'split', 'step', 'xp']
 >>> net = fastnet.Network([784, 30, 10], device="cpu")
 >>> p = engines.plan(net, np.zeros((50_000, 784), np.float32), batch_size=10, epochs=30)
 >>> p.engine in ("compiled", "xp"), "rows" in p.rejected
@@ -71,12 +73,12 @@ CHUNK_ELEMS = 1 << 20
 
 #: What each compiled unit costs to compile once with an empty Numba cache (seconds, on
 #: the 2-core development machine; only compared with the estimated saving below).
-COMPILE_SECONDS = {"kernels": 4.0, "compiled": 6.0, "rows": 4.5, "split": 1.5}
+COMPILE_SECONDS = {"kernels": 4.0, "compiled": 6.0, "rows": 4.5, "split": 1.5, "fused": 3.0}
 #: Rough per-step overhead (seconds) and arithmetic rate (multiply-adds per second) per
 #: engine, for the compile-or-not decision only.
-_STEP_OVERHEAD = {"compiled": 1e-6, "rows": 40e-6, "split": 40e-6, "chunked": 40e-6,
+_STEP_OVERHEAD = {"fused": 0.5e-6, "compiled": 1e-6, "rows": 40e-6, "split": 40e-6, "chunked": 40e-6,
                   "step": 35e-6, "xp": 60e-6}
-_MAC_RATE = {"compiled": 25e9, "rows": 40e9, "split": 60e9, "chunked": 50e9, "step": 50e9, "xp": 40e9}
+_MAC_RATE = {"fused": 100e9, "compiled": 25e9, "rows": 40e9, "split": 60e9, "chunked": 50e9, "step": 50e9, "xp": 40e9}
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,23 @@ def _no_step(r):
     return None
 
 
+def _no_fused(r):
+    name = r.model.backend.name
+    if name != "cupy":
+        return f"it runs on a CUDA GPU: this model is on {name}"
+    if r.stack and r.model.order != "shared":
+        return "each net draws its own minibatch order (order='independent')"
+    if not r.labels:
+        return "it takes integer labels, not a target matrix"
+    from fastnet.kernels.epoch_cuda import launch_config
+
+    cfg = launch_config(r.model.sizes, r.m, r.model.dtype, getattr(r.model, "k", 1))
+    return None if cfg.fits else cfg.reason
+
+
 ENGINES: tuple[Engine, ...] = (
+    Engine("fused", "epoch", ("Network", "NetworkStack"), ("cupy",), ("fused",),
+           "whole epochs in one CUDA launch, one thread block per net (small nets)", _no_fused),
     Engine("compiled", "epoch", ("Network", "NetworkStack"), ("numpy",), ("compiled",),
            "whole epochs in one compiled CPU loop (FMA, SIMD), no Python per step", _no_compiled),
     Engine("rows", "step", ("Network",), ("numpy",), ("rows",),
@@ -285,7 +303,9 @@ def _cache_key() -> str:
 
 
 #: Units compiled once per dtype whatever the depth.
-_ANY_DEPTH = ("kernels", "split")
+_ANY_DEPTH = ("kernels", "split", "fused")
+#: Units Numba does not cache on disk: ready only once compiled in this process.
+_PROCESS_ONLY = ("fused",)
 
 
 def _marker(unit: str, dtype: str, depth: int) -> str | None:
@@ -308,6 +328,8 @@ def is_ready(unit: str, dtype: str, depth: int) -> bool:
     key = (unit, dtype, depth)
     if key in _ready_here:
         return True
+    if unit in _PROCESS_ONLY:
+        return False
     if time.monotonic() - _cold_seen.get(key, -1e9) < 2.0:   # a background compile may finish
         return False
     try:
@@ -345,10 +367,14 @@ def prepare(unit: str, dtype: str, depth: int) -> float:
         from fastnet.kernels import split_cpu
 
         split_cpu.warmup(dtype)
+    elif unit == "fused":   # a CUDA kernel: compiled in this process (no disk cache), on a GPU
+        from fastnet.kernels import epoch_cuda
+
+        epoch_cuda.warmup(dtype)
     else:
         raise ValueError(f"unit must be one of {sorted(COMPILE_SECONDS)}. Actual: {unit!r}")
     _ready_here.add(key)
-    path = _marker(unit, dtype, depth)
+    path = None if unit in _PROCESS_ONLY else _marker(unit, dtype, depth)
     if path is not None:
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -386,6 +412,8 @@ def _cost(engine: Engine, r: _Request, dtype: str, depth: int) -> float:
 def _units(engine: Engine, r: _Request) -> tuple:
     """The compiled units an engine needs for this request: its own, plus the Numba
     kernels for the metrics pass and leftover steps when the model is on the njit path."""
+    if engine.name == "fused":
+        return engine.needs
     if r.path != "njit" or engine.name == "xp":
         return ()
     return tuple(dict.fromkeys(engine.needs))
@@ -417,7 +445,8 @@ def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=Tr
         elif unit == "step" and e.unit != "step":
             reasons[e.name] = "it runs whole epochs; train_step runs one step"
         elif "any" not in e.backends and model.backend.name not in e.backends:
-            reasons[e.name] = f"it runs on {', '.join(e.backends)}; this {kind} is on {model.backend.name}"
+            reasons[e.name] = (e.why_not(r) if e.name == "fused" else None) or (   # says "a CUDA GPU"
+                f"it runs on {', '.join(e.backends)}; this {kind} is on {model.backend.name}")
         else:
             reasons[e.name] = e.why_not(r)
     applicable = [e for e in ENGINES if reasons[e.name] is None]
@@ -558,7 +587,8 @@ def say_once(reason: str) -> None:
 
 def worth_compiling_later(p: Plan) -> list[str]:
     """The engines ``p`` passed over only because they were not compiled yet."""
-    return [name for name, why in p.rejected.items() if why.startswith("not compiled yet")]
+    return [name for name, why in p.rejected.items() if why.startswith("not compiled yet")
+            and not all(u in _PROCESS_ONLY for u in get(name).needs)]   # another process cannot help
 
 
 def compile_in_background(engine_names, dtype: str, depth: int):
@@ -581,6 +611,8 @@ def describe(dtype: str = "float32", depth: int = 2) -> list[str]:
     for e in ENGINES:
         units = [u for u in e.needs]
         state = ("nothing to compile" if not units else
+                 f"compiled by each process that trains with it (~{COMPILE_SECONDS[units[0]]:.0f} s)"
+                 if all(u in _PROCESS_ONLY for u in units) and not is_ready(units[0], dtype, depth) else
                  "compiled" if all(is_ready(u, dtype, depth) for u in units) else
                  f"not compiled yet for {dtype}, depth {depth} (~{sum(COMPILE_SECONDS[u] for u in units):.0f} s once)")
         lines.append(f"{e.name:9s} {e.unit:5s} {e.doc}; {state}")

@@ -423,6 +423,9 @@ class Network(DeviceData, training.Trainable):
             return training.CompiledTrainer([W[None, ...] for W in self._W], [b[None, ...] for b in self._b],
                                             [run["eta"]], [decay], self.cost == "quadratic", Xd, yd, run,
                                             threads=1)
+        if engine == "fused":
+            return training.FusedTrainer([W[None, ...] for W in self._W], [b[None, ...] for b in self._b],
+                                         [run["eta"]], [decay], self.cost == "quadratic", Xd, yd, run)
         return training.StepTrainer(self, engine, Xd, yd, run, decay)
 
     def _end_epoch(self, epoch, seconds, Xd, yd, val, run, saved, history, on_divergence):

@@ -349,6 +349,9 @@ class NetworkStack(DeviceData, training.Trainable):
         if engine == "compiled":
             return training.CompiledTrainer(self._W, self._b, self.etas, decays, self.cost == "quadratic",
                                             Xd, yd, run)
+        if engine == "fused":
+            return training.FusedTrainer(self._W, self._b, self.etas, decays, self.cost == "quadratic",
+                                         Xd, yd, run)
         return _StackSteps(self, Xd, yd, run, decays)
 
     def _end_epoch(self, epoch, seconds, Xd, yd, val, run, saved, hist, on_divergence):

@@ -216,6 +216,30 @@ class CompiledTrainer:
         self.runner.store(self.Ws, self.bs)
 
 
+class FusedTrainer:
+    """The ``fused`` engine: a :class:`fastnet.kernels.epoch_cuda.FusedEpoch` holding a device
+    copy of the K nets' parameters (``Ws``/``bs`` with a leading K axis: a Network passes
+    ``(1, ...)`` views of its own), written back in place by :meth:`sync`. One kernel
+    launch per chunk of about an epoch; nothing on the host per step."""
+
+    def __init__(self, Ws, bs, etas, decays, quadratic, Xd, yd, run):
+        from fastnet.kernels.epoch_cuda import CHUNK_SAMPLES, FusedEpoch
+
+        B = run["batch_size"]
+        self.chunk = max(1, CHUNK_SAMPLES // B)
+        xp = array_namespace(Xd)
+        self.Xd = Xd if Xd.flags.c_contiguous else xp.asarray(Xd, copy=True)
+        self.yd = xp.astype(yd, xp.int64, copy=False)
+        self.Ws, self.bs = Ws, bs
+        self.runner = FusedEpoch(Ws, bs, etas, decays, B, quadratic)
+
+    def steps(self, orders, s0, s1) -> None:
+        self.runner.run(self.Xd, self.yd, orders[0], s0, s1)
+
+    def sync(self) -> None:
+        self.runner.store(self.Ws, self.bs)
+
+
 # --- the epoch loop, checkpoints and Ctrl-C: written once for Network and NetworkStack -------
 
 class Trainable:

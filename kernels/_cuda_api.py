@@ -21,7 +21,9 @@ Exposes
 - :func:`register_ptx` / :func:`ptx_targets` / :func:`compile_ptx`: the one list of every
   ``@cuda.jit`` kernel fastnet launches with the signatures it launches them with, and
   its offline compilation to PTX (``fastnet info --ptx sm_90``; see
-  :mod:`fastnet.kernels.ptx`).
+  :mod:`fastnet.kernels.ptx`);
+- :func:`allow_dynamic_shared`: let a kernel use more than 48 KB of dynamic shared
+  memory (the opt-in attribute of compute capability >= 7.0).
 
 NumPy >= 2.5 compatibility (:data:`ROW_STACK_COMPAT`)
     numba-cuda (0.30 and earlier; in maintenance mode, its issue 907 will not be fixed)
@@ -51,7 +53,8 @@ import numpy as np
 from numba import cuda  # the only `numba.cuda` import in fastnet
 
 __all__ = ["cuda", "SIMULATOR", "ROW_STACK_COMPAT", "implementation", "current_stream",
-           "device_view", "register_ptx", "ptx_targets", "compile_ptx", "PtxTarget"]
+           "device_view", "register_ptx", "ptx_targets", "compile_ptx", "PtxTarget",
+           "allow_dynamic_shared"]
 
 
 def _is_simulator() -> bool:
@@ -256,3 +259,21 @@ def _offline_device(cc):
         yield
     finally:
         module.get_current_device = original
+
+def allow_dynamic_shared(kernel, signature, nbytes: int) -> None:
+    """Set ``CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`` of ``kernel`` compiled for
+    ``signature`` to ``nbytes`` (launches with more than 48 KB of dynamic shared memory fail
+    without it). Nothing to do under the simulator. numba-cuda >= 0.2x loads kernels as
+    library kernels (``cuKernelSetAttribute``, as its own ``set_shared_memory_carveout``
+    does); older ones as module functions (``cuFuncSetAttribute``)."""
+    if SIMULATOR:
+        return
+    from numba.cuda.cudadrv import driver as drv
+
+    compiled = kernel.compile(signature)
+    cufunc = compiled._codelibrary.get_cufunc()
+    attr = drv.binding.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    try:
+        drv.driver.cuKernelSetAttribute(attr, int(nbytes), cufunc.handle, cufunc.device.id)
+    except Exception:  # pragma: no cover - older numba-cuda: module functions (CUfunction)
+        drv.driver.cuFuncSetAttribute(cufunc.handle, attr, int(nbytes))

@@ -8,7 +8,8 @@ signature) and CI runs it (tests/test_ptx.py) in an environment with numba-cuda.
 
 Which kernels: every ``kernels/*cuda.py`` module (``cuda.py``, ``epoch_cuda.py``, ...;
 not ``_cuda_api.py``) is imported, and each registers its kernels where it defines them
-with :func:`fastnet.kernels._cuda_api.register_ptx`. A new CUDA module needs nothing here;
+with :func:`fastnet.kernels._cuda_api.register_ptx` (or, for kernels a factory builds per
+dtype, lists them in a module-level ``ptx_targets()``). A new CUDA module needs nothing here;
 a new kernel needs its one ``register_ptx(kernel, "(signature)")`` line, and
 tests/test_ptx.py fails for any ``@cuda.jit`` kernel of those modules without one.
 
@@ -75,9 +76,14 @@ def _api():
 
 def targets():
     """Every registered :class:`~fastnet.kernels._cuda_api.PtxTarget` of every CUDA module."""
-    for name in cuda_modules():
-        importlib.import_module(name)
     from fastnet.kernels import _cuda_api
+
+    for name in cuda_modules():
+        mod = importlib.import_module(name)
+        # kernels built by a factory (one per dtype: epoch_cuda's fused kernel) are listed by
+        # the module's ptx_targets() instead of a register_ptx line beside a definition
+        for fn, signatures in getattr(mod, "ptx_targets", lambda: [])():
+            _cuda_api.register_ptx(fn, *signatures)
 
     return _cuda_api.ptx_targets()
 

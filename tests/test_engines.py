@@ -90,7 +90,7 @@ def test_stack_engines_match_the_oracle(engine):
 # --- the plan -----------------------------------------------------------------------------
 
 def test_names_and_plan_explain_every_rejection():
-    assert engines.names() == ["compiled", "rows", "chunked", "split", "step", "xp"]
+    assert engines.names() == ["fused", "compiled", "rows", "chunked", "split", "step", "xp"]
     net = fastnet.Network([784, 30, 10], device="cpu")
     p = engines.plan(net, np.zeros((60_000, 784), np.float32), batch_size=10, epochs=30)
     assert p.engine in engines.names()
@@ -125,7 +125,7 @@ def test_named_engine_that_cannot_run_is_a_clear_error_and_changes_nothing():
         stack.fit(X, y, epochs=1, batch_size=4, engine="rows")
     assert all(np.array_equal(a, b) for a, b in zip(stack.weights, before))
     net = fastnet.Network([5, 4, 3], device="cpu", seed=0)
-    with pytest.raises(ValueError, match=r"engine must be 'auto' or one of \['compiled'"):
+    with pytest.raises(ValueError, match=r"engine must be 'auto' or one of \['fused', 'compiled'"):
         net.fit(X, y, epochs=1, batch_size=4, eta=1.0, engine="fast")
     with pytest.raises(ValueError, match="it takes integer labels, not a target matrix"):
         net.train_step(X, np.eye(3)[y], eta=1.0, engine="rows")

@@ -1,0 +1,606 @@
+"""Whole epochs of minibatch SGD in one CUDA launch: the ``fused`` engine.
+
+On a GPU a Python-driven step costs ~15 launches (0.35-0.5 ms) whatever its size, so at
+minibatch 10 (6,000 steps an epoch) the host, not the GPU, sets the pace. Here one kernel
+launch runs steps ``[s0, s1)`` of an epoch -- gather, forward, output delta, backward,
+SGD update, step after step -- for K same-shape networks that share the minibatch order
+(:class:`fastnet.NetworkStack`; a :class:`fastnet.Network` is K = 1). The host does
+nothing per step. :class:`FusedEpoch` mirrors :class:`fastnet.kernels.epoch_cpu.StackRunner`
+(``run`` / ``store`` / ``load``).
+
+Design (see :func:`launch_config`, which plans it from the layer sizes)
+
+- Grid: one thread block per network (grid = K). The blocks never talk to each other:
+  they read the same X rows and order and write disjoint parameters.
+- Parameters: one flat vector per net, ``[W_0, b_0, W_1, b_1, ...]`` (each W row-major
+  ``(n_l, n_(l+1))``), kept in a ``(K, P)`` device array that this object owns. When the
+  vector fits in shared memory beside the step's buffers (``[784, 30, 10]``: 95 KB in
+  float32, 191 KB in float64 at minibatch 10), the block copies its net's vector into
+  dynamic shared memory at the start of the launch, trains there, and writes it back at
+  the end ("on chip"). Otherwise it stays in global memory and the block reads and writes
+  it in place: ``[784, 100, 10]`` is 318 KB (float32), past the 227 KB a block may have;
+  one net's parameters then stay resident in the 60 MB L2 across steps (K = 64 of them
+  take 20 MB), and the reads of ``W[p, j]`` coalesce (neighbouring threads read
+  neighbouring ``j``).
+- Dynamic shared memory, always: the activations ``a_l`` and deltas of every layer
+  ``l >= 1`` for one minibatch (``2 * B * sum(n_1..n_L)`` values) and ``threads`` values
+  of scratch for split dot products. The input layer is not copied: X rows are read in
+  place through ``order`` (global memory, L1/L2-cached).
+- Registers: loop counters, one accumulator, scalars of the step; nothing indexed.
+  :func:`launch_config` plans at most ``65536 / threads`` per thread (128 at 512 threads).
+- Static shared memory: none (all sizes depend on the net and the minibatch, so all of it
+  is dynamic: ``cuda.shared.array(0, dtype)`` carved by offsets).
+
+A step (all threads of the block; ``__syncthreads`` between the phases):
+
+1. Forward, layer by layer: ``z[i, j] = sum_p a[i, p] W[p, j] + b[j]`` for the m rows. The
+   m * n_out dot products go one per thread, or, when there are fewer of them than
+   threads (m * n_out = 300 for layer 0 of Nielsen's net at minibatch 10), each is split
+   into ``threads // (m * n_out)`` slices of p whose partial sums go to the scratch and
+   are added after a barrier. Then sigmoid (``_math.sigmoid``), or softmax by rows (one
+   thread per row) on the output layer for the cross-entropy cost.
+2. Output delta, one thread per element (labels read through ``order``; no one-hot).
+3. Backward, top layer down: ``delta_(l-1) = (delta_l @ W_l.T) * a (1 - a)`` one thread
+   per element, from the OLD weights (no weight has been touched yet in this step).
+4. Update, every layer at once (one thread per weight, then per bias):
+   ``W <- decay * W - (eta / m) * sum_i a_prev[i, p] delta[i, j]`` and
+   ``b <- b - (eta / m) * sum_i delta[i, j]``; m is the step's row count (the last
+   minibatch may be short), ``eta / m`` rounded once to the dtype on the host, as in the
+   compiled CPU loop.
+
+Equal to the per-sample oracle (``tests/reference.sgd``) to rounding: float64 to 1e-10
+on the tests' shapes (``tests/test_epoch_cuda.py``, under Numba's CUDA simulator).
+
+Importing this module imports neither ``numba.cuda`` nor CuPy: :func:`launch_config` is
+plain Python; the kernels are built (through :mod:`fastnet.kernels._cuda_api`) on first
+use.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastnet.kernels import _math
+
+__all__ = ["FusedEpoch", "LaunchConfig", "launch_config", "ptx_targets", "warmup", "CHUNK_SAMPLES",
+           "MAX_THREADS", "SMEM_STATIC_MAX", "SMEM_OPTIN_MAX", "REGISTERS_PER_SM"]
+
+#: The limits planned for (H100 / H200, compute capability 9.0): shared memory a block may
+#: use without the opt-in attribute, and with it; registers per SM; threads per block.
+SMEM_STATIC_MAX = 48 * 1024
+SMEM_OPTIN_MAX = 227 * 1024
+REGISTERS_PER_SM = 64 * 1024
+THREADS_LIMIT = 1024
+#: Threads per block planned at most: 512 leaves up to 128 registers a thread, and every
+#: phase of a step loops over its elements in strides of the block.
+MAX_THREADS = 512
+#: One launch runs about this many samples (a whole 60,000-sample epoch): the host only
+#: checks Ctrl-C and updates the progress bar between launches.
+CHUNK_SAMPLES = 60_000
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# =====================================================================================
+# The plan: pure Python, no GPU needed.
+# =====================================================================================
+
+@dataclass
+class LaunchConfig:
+    """How :class:`FusedEpoch` launches for one network shape, minibatch, dtype and K.
+
+    fits: whether it can run; reason: why not (None when it fits). grid: blocks (one per
+    net); threads: per block. static_shared / dynamic_shared: bytes per block.
+    opt_in: the dynamic shared memory is past 48 KB (the kernel needs the
+    max-dynamic-shared-memory attribute). params_on_chip: the parameters live in shared
+    memory during the launch (else in global memory / L2). registers_per_thread: the most
+    a thread may use for ``threads`` to fit one SM's register file. layout: what lives
+    where, in bytes."""
+    fits: bool
+    reason: str | None
+    grid: int
+    threads: int
+    static_shared: int
+    dynamic_shared: int
+    opt_in: bool
+    params_on_chip: bool
+    registers_per_thread: int
+    layout: dict = field(default_factory=dict)
+
+
+def _param_count(sizes) -> int:
+    return sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+
+
+def launch_config(sizes, batch_size, dtype="float32", K=1, *, threads=None, on_chip=None) -> LaunchConfig:
+    """Plan the fused launch for nets of layer ``sizes`` (``[n_0, ..., n_L]``, L >= 1),
+    minibatches of ``batch_size`` rows, ``dtype`` (float32/float64) and ``K`` nets.
+
+    threads: None plans one thread per weight of the largest layer (at least one warp, at
+    most :data:`MAX_THREADS`, a multiple of 32); a number forces it (the simulator tests
+    use a few). on_chip: None plans where the parameters live; False keeps them in global
+    memory (the tests run both placements on small nets). A plan that does not fit the H100/H200 limits has ``fits=False`` and the
+    reason (the ``fused`` engine then passes it over with that reason).
+
+    >>> c = launch_config([784, 30, 10], 10, "float32")
+    >>> c.fits, c.threads, c.params_on_chip, c.opt_in, c.dynamic_shared
+    (True, 512, True, True, 100688)
+    >>> launch_config([784, 2000, 10], 100, "float64").reason[:48]
+    'a minibatch of 100 rows needs 3,220,096 bytes of'
+    """
+    sizes = [int(s) for s in sizes]
+    dt = np.dtype(dtype)
+    B, K = int(batch_size), int(K)
+    if len(sizes) < 2 or min(sizes) < 1 or B < 1 or K < 1 or dt not in _FLOATS:
+        raise ValueError(f"launch_config needs >= 2 positive layer sizes, batch_size >= 1, K >= 1 and "
+                         f"float32/float64. Actual: sizes {sizes}, batch_size {B}, K {K}, dtype {dt}")
+    work = max(max(i * o, B * o) for i, o in zip(sizes[:-1], sizes[1:]))
+    if threads is None:
+        threads = min(MAX_THREADS, max(32, -(-work // 32) * 32))
+    threads = int(threads)
+    item = dt.itemsize
+    H = sum(sizes[1:])
+    params = _param_count(sizes) * item
+    step_bufs = 2 * B * H * item           # activations + deltas, layers 1..L, one minibatch
+    scratch = threads * item               # partial sums of split dot products
+    fits_on_chip = params + step_bufs + scratch <= SMEM_OPTIN_MAX
+    on_chip = fits_on_chip if on_chip is None else bool(on_chip) and fits_on_chip
+    dynamic = (params if on_chip else 0) + step_bufs + scratch
+    regs = min(255, REGISTERS_PER_SM // threads)
+    layout = {"params": params, "params_in": "shared" if on_chip else "global (L2-resident)",
+              "activations_and_deltas": step_bufs, "scratch": scratch, "X": "global, read by index"}
+    reason = None
+    if threads > THREADS_LIMIT or threads < 1:
+        reason = f"{threads} threads per block: a block has 1 to {THREADS_LIMIT}"
+    elif dynamic > SMEM_OPTIN_MAX:
+        reason = (f"a minibatch of {B:,} rows needs {dynamic:,} bytes of shared memory per block "
+                  f"(activations and deltas of {H:,} units, {dt.name}), past the {SMEM_OPTIN_MAX:,} "
+                  f"a block may have on H100/H200")
+    elif K >= 2 ** 31:
+        reason = f"{K:,} nets: a grid has fewer than 2**31 blocks"
+    return LaunchConfig(fits=reason is None, reason=reason, grid=K, threads=threads, static_shared=0,
+                        dynamic_shared=dynamic, opt_in=dynamic > SMEM_STATIC_MAX, params_on_chip=on_chip,
+                        registers_per_thread=regs, layout=layout)
+
+
+# =====================================================================================
+# The kernel: one body, built once per dtype (the dynamic shared array's element type
+# must be a compile-time constant).
+# =====================================================================================
+
+_KERNELS: dict = {}
+#: ``numba.cuda``, set by the first :func:`_build`. A module global on purpose: the
+#: simulator swaps the module in a kernel's globals for its fake one (not in a closure).
+cuda = None
+
+
+def _build(dtype):
+    """The device function and kernel for ``dtype``; imports numba.cuda (via _cuda_api)."""
+    global cuda
+    from numba import types
+
+    from fastnet.kernels._cuda_api import cuda as _cuda
+
+    cuda = _cuda
+
+    nbt = types.float32 if np.dtype(dtype) == np.float32 else types.float64
+    sigmoid = _math.sigmoid
+    quadratic_delta = _math.quadratic_delta
+    cross_entropy_delta = _math.cross_entropy_delta
+    backward_delta = _math.backward_delta
+    sgd_step = _math.sgd_step
+
+    @cuda.jit(device=True)
+    def steps(X, y, order, s0, s1, B, Wp, dyn, base, sizes, woff, boff, aoff, scale_full, scale_last,
+              decay, quadratic, one, zero):
+        """Steps s0..s1-1 for the block's net. Wp: its parameter vector (shared or global);
+        dyn: the dynamic shared array, its step buffers from offset ``base``."""
+        t = cuda.threadIdx.x
+        T = cuda.blockDim.x
+        n = X.shape[0]
+        L = sizes.shape[0] - 1
+        H = aoff[L]                        # B * sum(n_1..n_L)
+        dbase = base + H                   # deltas
+        pbase = dbase + H                  # scratch: T values
+        for step in range(s0, s1):
+            k = step * B
+            m = min(B, n - k)
+            scale = scale_full if m == B else scale_last
+            # --- 1. forward
+            for l in range(L):
+                nin = sizes[l]
+                nout = sizes[l + 1]
+                w0 = woff[l]
+                b0 = boff[l]
+                zo = base + aoff[l]
+                ai = base + aoff[l - 1] if l > 0 else 0
+                items = m * nout
+                S = T // items
+                if S > nin:
+                    S = nin
+                if S <= 1:                 # one dot product per thread
+                    for it in range(t, items, T):
+                        i = it // nout
+                        j = it - i * nout
+                        acc = zero
+                        if l == 0:
+                            r = order[k + i]
+                            for p in range(nin):
+                                acc += X[r, p] * Wp[w0 + p * nout + j]
+                        else:
+                            for p in range(nin):
+                                acc += dyn[ai + i * nin + p] * Wp[w0 + p * nout + j]
+                        dyn[zo + it] = acc + Wp[b0 + j]
+                else:                      # S slices of p per dot product, partial sums
+                    chunk = (nin + S - 1) // S
+                    s = t // items
+                    if s < S:
+                        it = t - s * items
+                        i = it // nout
+                        j = it - i * nout
+                        p1 = min(nin, (s + 1) * chunk)
+                        acc = zero
+                        if l == 0:
+                            r = order[k + i]
+                            for p in range(s * chunk, p1):
+                                acc += X[r, p] * Wp[w0 + p * nout + j]
+                        else:
+                            for p in range(s * chunk, p1):
+                                acc += dyn[ai + i * nin + p] * Wp[w0 + p * nout + j]
+                        dyn[pbase + t] = acc
+                    cuda.syncthreads()
+                    for it in range(t, items, T):
+                        j = it - (it // nout) * nout
+                        acc = dyn[pbase + it]
+                        for s2 in range(1, S):
+                            acc += dyn[pbase + s2 * items + it]
+                        dyn[zo + it] = acc + Wp[b0 + j]
+                cuda.syncthreads()
+                if l == L - 1 and not quadratic:      # softmax by rows, one thread a row
+                    for i in range(t, m, T):
+                        row = zo + i * nout
+                        mx = dyn[row]
+                        for j in range(1, nout):
+                            if dyn[row + j] > mx:
+                                mx = dyn[row + j]
+                        tot = zero
+                        for j in range(nout):
+                            e = math.exp(dyn[row + j] - mx)
+                            dyn[row + j] = e
+                            tot += e
+                        for j in range(nout):
+                            dyn[row + j] = dyn[row + j] / tot
+                else:
+                    for it in range(t, items, T):
+                        dyn[zo + it] = sigmoid(dyn[zo + it], one)
+                cuda.syncthreads()
+            # --- 2. output delta
+            nL = sizes[L]
+            zo = base + aoff[L - 1]
+            do = dbase + aoff[L - 1]
+            for it in range(t, m * nL, T):
+                i = it // nL
+                j = it - i * nL
+                tj = one if j == y[order[k + i]] else zero
+                if quadratic:
+                    dyn[do + it] = quadratic_delta(dyn[zo + it], tj, one)
+                else:
+                    dyn[do + it] = cross_entropy_delta(dyn[zo + it], tj)
+            cuda.syncthreads()
+            # --- 3. backward with the old weights
+            for l in range(L - 1, 0, -1):
+                nin = sizes[l]
+                nout = sizes[l + 1]
+                w0 = woff[l]
+                dl = dbase + aoff[l]
+                dp = dbase + aoff[l - 1]
+                ap = base + aoff[l - 1]
+                for it in range(t, m * nin, T):
+                    i = it // nin
+                    p = it - i * nin
+                    g = zero
+                    for q in range(nout):
+                        g += dyn[dl + i * nout + q] * Wp[w0 + p * nout + q]
+                    dyn[dp + it] = backward_delta(g, dyn[ap + it], one)
+                cuda.syncthreads()
+            # --- 4. update every layer (the deltas are all known)
+            for l in range(L):
+                nin = sizes[l]
+                nout = sizes[l + 1]
+                w0 = woff[l]
+                b0 = boff[l]
+                dl = dbase + aoff[l]
+                ap = base + aoff[l - 1] if l > 0 else 0
+                nw = nin * nout
+                for it in range(t, nw + nout, T):
+                    g = zero
+                    if it < nw:
+                        p = it // nout
+                        j = it - p * nout
+                        if l == 0:
+                            for i in range(m):
+                                g += X[order[k + i], p] * dyn[dl + i * nout + j]
+                        else:
+                            for i in range(m):
+                                g += dyn[ap + i * nin + p] * dyn[dl + i * nout + j]
+                        Wp[w0 + it] = sgd_step(Wp[w0 + it], g, scale, decay)
+                    else:
+                        j = it - nw
+                        for i in range(m):
+                            g += dyn[dl + i * nout + j]
+                        Wp[b0 + j] = sgd_step(Wp[b0 + j], g, scale, one)
+            cuda.syncthreads()
+
+    def epoch_kernel(X, y, order, s0, s1, B, params, sizes, woff, boff, aoff, scales, decays, quadratic,
+                     on_chip, one, zero):
+        """Steps ``[s0, s1)`` for net ``blockIdx.x``; see the module docstring."""
+        net = cuda.blockIdx.x
+        t = cuda.threadIdx.x
+        T = cuda.blockDim.x
+        P = params.shape[1]
+        dyn = cuda.shared.array(0, nbt)
+        sf = scales[net, 0]
+        sl = scales[net, 1]
+        decay = decays[net]
+        if on_chip:
+            for q in range(t, P, T):
+                dyn[q] = params[net, q]
+            cuda.syncthreads()
+            steps(X, y, order, s0, s1, B, dyn, dyn, P, sizes, woff, boff, aoff, sf, sl, decay, quadratic,
+                  one, zero)
+            for q in range(t, P, T):
+                params[net, q] = dyn[q]
+        else:
+            steps(X, y, order, s0, s1, B, params[net], dyn, 0, sizes, woff, boff, aoff, sf, sl, decay,
+                  quadratic, one, zero)
+
+    return epoch_kernel, cuda.jit(epoch_kernel)
+
+
+
+def _kernel(dtype):
+    dt = np.dtype(dtype)
+    if dt not in _KERNELS:
+        _KERNELS[dt] = _build(dt)
+    return _KERNELS[dt][1]
+
+
+def signature(dtype) -> str:
+    """The kernel's argument types for ``dtype`` (Numba's signature syntax)."""
+    f = "float32" if np.dtype(dtype) == np.float32 else "float64"
+    return (f"void({f}[:, ::1], int64[::1], int64[::1], int64, int64, int64, {f}[:, ::1], int64[::1], "
+            f"int64[::1], int64[::1], int64[::1], {f}[:, ::1], {f}[::1], boolean, boolean, {f}, {f})")
+
+
+def ptx_targets():
+    """``[(kernel_pyfunc, [signature, ...])]``: every fused kernel and the signatures it is
+    launched with, for compiling to PTX offline (``numba.cuda.compile_ptx(pyfunc, sig,
+    cc=(9, 0))``): one kernel body per dtype (the layer count, minibatch and placement of
+    the parameters are run-time arguments)."""
+    out = []
+    for dt in _FLOATS:
+        if dt not in _KERNELS:
+            _KERNELS[dt] = _build(dt)
+        out.append((_KERNELS[dt][0], [signature(dt)]))
+    return out
+
+
+def warmup(dtype="float32") -> None:
+    """Compile the fused kernel for ``dtype`` (on a GPU; nothing to compile under the simulator)."""
+    from fastnet.kernels._cuda_api import SIMULATOR
+
+    k = _kernel(dtype)
+    if not SIMULATOR:
+        k.compile(signature(dtype))
+
+
+# =====================================================================================
+# Python side.
+# =====================================================================================
+
+def _is_device(x) -> bool:
+    from fastnet.kernels._cuda_api import SIMULATOR
+
+    if isinstance(x, np.ndarray):
+        return SIMULATOR
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def _meta(name, x):
+    """(dtype, shape, C-contiguous) of a device array (NumPy under the simulator)."""
+    if not _is_device(x):
+        where = ("a NumPy array: the fused engine runs on the GPU; use the 'compiled' engine on the CPU"
+                 if isinstance(x, np.ndarray) else type(x).__name__)
+        raise TypeError(f"{name} must be a CuPy array (an object with __cuda_array_interface__). Actual: {where}")
+    if isinstance(x, np.ndarray):
+        return x.dtype, x.shape, x.flags.c_contiguous
+    cai = x.__cuda_array_interface__
+    shape, dt = tuple(cai["shape"]), np.dtype(cai["typestr"])
+    strides = cai.get("strides")
+    ok, expected = True, dt.itemsize
+    if strides is not None:
+        for d, s in zip(reversed(shape), reversed(strides)):
+            if d > 1 and s != expected:
+                ok = False
+            expected *= d
+    return dt, shape, ok
+
+
+def _namespace(x):
+    from array_api_compat import array_namespace
+
+    return array_namespace(x)
+
+
+class FusedEpoch:
+    """The fused engine's working copy of K networks' parameters, on the device.
+
+    Ws: L device arrays ``Ws[l]`` ``(K, n_l, n_(l+1))``; bs: L arrays ``(K, n_(l+1))``; all
+    C-contiguous, one dtype (float32 or float64), CuPy (NumPy under the simulator); they are
+    copied in (:meth:`load`) and back (:meth:`store`). etas, decays: K floats (``decay_k = 1
+    - eta_k lmbda_k / n``, on the weights only). batch_size: rows per step. quadratic:
+    quadratic cost on a sigmoid output, else cross-entropy on softmax. threads, on_chip:
+    None to plan (see :func:`launch_config`). A shape that does not fit is a ``ValueError`` with
+    the plan's reason. Everything is checked before anything is launched."""
+
+    def __init__(self, Ws, bs, etas, decays, batch_size, quadratic, *, threads=None, on_chip=None):
+        Ws, bs = list(Ws), list(bs)
+        if not Ws or len(Ws) != len(bs):
+            raise ValueError(f"FusedEpoch needs one bias array per weight array (at least one). "
+                             f"Actual: {len(Ws)} weights, {len(bs)} biases")
+        metas = [_meta(f"Ws[{l}]", W) for l, W in enumerate(Ws)] + [_meta(f"bs[{l}]", b) for l, b in enumerate(bs)]
+        dt = metas[0][0]
+        if dt not in _FLOATS:
+            raise TypeError(f"FusedEpoch: dtype must be float32 or float64. Actual: {dt}")
+        L = len(Ws)
+        wm, bm = metas[:L], metas[L:]
+        ok = all(len(s) == 3 for _, s, _ in wm)
+        K = wm[0][1][0] if ok else 0
+        sizes = [wm[0][1][1]] + [s[2] for _, s, _ in wm] if ok else []
+        for l in range(L):
+            (wd, ws, wc), (bd, bsh, bc) = wm[l], bm[l]
+            if not (ok and wd == dt and bd == dt and ws == (K, sizes[l], sizes[l + 1]) and bsh == (K, sizes[l + 1])):
+                raise ValueError(f"FusedEpoch: layer {l} must be W (K, n_l, n_(l+1)) and b (K, n_(l+1)), one "
+                                 f"dtype, chained. Actual: W {ws} {wd}, b {bsh} {bd}")
+            if not (wc and bc):
+                raise ValueError(f"FusedEpoch: layer {l}'s W and b must be C-contiguous")
+        if K < 1 or min(sizes) < 1:
+            raise ValueError(f"FusedEpoch needs at least one network and no empty layer. Actual: K={K}, sizes {sizes}")
+        etas, decays = [float(e) for e in etas], [float(d) for d in decays]
+        if len(etas) != K or len(decays) != K:
+            raise ValueError(f"FusedEpoch: need K={K} etas and decays. Actual: {len(etas)} etas, {len(decays)} decays")
+        if not all(np.isfinite(etas + decays)):
+            raise ValueError(f"FusedEpoch: etas and decays must be finite. Actual: {etas}, {decays}")
+        batch_size = int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1. Actual: {batch_size}")
+        cfg = launch_config(sizes, batch_size, dt, K, threads=threads, on_chip=on_chip)
+        if not cfg.fits:
+            raise ValueError(f"the fused engine cannot run sizes {sizes} at minibatch {batch_size}: {cfg.reason}")
+        self.K, self.sizes, self.dtype, self.batch_size = K, sizes, dt, batch_size
+        self.quadratic, self.config = bool(quadratic), cfg
+        self.etas, self.decays = etas, decays
+        xp = self._xp = _namespace(Ws[0])
+        woff, boff, off = [], [], 0
+        for i, o in zip(sizes[:-1], sizes[1:]):
+            woff.append(off)
+            boff.append(off + i * o)
+            off += i * o + o
+        self._P, self._woff, self._boff = off, woff, boff
+        aoff = np.concatenate([[0], np.cumsum([batch_size * o for o in sizes[1:]])])
+        aoff = np.concatenate([aoff[:-1], aoff[-1:]])   # L offsets, then the total (H)
+        host = {"sizes": np.asarray(sizes, np.int64), "woff": np.asarray(woff, np.int64),
+                "boff": np.asarray(boff, np.int64), "aoff": aoff.astype(np.int64)}
+        self._ints = {k: xp.asarray(v) for k, v in host.items()}
+        self._decays = xp.asarray(np.asarray(decays, dt))
+        self._scales = {}                  # n -> (K, 2) device array: eta/B, eta/m_last
+        self.params = xp.zeros((K, self._P), dtype=Ws[0].dtype)
+        self.load(Ws, bs)
+
+    # --- parameters in and out ---------------------------------------------------------
+
+    def _views(self):
+        """Per layer: (weight offset, weight count, weight shape (K, n_l, n_(l+1)), bias offset, bias count)."""
+        K = self.K
+        return [(w0, i * o, (K, i, o), b0, o)
+                for w0, b0, i, o in zip(self._woff, self._boff, self.sizes[:-1], self.sizes[1:])]
+
+    def load(self, Ws, bs):
+        """Re-read the parameters from ``Ws`` / ``bs`` (shaped as for the constructor); a
+        non-finite value is a ``ValueError`` and changes nothing."""
+        xp, K = self._xp, self.K
+        for l, (W, b) in enumerate(zip(Ws, bs)):
+            for name, a, shape in ((f"Ws[{l}]", W, (K, self.sizes[l], self.sizes[l + 1])),
+                                   (f"bs[{l}]", b, (K, self.sizes[l + 1]))):
+                d, s, _ = _meta(name, a)
+                if d != self.dtype or tuple(s) != shape:
+                    raise ValueError(f"FusedEpoch.load: {name} must be {shape} {self.dtype}. Actual: {s} {d}")
+        if not all(bool(xp.all(xp.isfinite(a))) for a in list(Ws) + list(bs)):
+            raise ValueError("FusedEpoch: the parameters must be finite (a NaN or inf is in Ws or bs)")
+        for l, (w0, nw, wshape, b0, nb) in enumerate(self._views()):
+            self.params[:, w0:w0 + nw] = xp.reshape(Ws[l], (K, nw))
+            self.params[:, b0:b0 + nb] = bs[l]
+
+    def store(self, Ws, bs):
+        """Write the current parameters into ``Ws`` / ``bs`` in place."""
+        xp = self._xp
+        for l, (w0, nw, wshape, b0, nb) in enumerate(self._views()):
+            Ws[l][...] = xp.reshape(self.params[:, w0:w0 + nw], wshape)
+            bs[l][...] = self.params[:, b0:b0 + nb]
+
+    # --- training ----------------------------------------------------------------------
+
+    def run(self, X, y, order, s0, s1):
+        """Steps ``[s0, s1)`` of one epoch, in one launch: step s trains every net on the rows
+        ``order[s * batch_size : min((s + 1) * batch_size, n)]``. X (n, n_0) C-contiguous
+        in the parameters' dtype; y (n,) int64 labels in ``[0, n_L)``; order (n,) int64
+        row indices in ``[0, n)``; all device arrays. Everything is checked first (a bad
+        argument launches nothing). Returns the samples trained per net; asynchronous
+        on a GPU (queued on CuPy's current stream)."""
+        xd, xs, xc = _meta("X", X)
+        if not (xd == self.dtype and len(xs) == 2 and xs[1] == self.sizes[0] and xc):
+            raise TypeError(f"X must be a C-contiguous {self.dtype} device array (n, {self.sizes[0]}). "
+                            f"Actual: {xd} {xs}{'' if xc else ' (strided)'}")
+        n = xs[0]
+        for name, a in (("y", y), ("order", order)):
+            d, s, c = _meta(name, a)
+            if not (d == np.int64 and tuple(s) == (n,) and c):
+                raise TypeError(f"{name} must be a C-contiguous int64 device array ({n},). Actual: {d} {s}")
+        s0, s1 = int(s0), int(s1)
+        B = self.batch_size
+        n_steps = -(-n // B)
+        if not 0 <= s0 <= s1 <= n_steps:
+            raise ValueError(f"need 0 <= s0 <= s1 <= {n_steps} (steps in an epoch of {n} samples). "
+                             f"Actual: s0={s0}, s1={s1}")
+        if s0 == s1 or n == 0:
+            return 0
+        xp = self._xp
+        rows = order[s0 * B:min(s1 * B, n)]
+        lo, hi = int(xp.min(rows)), int(xp.max(rows))       # the kernel reads X at these, unchecked
+        if lo < 0 or hi >= n:
+            raise ValueError(f"order must hold row indices in [0, {n}). Actual: values from {lo} to {hi} "
+                             f"in steps {s0}..{s1 - 1}")
+        ylo, yhi = int(xp.min(y)), int(xp.max(y))
+        if ylo < 0 or yhi >= self.sizes[-1]:
+            raise ValueError(f"labels y must be in [0, {self.sizes[-1]}) (one per output unit). "
+                             f"Actual: from {ylo} to {yhi}")
+        scales = self._scales.get(n)
+        if scales is None:
+            m_last = n - (n_steps - 1) * B
+            host = np.asarray([[e / B, e / m_last] for e in self.etas], np.float64).astype(self.dtype)
+            scales = self._scales[n] = xp.asarray(host)
+        self._launch(X, y, order, s0, s1, scales)
+        return min(s1 * B, n) - s0 * B
+
+    def _launch(self, X, y, order, s0, s1, scales):
+        from fastnet.kernels._cuda_api import SIMULATOR, current_stream, device_view
+
+        cfg, t = self.config, self.dtype.type
+        kernel = _kernel(self.dtype)
+        args = [X, y, order, s0, s1, self.batch_size, self.params, self._ints["sizes"], self._ints["woff"],
+                self._ints["boff"], self._ints["aoff"], scales, self._decays, self.quadratic,
+                cfg.params_on_chip, t(1), t(0)]
+        if SIMULATOR:
+            kernel[cfg.grid, cfg.threads, 0, cfg.dynamic_shared](*args)
+            return
+        args = [device_view(a) if hasattr(a, "__cuda_array_interface__") else a for a in args]
+        if cfg.opt_in:
+            _allow_dynamic_shared(kernel, self.dtype, cfg.dynamic_shared)
+        kernel[cfg.grid, cfg.threads, current_stream(), cfg.dynamic_shared](*args)
+
+
+_opted_in: set = set()
+
+
+def _allow_dynamic_shared(kernel, dtype, nbytes) -> None:
+    """Let the kernel use ``nbytes`` of dynamic shared memory (past 48 KB this needs the
+    max-dynamic-shared-memory attribute), once per dtype and size."""
+    key = (np.dtype(dtype), nbytes)
+    if key in _opted_in:
+        return
+    from fastnet.kernels._cuda_api import allow_dynamic_shared
+
+    allow_dynamic_shared(kernel, signature(dtype), nbytes)
+    _opted_in.add(key)
