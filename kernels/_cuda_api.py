@@ -181,7 +181,7 @@ def _py_func(kernel):
     return getattr(kernel, "py_func", None) or getattr(kernel, "fn", None) or kernel
 
 
-def register_ptx(kernel, *signatures):
+def register_ptx(kernel, *signatures, dtype=None):
     """Record the signatures fastnet launches ``kernel`` with; returns ``kernel``.
 
     Each signature is a Numba argument-type string, e.g. ``"({f}[:, ::1], {f}[::1], {f})"``
@@ -189,11 +189,12 @@ def register_ptx(kernel, *signatures):
     float64, one entry each. Write the types the launch really passes: CuPy arrays are
     C-contiguous (``[:, ::1]``), labels int64, Python bools ``boolean``, ints ``int64``.
     Registering the same kernel and signature twice (a module reloaded) keeps one entry.
+    ``dtype``: the float dtype of signatures written out in full (no ``{f}``).
     """
     fn = _py_func(kernel)
     name = f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}"
     for sig in signatures:
-        expanded = [(f, sig.format(f=f)) for f in PTX_FLOATS] if "{f}" in sig else [("-", sig)]
+        expanded = [(f, sig.format(f=f)) for f in PTX_FLOATS] if "{f}" in sig else [(dtype or "-", sig)]
         for dtype, text in expanded:
             _PTX[:] = [t for t in _PTX if (t.name, t.signature) != (name, text)]
             _PTX.append(PtxTarget(name, dtype, text, kernel))

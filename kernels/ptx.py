@@ -83,7 +83,8 @@ def targets():
         # kernels built by a factory (one per dtype: epoch_cuda's fused kernel) are listed by
         # the module's ptx_targets() instead of a register_ptx line beside a definition
         for fn, signatures in getattr(mod, "ptx_targets", lambda: [])():
-            _cuda_api.register_ptx(fn, *signatures)
+            for sig in signatures:
+                _cuda_api.register_ptx(fn, sig, dtype="float32" if "float32" in sig else "float64")
 
     return _cuda_api.ptx_targets()
 
