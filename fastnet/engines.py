@@ -226,9 +226,8 @@ def _no_step(r):
 
 
 def _no_fused(r):
-    name = r.model.backend.name
-    if name != "cupy":
-        return f"it runs on a CUDA GPU: this model is on {name}"
+XX
+        return f"it runs on a CUDA GPU: this model is on {r.model.backend.name}"
     if r.stack and r.model.order != "shared":
         return "each net draws its own minibatch order (order='independent')"
     if not r.labels:
@@ -555,8 +554,9 @@ def choose_device(model, n: int, batch_size: int, epochs: int) -> tuple[str, str
     k = getattr(model, "k", 1)
     gpu = {"step": steps * _GPU_STEP_OVERHEAD + 3 * k * n * _macs(model, 1) / _GPU_MAC_RATE}
     fused = _BY_NAME.get("fused")
-    if fused is not None and fused.why_not(_gpu_request(r)) is None:
-        gpu["fused"] = steps * _STEP_OVERHEAD.get("fused", 5e-6)
+    if fused is not None and fused.why_not(_gpu_request(r)) is None:   # one block per net, 132 SMs
+        gpu["fused"] = (steps * _STEP_OVERHEAD["fused"]
+                        + 3 * n * _macs(model, 1) * -(-k // 132) / _MAC_RATE["fused"])
     name = min(gpu, key=gpu.get)
     gpu_s = (_GPU_START_SECONDS + n * model.sizes[0] * np.dtype(model.dtype).itemsize / _GPU_BYTES_PER_S
              + epochs * gpu[name])
