@@ -226,7 +226,7 @@ def _no_step(r):
 
 
 def _no_fused(r):
-XX
+    if r.path != "cuda" and r.model.backend.name != "cupy":   # a CuPy model, or choose_device's what-if
         return f"it runs on a CUDA GPU: this model is on {r.model.backend.name}"
     if r.stack and r.model.order != "shared":
         return "each net draws its own minibatch order (order='independent')"
