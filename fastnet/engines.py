@@ -74,11 +74,13 @@ CHUNK_ELEMS = 1 << 20
 #: What each compiled unit costs to compile once with an empty Numba cache (seconds, on
 #: the 2-core development machine; only compared with the estimated saving below).
 COMPILE_SECONDS = {"kernels": 4.0, "compiled": 6.0, "rows": 4.5, "split": 1.5, "fused": 3.0}
-#: Rough per-step overhead (seconds) and arithmetic rate (multiply-adds per second) per
-#: engine, for the compile-or-not decision only.
+#: Rough per-step overhead (seconds) and rate (the step's multiply-adds per second, 3 per
+#: forward one) per engine, from fastnet bench on the 2-core development machine (fused: the
+#: H200 target), for the compile-or-not and the CPU-or-GPU decisions only.
 _STEP_OVERHEAD = {"fused": 0.5e-6, "compiled": 1e-6, "rows": 40e-6, "split": 40e-6, "chunked": 40e-6,
                   "step": 35e-6, "xp": 60e-6}
-_MAC_RATE = {"fused": 100e9, "compiled": 25e9, "rows": 40e9, "split": 60e9, "chunked": 50e9, "step": 50e9, "xp": 40e9}
+_MAC_RATE = {"fused": 100e9, "compiled": 80e9, "rows": 200e9, "split": 200e9, "chunked": 200e9, "step": 150e9,
+             "xp": 120e9}
 
 
 @dataclass(frozen=True)
