@@ -22,7 +22,10 @@ EXIT_INTERRUPTED = 130
 
 def _sizes(text: str) -> list[int]:
     try:
-        sizes = [int(s) for s in text.replace(" ", "").split(",") if s]
+        parts = text.replace(" ", "").split(",")
+        if "" in parts:
+            raise ValueError
+        sizes = [int(s) for s in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--sizes must be comma-separated ints like 784,30,10. Actual: {text!r}")
     return sizes
@@ -236,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "64 for --device cuda, else 8)")
     sw.add_argument("--order", choices=["shared", "independent"], default="shared",
                     help="minibatch order: one for every net, drawn by --order-seed (fast), or each net its "
-                         "own (exactly `fastnet train --seed S`; slower) (default shared)")
+                         "own (`fastnet train --seed S` up to rounding; slower) (default shared)")
     sw.add_argument("--order-seed", type=int, default=0, metavar="S",
                     help="with --order shared: the seed whose minibatch order all nets follow (default 0)")
     sw.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
@@ -293,12 +296,14 @@ def _load_data(name: str):
 
 
 def _check_output(path, flag: str) -> None:
-    """Refuse an output path whose folder does not exist, before any work is done."""
+    """Refuse, before any work is done, an output path fastnet would not write (see
+    :func:`fastnet.io.check_target`: a missing or unwritable folder, a directory, a FIFO or
+    device, a name too long for the temp file)."""
     if path is None:
         return
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"{flag} {path}: folder {parent} does not exist. Fix: create it or pick another path")
+    from fastnet.io import check_target
+
+    check_target(path, flag)
 
 
 @contextlib.contextmanager
@@ -553,9 +558,9 @@ def cmd_bench(a) -> int:
     print("x best peer: samples/s over the best peer's (>1: faster); % GEMM ceiling: NumPy's time for the "
           "step's matrix products alone over the step's time; busy: other processes' share of the CPUs")
     if a.json:
-        with open(a.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+        from fastnet.io import atomic_write_text
+
+        atomic_write_text(a.json, json.dumps(result, indent=2) + "\n", "--json")
         print(f"saved results to {a.json}")
     if a.plot:
         benchmark.plot_rows(result, a.plot)
@@ -651,7 +656,7 @@ def main(argv=None) -> int:
             return commands[args.command](args)
     except (ValueError, TypeError, RuntimeError, FileNotFoundError, DataNotFoundError, IDXError,
             ModelFileError, OSError, MissingExtraError, DivergenceError, MemoryError) as exc:
-        msg = " ".join(str(exc).split())
+        msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"fastnet {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
