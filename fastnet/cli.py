@@ -295,6 +295,25 @@ def _load_data(name: str):
     return train, test, f"{label} ({len(train[0]):,} train / {len(test[0]):,} test)"
 
 
+class _say_run_lines:
+    """Print what ``fit`` logs about the run (``fastnet.training`` at INFO: where it resumed,
+    a finished checkpoint) on stdout, one line each, until :meth:`close`."""
+
+    def __init__(self):
+        import logging
+
+        self.log = logging.getLogger("fastnet.training")
+        self.handler = logging.StreamHandler(sys.stdout)
+        self.handler.setFormatter(logging.Formatter("%(message)s"))
+        self.level = self.log.level
+        self.log.addHandler(self.handler)
+        self.log.setLevel(logging.INFO)
+
+    def close(self):
+        self.log.removeHandler(self.handler)
+        self.log.setLevel(self.level)
+
+
 def _check_output(path, flag: str) -> None:
     """Refuse, before any work is done, an output path fastnet would not write (see
     :func:`fastnet.io.check_target`: a missing or unwritable folder, a directory, a FIFO or
@@ -333,9 +352,13 @@ def cmd_train(a) -> int:
     from fastnet import progress
     from fastnet.history import History
 
+    seen = {}
     for path, flag in ((a.save, "--save"), (a.history, "--history"), (a.plot, "--plot"),
                        (a.checkpoint, "--checkpoint")):
         _check_output(path, flag)
+        if path is not None and seen.setdefault(os.path.realpath(path), flag) != flag:
+            raise ValueError(f"{flag} and {seen[os.path.realpath(path)]} name the same file {path}; one would "
+                             "overwrite the other. Fix: give each its own path")
     if a.resume and not a.checkpoint:
         raise ValueError("--resume needs --checkpoint PATH (the file to resume from)")
     if a.plot:
@@ -380,6 +403,7 @@ def cmd_train(a) -> int:
     t0 = time.perf_counter()
     if bar is not None:
         bar.open()
+    said = _say_run_lines()   # fit's "resumed at epoch N, sample M" and the like, on stdout
     try:
         hist = net.fit(Xtr, ytr, epochs=a.epochs, batch_size=a.batch_size, eta=a.eta, lmbda=a.lmbda,
                        validation_data=(Xte, yte), verbose=0, callbacks=[] if bar is None else [bar], **kw)
@@ -389,6 +413,7 @@ def cmd_train(a) -> int:
         print(f"\nfastnet train: {' '.join(str(exc).split()) or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        said.close()
         if bar is not None:
             bar.close()
     last = hist[-1]
@@ -640,6 +665,14 @@ def cmd_sweep(a) -> int:
     return 1 if n_failed else 0
 
 
+def _ignore_sigint() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``fastnet`` command; returns the exit code."""
     parser = build_parser()
@@ -662,6 +695,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if argv is None:   # the fastnet command, not a call in-process: a further Ctrl-C while
+            _ignore_sigint()   # Python shuts down (joining threads) must not turn 130 into a traceback
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def check_target(path, what: str = "output file") -> Path:
     'm.npz'
     >>> check_target(d, "--save")
     Traceback (most recent call last):
-    IsADirectoryError: --save ... is a directory; fix: name a file inside it, e.g. .../model.npz
+    IsADirectoryError: --save ... is a directory; fix: name a file inside it
     """
     if isinstance(path, bool) or not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"{what} must be a path (str or os.PathLike). Actual: {path!r} ({type(path).__name__})")
@@ -134,8 +134,7 @@ def check_target(path, what: str = "output file") -> Path:
             raise OutputPathError(f"{what} {p} is a symlink that cannot be followed: {exc.strerror or exc}") from None
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(f"{what} {p} is a directory; fix: name a file inside it, e.g. "
-                                    f"{os.path.join(p, 'model.npz')}")
+            raise IsADirectoryError(f"{what} {p} is a directory; fix: name a file inside it")
         if not stat.S_ISREG(st.st_mode):
             raise OutputPathError(f"{what} {p} is a {_what_is(st.st_mode)}, not a regular file; fastnet "
                                   f"writes only regular files; fix: choose another path")
