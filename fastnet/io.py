@@ -578,15 +578,15 @@ def _read(f, size):
             raise _Bad(f"metadata is not valid JSON ({type(exc).__name__})") from None
         _check_meta(meta)
         layout = _layout(meta)
+        dtype = np.dtype(meta["dtype"])
+        if sum(math.prod(s) for s in layout.values()) * dtype.itemsize > size:
+            raise _Bad(f"sizes {meta['sizes']} need more bytes than the file's {size}")
         names = {f"{k}.npy" for k in layout}
         if set(by) != names:
             extra = sorted(set(by) - names)
             missing = sorted(names - set(by))
             raise _Bad(f"arrays do not match sizes {meta['sizes']}: "
                        + (f"unexpected entry {extra[0]}" if extra else f"no entry {missing[0]}"))
-        dtype = np.dtype(meta["dtype"])
-        if sum(math.prod(s) for s in layout.values()) * dtype.itemsize > size:
-            raise _Bad(f"sizes {meta['sizes']} need more bytes than the file's {size}")
         arrays = {k: _npy(zf, by[f"{k}.npy"], dtype, shape) for k, shape in layout.items()}
     return meta, arrays
 

@@ -476,9 +476,11 @@ class Network(DeviceData, training.Trainable):
     @property
     def diverged(self) -> bool:
         """True when a weight or bias is NaN or infinite (training diverged; see ``fit``'s
-        ``on_divergence``): such a network can be inspected, its outputs mean nothing."""
+        ``on_divergence``), or for ``stack[i]`` of a net whose training the stack marked
+        diverged: such a network can be inspected, its outputs mean nothing."""
         xp = self.xp
-        return not all(bool(xp.all(xp.isfinite(p))) for p in self._W + self._b)
+        return (getattr(self, "_marked_diverged", False)
+                or not all(bool(xp.all(xp.isfinite(p))) for p in self._W + self._b))
 
     def config(self) -> dict:
         """The constructor arguments that describe this network (JSON-ready).

@@ -209,6 +209,7 @@ class NetworkStack(DeviceData, training.Trainable):
                       device=self.backend, seed=self.seeds[i])
         # as they are: a net that diverged keeps its NaN weights (``net.diverged`` says so)
         net._set_params([W[i, ...] for W in self._W], [b[i, ...] for b in self._b])
+        net._marked_diverged = bool(getattr(self, "_diverged_nets", [False] * self.k)[i])
         return net
 
     def __iter__(self):
@@ -371,6 +372,7 @@ class NetworkStack(DeviceData, training.Trainable):
             rec["diverged"] = before or not math.isfinite(losses[i])
             histories[i].append(rec)
             records.append(rec)
+        self._diverged_nets = [r["diverged"] for r in records]   # what stack[i].diverged says
         best = max(range(K), key=lambda i: (not records[i]["diverged"], (va if val is not None else accs)[i]))
         summary.append(records[best] | {"best_of": K, "diverged_nets": sum(r["diverged"] for r in records)})
         return summary[-1], records
