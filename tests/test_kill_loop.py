@@ -16,6 +16,13 @@ ARGS = [sys.executable, "-m", "fastnet", "train", "--data", "sample", "--sizes",
         "--batch-size", "10", "--dtype", "float64", "--engine", "xp", "--seed", "3", "--quiet"]
 
 
+def _mtime(p):
+    try:
+        return os.stat(p).st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def test_kill_9_loop_then_resume_is_bit_exact_with_no_stray_temp_files(tmp_path):
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     ref_dir.mkdir()
@@ -28,8 +35,12 @@ def test_kill_9_loop_then_resume_is_bit_exact_with_no_stray_temp_files(tmp_path)
     kills, strays, epochs_seen = 0, 0, []
     try:
         while kills < 12:
+            before = _mtime(ck)
             proc = subprocess.Popen(resume, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rnd.uniform(0.3, 1.5))    # start-up is ~0.5 s, an epoch ~0.1 s (more with the reference)
+            deadline = time.time() + 60   # this run's first checkpoint write (start-up time varies with load),
+            while time.time() < deadline and proc.poll() is None and _mtime(ck) == before:
+                time.sleep(0.005)
+            time.sleep(rnd.uniform(0.0, 0.3))   # then a random point: steps, metrics or a write (~0.1 s an epoch)
             assert proc.poll() is None, "the run finished before it could be killed: raise EPOCHS"
             proc.kill()
             proc.wait(timeout=30)
@@ -45,6 +56,7 @@ def test_kill_9_loop_then_resume_is_bit_exact_with_no_stray_temp_files(tmp_path)
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    print(f"{kills} kills; temp files left by a kill (then cleaned): {strays}; checkpoint epochs: {epochs_seen}")
     assert kills >= 10 and epochs_seen == sorted(epochs_seen) and len(set(epochs_seen)) >= 3, epochs_seen
     assert sorted(os.listdir(run_dir)) == ["ck.npz", "final.npz"], (os.listdir(run_dir), strays)
     _, W, b = fio.read_model(final)
