@@ -11,10 +11,12 @@ import numpy as np
 from fastnet import _validate as V
 
 
-def check_seed(seed) -> None:
-    """Refuse a seed that is not an int or None (``True`` included)."""
+def check_seed(seed, name: str = "seed") -> None:
+    """Refuse a seed that is not an int >= 0 or None (``True`` included)."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"seed must be an int or None. Actual: {seed!r}")
+        raise TypeError(f"{name} must be an int or None. Actual: {seed!r}")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise ValueError(f"{name} must be an int in [0, 2**63) or None. Actual: {seed}")
 
 
 def initial_params(sizes: Sequence[int], init: str, seed: int | None):
@@ -57,10 +59,18 @@ class DeviceData:
             f"evaluate/predict, or move the array with network.backend.asarray(...)"
         )
 
+    def _host_like(self, a):
+        """Lists, and host containers that are not arrays (pandas, xarray): as NumPy arrays."""
+        if not hasattr(a, "shape"):
+            return np.asarray(a)
+        if (not isinstance(a, np.ndarray) and not self.backend.owns(a) and not hasattr(a, "__dlpack_device__")
+                and (hasattr(a, "to_numpy") or hasattr(a, "__array__"))):
+            return np.asarray(a.to_numpy() if hasattr(a, "to_numpy") else a)
+        return a
+
     def _prepare_X(self, X, name="X", *, allow_host=True):
         """Validate X and return it on the device in the network's dtype (uint8 / 255)."""
-        if not hasattr(X, "shape"):
-            X = np.asarray(X)
+        X = self._host_like(X)
         self._check_same_device(X, name, allow_host=allow_host)
         kind = V.check_X(X, self.sizes[0], name)
         Xd = self._to_device(X)
@@ -69,8 +79,7 @@ class DeviceData:
         return Xd
 
     def _prepare_y(self, y, n, name="y", *, allow_host=True):
-        if not hasattr(y, "shape"):
-            y = np.asarray(y)
+        y = self._host_like(y)
         self._check_same_device(y, name, allow_host=allow_host)
         V.check_y(y, n, self.sizes[-1], name)
         return self.backend.asarray(y, dtype=self.xp.int64)

@@ -27,8 +27,17 @@ def check_choice(name: str, value, allowed) -> str:
     return v
 
 
+def check_bool(name: str, value) -> bool:
+    """``True`` or ``False`` (NumPy's bools too); a string like "no" is refused, not read as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False. Actual: {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
 def check_dtype(dtype) -> str:
     """Accepts "float32"/"float64" or the NumPy dtypes; returns the name."""
+    if dtype is None:   # np.dtype(None) is float64: a None is a mistake, not a choice
+        raise ValueError(f"dtype must be one of {DTYPES}. Actual: None")
     try:
         name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype.strip().lower()
     except TypeError:
@@ -40,7 +49,7 @@ def check_dtype(dtype) -> str:
 
 def check_sizes(sizes) -> list[int]:
     """Layer sizes: a sequence of at least two positive ints, e.g. ``[784, 30, 10]``."""
-    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+    if isinstance(sizes, (str, bytes, dict, set, frozenset)) or not hasattr(sizes, "__len__") or hasattr(sizes, "keys"):
         raise TypeError(f"sizes must be a list of layer widths like [784, 30, 10]. Actual: {sizes!r}")
     out = []
     for i, s in enumerate(sizes):

@@ -22,7 +22,10 @@ EXIT_INTERRUPTED = 130
 
 def _sizes(text: str) -> list[int]:
     try:
-        sizes = [int(s) for s in text.replace(" ", "").split(",") if s]
+        parts = text.replace(" ", "").split(",")
+        if "" in parts:
+            raise ValueError
+        sizes = [int(s) for s in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--sizes must be comma-separated ints like 784,30,10. Actual: {text!r}")
     return sizes
@@ -240,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "64 for --device cuda, else 8)")
     sw.add_argument("--order", choices=["shared", "independent"], default="shared",
                     help="minibatch order: one for every net, drawn by --order-seed (fast), or each net its "
-                         "own (exactly `fastnet train --seed S`; slower) (default shared)")
+                         "own (`fastnet train --seed S` up to rounding; slower) (default shared)")
     sw.add_argument("--order-seed", type=int, default=0, metavar="S",
                     help="with --order shared: the seed whose minibatch order all nets follow (default 0)")
     sw.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
@@ -296,13 +299,34 @@ def _load_data(name: str):
     return train, test, f"{label} ({len(train[0]):,} train / {len(test[0]):,} test)"
 
 
+class _say_run_lines:
+    """Print what ``fit`` logs about the run (``fastnet.training`` at INFO: where it resumed,
+    a finished checkpoint) on stdout, one line each, until :meth:`close`."""
+
+    def __init__(self):
+        import logging
+
+        self.log = logging.getLogger("fastnet.training")
+        self.handler = logging.StreamHandler(sys.stdout)
+        self.handler.setFormatter(logging.Formatter("%(message)s"))
+        self.level = self.log.level
+        self.log.addHandler(self.handler)
+        self.log.setLevel(logging.INFO)
+
+    def close(self):
+        self.log.removeHandler(self.handler)
+        self.log.setLevel(self.level)
+
+
 def _check_output(path, flag: str) -> None:
-    """Refuse an output path whose folder does not exist, before any work is done."""
+    """Refuse, before any work is done, an output path fastnet would not write (see
+    :func:`fastnet.io.check_target`: a missing or unwritable folder, a directory, a FIFO or
+    device, a name too long for the temp file)."""
     if path is None:
         return
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"{flag} {path}: folder {parent} does not exist. Fix: create it or pick another path")
+    from fastnet.io import check_target
+
+    check_target(path, flag)
 
 
 @contextlib.contextmanager
@@ -332,9 +356,13 @@ def cmd_train(a) -> int:
     from fastnet import progress
     from fastnet.history import History
 
+    seen = {}
     for path, flag in ((a.save, "--save"), (a.history, "--history"), (a.plot, "--plot"),
                        (a.checkpoint, "--checkpoint")):
         _check_output(path, flag)
+        if path is not None and seen.setdefault(os.path.realpath(path), flag) != flag:
+            raise ValueError(f"{flag} and {seen[os.path.realpath(path)]} name the same file {path}; one would "
+                             "overwrite the other. Fix: give each its own path")
     if a.resume and not a.checkpoint:
         raise ValueError("--resume needs --checkpoint PATH (the file to resume from)")
     if a.plot:
@@ -379,6 +407,7 @@ def cmd_train(a) -> int:
     t0 = time.perf_counter()
     if bar is not None:
         bar.open()
+    said = _say_run_lines()   # fit's "resumed at epoch N, sample M" and the like, on stdout
     try:
         hist = net.fit(Xtr, ytr, epochs=a.epochs, batch_size=a.batch_size, eta=a.eta, lmbda=a.lmbda,
                        validation_data=(Xte, yte), verbose=0, callbacks=[] if bar is None else [bar], **kw)
@@ -388,6 +417,7 @@ def cmd_train(a) -> int:
         print(f"\nfastnet train: {' '.join(str(exc).split()) or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        said.close()
         if bar is not None:
             bar.close()
     last = hist[-1]
@@ -573,9 +603,9 @@ def cmd_bench(a) -> int:
     print("x best peer: samples/s over the best peer's (>1: faster); % GEMM ceiling: NumPy's time for the "
           "step's matrix products alone over the step's time; busy: other processes' share of the CPUs")
     if a.json:
-        with open(a.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+        from fastnet.io import atomic_write_text
+
+        atomic_write_text(a.json, json.dumps(result, indent=2) + "\n", "--json")
         print(f"saved results to {a.json}")
     if a.plot:
         benchmark.plot_rows(result, a.plot)
@@ -655,6 +685,14 @@ def cmd_sweep(a) -> int:
     return 1 if n_failed else 0
 
 
+def _ignore_sigint() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``fastnet`` command; returns the exit code."""
     parser = build_parser()
@@ -671,12 +709,15 @@ def main(argv=None) -> int:
             return commands[args.command](args)
     except (ValueError, TypeError, RuntimeError, FileNotFoundError, DataNotFoundError, IDXError,
             ModelFileError, OSError, MissingExtraError, DivergenceError, MemoryError) as exc:
-        msg = " ".join(str(exc).split())
+        msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"fastnet {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if argv is None:   # the fastnet command, not a call in-process: a further Ctrl-C while
+            _ignore_sigint()   # Python shuts down (joining threads) must not turn 130 into a traceback
 
 
 if __name__ == "__main__":

@@ -119,6 +119,9 @@ DOWNLOAD_TIMEOUT = 30.0
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 #: Largest number of elements :func:`read_idx` accepts from a header, checked before reading.
 MAX_ELEMENTS = 2**31
+#: Largest payload :func:`read_idx` accepts from a header, in bytes, checked before reading or
+#: inflating (full MNIST's images are 47 MB); inflation stops at the declared size plus one byte.
+MAX_BYTES = 1 << 30
 
 ENV_DATA = "FASTNET_DATA"
 ENV_CACHE = "FASTNET_CACHE"
@@ -193,8 +196,9 @@ def _read_upto(stream, n: int) -> bytearray:
     return buf
 
 
-def _parse_idx(stream, path, raw_size: int | None) -> np.ndarray:
-    """Parse an IDX stream (already decompressed). ``raw_size``: total bytes when known."""
+def _parse_idx(stream, path, raw_size: int | None, expect=None) -> np.ndarray:
+    """Parse an IDX stream (already decompressed). ``raw_size``: total bytes when known;
+    ``expect``: ``(what, type code, ndim)`` the caller needs, checked on the header."""
     head = _read_upto(stream, 4)
     if len(head) == 0:
         raise _bad(path, "empty file", "an IDX header (at least 4 bytes)", "0 bytes")
@@ -233,6 +237,15 @@ def _parse_idx(stream, path, raw_size: int | None) -> np.ndarray:
         )
     dtype = _IDX_DTYPES[code]
     need = n_elements * dtype.itemsize
+    if expect is not None:   # refused on the header, before the payload is read
+        what, want_code, want = expect
+        if code != want_code or ndim != len(want) or any(w is not None and w != d for w, d in zip(want, dims)):
+            shape = "(" + ", ".join("n" if w is None else str(w) for w in want) + ("," if len(want) == 1 else "") + ")"
+            raise _bad(path, f"wrong {what} format", f"{_IDX_NAMES[want_code]} of shape {shape} "
+                       f"(IDX type 0x{want_code:02X})", f"{_IDX_NAMES[code]} of shape {tuple(dims)}")
+    if need > MAX_BYTES:   # before a payload byte is read (or inflated)
+        raise _bad(path, "IDX header declares too much data", f"at most {MAX_BYTES:,} payload bytes",
+                   f"dims {list(dims)} of {_IDX_NAMES[code]} = {need:,} bytes")
     header_len = 4 + 4 * ndim
     if raw_size is not None and raw_size - header_len != need:
         # A raw file's size is known up front: no need to read a byte to judge it.
@@ -255,17 +268,17 @@ def _parse_idx(stream, path, raw_size: int | None) -> np.ndarray:
     return arr
 
 
-def _parse_idx_bytes(data: bytes, path) -> np.ndarray:
+def _parse_idx_bytes(data: bytes, path, expect=None) -> np.ndarray:
     """Parse IDX from bytes in memory, gzip or raw."""
     if data[:2] == _GZIP_MAGIC:
-        return _parse_gzip(io.BytesIO(data), path)
-    return _parse_idx(io.BytesIO(data), path, len(data))
+        return _parse_gzip(io.BytesIO(data), path, expect)
+    return _parse_idx(io.BytesIO(data), path, len(data), expect)
 
 
-def _parse_gzip(fileobj, path) -> np.ndarray:
+def _parse_gzip(fileobj, path, expect=None) -> np.ndarray:
     try:
         with gzip.GzipFile(fileobj=fileobj, mode="rb") as gz:
-            return _parse_idx(gz, path, None)
+            return _parse_idx(gz, path, None, expect)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise _bad(
             path,
@@ -275,19 +288,23 @@ def _parse_gzip(fileobj, path) -> np.ndarray:
         ) from exc
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike, *, expect=None) -> np.ndarray:
     """Read an IDX file (raw, or gzip detected by its magic bytes, not by its name).
 
     Checks that the first two bytes are zero, the type code is known (0x08 uint8,
     0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64), there is at least one
     dimension, the header is complete, the dimensions hold at most :data:`MAX_ELEMENTS`
-    elements, and the payload is exactly ``prod(dims) * itemsize`` bytes (neither short
-    nor followed by extra bytes). Never reads more than the header promises plus one byte.
+    elements and :data:`MAX_BYTES` bytes, and the payload is exactly ``prod(dims) * itemsize``
+    bytes (neither short nor followed by extra bytes). Never reads (or, for gzip, inflates)
+    more than the header promises plus one byte.
 
     Parameters
     ----------
     path : str or os.PathLike
         The file.
+    expect : (what, type code, dims), optional
+        Refuse, on the header and before the payload is read, a file of another type or
+        shape (None: any length), e.g. ``("label", 0x08, (None,))``.
 
     Returns
     -------
@@ -318,8 +335,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         magic = f.read(2)
         f.seek(0)
         if magic == _GZIP_MAGIC:
-            return _parse_gzip(f, path)
-        return _parse_idx(f, path, size)
+            return _parse_gzip(f, path, expect)
+        return _parse_idx(f, path, size, expect)
 
 
 def write_idx(path: str | os.PathLike, array) -> None:
@@ -422,8 +439,9 @@ def _check_labels(labels: np.ndarray, path) -> np.ndarray:
 
 
 def _load_pair(img_path, lbl_path, as_float: bool, img_data=None, lbl_data=None):
-    images = read_idx(img_path) if img_data is None else _parse_idx_bytes(img_data, img_path)
-    labels = read_idx(lbl_path) if lbl_data is None else _parse_idx_bytes(lbl_data, lbl_path)
+    img, lbl = ("image", 0x08, (None, 28, 28)), ("label", 0x08, (None,))   # checked on the header
+    images = read_idx(img_path, expect=img) if img_data is None else _parse_idx_bytes(img_data, img_path, img)
+    labels = read_idx(lbl_path, expect=lbl) if lbl_data is None else _parse_idx_bytes(lbl_data, lbl_path, lbl)
     X = _check_images(images, img_path)
     y = _check_labels(labels, lbl_path)
     if X.shape[0] != y.shape[0]:

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 
@@ -73,15 +71,10 @@ class History:
         >>> History.load(path)["loss"]
         [0.2]
         """
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from fastnet.io import atomic_write_text, check_target
+
+        check_target(path, "history file")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1), "history file")
 
     @classmethod
     def load(cls, path) -> "History":

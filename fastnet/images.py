@@ -44,6 +44,9 @@ SIZE = 28
 BOX = 20
 #: Fraction of the peak above which a pixel counts as ink for the bounding box.
 INK_THRESHOLD = 0.3
+#: Largest image :func:`load_image` decodes, in pixels (checked on the header first; under
+#: Pillow's own 89 Mpx warning, so that never shows).
+MAX_PIXELS = 64_000_000
 
 
 def require(what: str = "reading images"):
@@ -232,22 +235,35 @@ def load_image(path) -> np.ndarray:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such image file")
+    import warnings
+
     try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            full_scale = 65535.0 if mode.startswith("I") else 255.0
-            if mode in ("P", "PA"):
-                im = im.convert("RGBA")
-            elif mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                im = im.convert("F")
-            elif mode == "CMYK" or mode == "YCbCr" or mode == "LAB" or mode == "HSV":
-                im = im.convert("RGB")
-            elif mode == "1":
-                im = im.convert("L")
-            arr = np.asarray(im)
+        # MAX_PIXELS (under Pillow's ~89 Mpx warning, which is silenced) is checked on the
+        # header, before any decoding; Pillow's own error (above ~179 Mpx) becomes one line
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise ValueError(f"{path}: the image is {w} x {h} pixels ({w * h / 1e6:,.0f} Mpx), more than "
+                                     f"fastnet decodes ({MAX_PIXELS / 1e6:.0f} Mpx); fix: scale it down")
+                im.load()
+                mode = im.mode
+                full_scale = 65535.0 if mode.startswith("I") else 255.0
+                if mode in ("P", "PA"):
+                    im = im.convert("RGBA")
+                elif mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    im = im.convert("F")
+                elif mode == "CMYK" or mode == "YCbCr" or mode == "LAB" or mode == "HSV":
+                    im = im.convert("RGB")
+                elif mode == "1":
+                    im = im.convert("L")
+                arr = np.asarray(im)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{path}: the image is larger than fastnet decodes ({MAX_PIXELS / 1e6:.0f} Mpx; "
+                         f"Pillow: {' '.join(str(exc).split())[:90]}); fix: scale it down") from None
     except OSError as exc:  # PIL.UnidentifiedImageError is an OSError
-        raise ValueError(f"{path}: not an image Pillow can read (PNG, JPEG, ...): {exc}") from exc
+        raise ValueError(f"{path}: not an image Pillow can read (PNG, JPEG, ...): {' '.join(str(exc).split())}") from exc
     if arr.dtype.kind == "f":  # 16/32-bit grey from convert("F"): rescale to [0, 1]
         arr = arr / full_scale
     try:

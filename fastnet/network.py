@@ -37,6 +37,12 @@ from fastnet.history import History
 from fastnet.training import DivergenceError, TrainingInterrupted  # noqa: F401 - fastnet re-exports them
 
 
+def _xp_of(a):
+    from array_api_compat import array_namespace
+
+    return array_namespace(a)
+
+
 class Network(DeviceData, training.Trainable):
     """A fully connected feedforward network trained by minibatch SGD.
 
@@ -109,6 +115,11 @@ class Network(DeviceData, training.Trainable):
         if len(weights) != len(biases) or not weights:
             raise ValueError(f"need one bias vector per weight matrix (at least one). "
                              f"Actual: {len(weights)} weights, {len(biases)} biases")
+        for name, arrays, ndim in (("weights", weights, 2), ("biases", biases, 1)):
+            for l, a in enumerate(arrays):
+                if len(a.shape) != ndim:
+                    raise ValueError(f"{name}[{l}] must be {ndim}-D ({'(n_in, n_out)' if ndim == 2 else '(n_out,)'}). "
+                                     f"Actual: shape {tuple(a.shape)}")
         sizes = [int(weights[0].shape[0])] + [int(w.shape[-1]) for w in weights]
         net = cls(sizes, **kw)
         net.weights = weights
@@ -146,7 +157,8 @@ class Network(DeviceData, training.Trainable):
             if tuple(v.shape) != shape:
                 raise ValueError(f"{name}[{l}] must have shape {shape}. Actual: {tuple(v.shape)}")
             self._check_same_device(v, f"{name}[{l}]", allow_host=True)
-            V.check_X(v.reshape(1, -1) if hasattr(v, "reshape") else v, int(np.prod(shape)), f"{name}[{l}]")
+            flat = v.reshape(1, -1) if hasattr(v, "reshape") else _xp_of(v).reshape(v, (1, -1))
+            V.check_X(flat, int(np.prod(shape)), f"{name}[{l}]")
             out.append(self.backend.copy(self._to_device(v)))  # never alias the caller's
         return out
 
@@ -399,7 +411,7 @@ class Network(DeviceData, training.Trainable):
         on_divergence = V.check_choice("on_divergence", on_divergence, ("stop", "continue"))
         p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, engine=engine)
         run = {"epochs": epochs, "batch_size": batch_size, "eta": eta, "lmbda": lmbda, "n_train": n,
-               "shuffle": bool(shuffle)}
+               "shuffle": V.check_bool("shuffle", shuffle)}
         history = History(config=self.config() | run | {
             "device": self.backend.device, "backend": self.backend.name,
             "n_val": None if val is None else int(val[0].shape[0]),
@@ -459,7 +471,19 @@ class Network(DeviceData, training.Trainable):
         history.records[:] = state
 
     def _set_params(self, weights, biases) -> None:
-        self.weights, self.biases = weights, biases
+        """Parameters already checked against ``sizes`` (a model file's): to the device as they
+        are, NaN and inf included (a diverged model loads for inspection)."""
+        self._W = [self.backend.copy(self._to_device(w)) for w in weights]
+        self._b = [self.backend.copy(self._to_device(b)) for b in biases]
+
+    @property
+    def diverged(self) -> bool:
+        """True when a weight or bias is NaN or infinite (training diverged; see ``fit``'s
+        ``on_divergence``), or for ``stack[i]`` of a net whose training the stack marked
+        diverged: such a network can be inspected, its outputs mean nothing."""
+        xp = self.xp
+        return (getattr(self, "_marked_diverged", False)
+                or not all(bool(xp.all(xp.isfinite(p))) for p in self._W + self._b))
 
     def config(self) -> dict:
         """The constructor arguments that describe this network (JSON-ready).
@@ -480,8 +504,9 @@ class Network(DeviceData, training.Trainable):
         >>> float(net.weights[0][0, 0]) != 99.0
         True
         """
-        twin = Network.from_params(self._W, self._b, cost=self.cost, init=self.init, dtype=self.dtype,
-                                   device=self.backend, seed=self.seed)
+        twin = Network(self.sizes, cost=self.cost, init=self.init, dtype=self.dtype, device=self.backend,
+                       seed=self.seed)
+        twin._set_params(self._W, self._b)   # as they are, a diverged network's NaN included
         twin._shuffle_rng.bit_generator.state = self._shuffle_rng.bit_generator.state
         return twin
 

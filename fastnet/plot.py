@@ -73,11 +73,9 @@ def _save(fig, path) -> None:
     """Write ``fig`` as PNG at its own size (no tight bbox: the pixel size is the one asked for)."""
     if path is None:
         return
-    path = os.fspath(path)
-    parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"cannot write {path}: folder {parent} does not exist")
-    fig.savefig(path, dpi=_DPI, format="png")
+    from fastnet.io import atomic_write
+
+    atomic_write(path, lambda f: fig.savefig(f, dpi=_DPI, format="png"), "picture")
 
 
 def _history_records(history) -> list[dict]:

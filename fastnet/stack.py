@@ -17,7 +17,8 @@ exactly the network ``Network(sizes, seed=seeds[k])`` would be, trained with its
   then reads one batch ``X_b`` for all K nets: ``X_b @ W_1[k]`` for every k is one wide
   product, and so is its gradient.
 - ``order="independent"``: net ``k`` draws its own order from its own seed, so it is
-  exactly a separate ``Network(sizes, seed=seeds[k]).fit(...)`` run; each net gathers its
+  a separate ``Network(sizes, seed=seeds[k]).fit(...)`` run up to floating-point rounding
+  (the stacked kernels add in another order: about 1e-15 in float64); each net gathers its
   own batch (K gathers per step), and no wide product.
 
 Paths, picked per fit as for :class:`fastnet.Network`:
@@ -59,7 +60,7 @@ def _per_net(name: str, value, k: int, check) -> list:
 
 
 def _seed_value(name, v):
-    check_seed(v)
+    check_seed(v, name)
     if v is None:
         raise TypeError(f"{name} must be an int (a stack needs one seed per network). Actual: None")
     return int(v)
@@ -95,8 +96,8 @@ class NetworkStack(DeviceData, training.Trainable):
     cost, init, dtype, device
         As for :class:`fastnet.Network`, shared by all K.
     order : {"shared", "independent"}
-        One minibatch order for all nets (fast), or each net its own (exactly K separate
-        runs).
+        One minibatch order for all nets (fast), or each net its own (K separate runs, up
+        to floating-point rounding).
     order_seed : int, optional
         With ``order="shared"``: the seed whose order all nets follow, the order
         ``Network(sizes, seed=order_seed)`` would draw (default ``seeds[0]``).
@@ -206,8 +207,9 @@ class NetworkStack(DeviceData, training.Trainable):
         i = int(i) % self.k
         net = Network(self.sizes, cost=self.cost, init=self.init, dtype=self.dtype,
                       device=self.backend, seed=self.seeds[i])
-        net.weights = [W[i, ...] for W in self._W]
-        net.biases = [b[i, ...] for b in self._b]
+        # as they are: a net that diverged keeps its NaN weights (``net.diverged`` says so)
+        net._set_params([W[i, ...] for W in self._W], [b[i, ...] for b in self._b])
+        net._marked_diverged = bool(getattr(self, "_diverged_nets", [False] * self.k)[i])
         return net
 
     def __iter__(self):
@@ -321,7 +323,7 @@ class NetworkStack(DeviceData, training.Trainable):
             "cb(stack, records)")
         n = Xd.shape[0]
         p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, engine=engine)
-        run = {"epochs": epochs, "batch_size": batch_size, "n_train": n, "shuffle": bool(shuffle)}
+        run = {"epochs": epochs, "batch_size": batch_size, "n_train": n, "shuffle": V.check_bool("shuffle", shuffle)}
         base = {"sizes": list(self.sizes), "cost": self.cost, "init": self.init, "dtype": self.dtype,
                 **run, "order": self.order, "order_seed": self.order_seed, "stack_k": self.k,
                 "device": self.backend.device, "backend": self.backend.name,
@@ -373,6 +375,7 @@ class NetworkStack(DeviceData, training.Trainable):
             rec["diverged"] = before or not math.isfinite(losses[i])
             histories[i].append(rec)
             records.append(rec)
+        self._diverged_nets = [r["diverged"] for r in records]   # what stack[i].diverged says
         best = max(range(K), key=lambda i: (not records[i]["diverged"], (va if val is not None else accs)[i]))
         summary.append(records[best] | {"best_of": K, "diverged_nets": sum(r["diverged"] for r in records)})
         return summary[-1], records

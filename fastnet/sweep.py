@@ -38,10 +38,8 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastnet import _validate as V
 
@@ -108,6 +106,10 @@ class Config:
 # --- the grid ---------------------------------------------------------------------------------
 
 
+#: Most integers :func:`parse_int_ranges` expands to (each seed is a network to train).
+MAX_SEEDS = 100_000
+
+
 def parse_int_ranges(tokens, name: str = "seeds") -> list[int]:
     """Integers from ``"0-7"`` (inclusive), ``"5"`` and comma lists, in the order given.
 
@@ -135,6 +137,9 @@ def parse_int_ranges(tokens, name: str = "seeds") -> list[int]:
             if b < a:
                 raise ValueError(f"{_name(name)}: range {part!r} runs backwards. Fix: write it low-high, "
                                  f"e.g. {b}-{a}")
+            if len(out) + (b - a + 1) > MAX_SEEDS:
+                raise ValueError(f"{_name(name)}: {part!r} gives {b - a + 1:,} values; at most {MAX_SEEDS:,} "
+                                 f"in all. Fix: a smaller range")
             out.extend(range(a, b + 1))
     return out
 
@@ -771,16 +776,9 @@ def save_json(result, path, extra_config=None) -> None:
                   result.get("config", {}) if isinstance(result, dict) else {})
     config.update(extra_config or {})
     doc = _clean({"machine": machine_info(), "config": config, "rows": _rows(result)})
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from fastnet.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n", "--json")
 
 
 def _clean(x):

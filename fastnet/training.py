@@ -272,6 +272,10 @@ class Trainable:
         checkpoint_every = V.check_positive_int("checkpoint_every", checkpoint_every)
         if resume and checkpoint is None:
             raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
+        if checkpoint is not None:   # a path fastnet can write, refused now rather than after an epoch
+            from fastnet.io import check_target
+
+            check_target(checkpoint, "checkpoint")
         callbacks = list(callbacks)
         for cb in callbacks:
             if not callable(cb):
@@ -359,10 +363,17 @@ class Trainable:
         ``histories`` every History in it (each gets the plan's engine and compile time)."""
         from fastnet import engines, progress
 
+        if checkpoint is not None:   # the data the checkpoint is for: a resume must see the same
+            from fastnet.io import fingerprint
+
+            run = run | {"data": fingerprint(Xd, yd)}
         if resume and Path(checkpoint).exists():
             start_epoch, start_step = self._restore_checkpoint(checkpoint, run, hist)
-            if verbose:
-                print(f"resumed at epoch {start_epoch}, sample {start_step}", flush=True)
+            if start_epoch > run["epochs"]:
+                _say(f"checkpoint {checkpoint} already finished all {run['epochs']} epochs: nothing left to "
+                     "train (the model is the checkpoint's); fix: ask for more epochs to go on", verbose)
+                return
+            _say(f"resumed at epoch {start_epoch}, sample {start_step} (from {checkpoint})", verbose)
         else:
             start_epoch, start_step = 1, 0
         # compile (or load) before the first epoch starts its clock: compile time is not training time
@@ -434,23 +445,54 @@ class Trainable:
                                                      "history": self._history_state(hist)}})
 
     def _restore_checkpoint(self, path, run, hist) -> tuple[int, int]:
+        """Check the checkpoint at ``path`` against this model and ``run`` (every setting that
+        changes the result, and the data's fingerprint), then restore parameters, RNG state
+        and history: ``(epoch, step)`` to go on from. A mismatch raises ``ValueError`` naming
+        the setting, a malformed file :class:`fastnet.io.ModelFileError`; either way before
+        anything changed (the file's schema, RNG states included, is checked on reading)."""
         from fastnet.io import ModelFileError, read_model
 
         meta, weights, biases = read_model(path)
         ck = (meta.get("extra") or {}).get("checkpoint")
-        if not isinstance(ck, dict):
-            raise ModelFileError(f"{path} is a model, not a training checkpoint (no checkpoint state)")
-        config = self.config()
-        for key in self._CHECK_KEYS:
-            if meta.get(key) != config[key]:
-                raise ValueError(f"checkpoint {path} is for {key}={meta.get(key)!r}, this "
-                                 f"{type(self).__name__} has {config[key]!r}")
-        saved_run = ck["run"]
-        diff = {k: (saved_run.get(k), v) for k, v in run.items() if k != "epochs" and saved_run.get(k) != v}
-        if diff:
-            raise ValueError(f"checkpoint {path} was written with other settings (saved, now): {diff}; "
-                             "resume with the same data and hyperparameters")
+        if ck is None:
+            raise ModelFileError(f"{path} is a model, not a training checkpoint (no checkpoint state); "
+                                 "fix: pass the file written by fit(checkpoint=...) or --checkpoint")
+        fix = "; fix: resume with the same settings and data, or without resume to start afresh"
+        what = type(self).__name__
+        if ("k" in meta) != ("k" in self.config()):
+            raise ValueError(f"checkpoint {path} is for a {'NetworkStack' if 'k' in meta else 'Network'}, "
+                             f"this is a {what}{fix}")
+        for key, now in self.config().items():
+            if key in meta and meta[key] != now:
+                raise ValueError(f"checkpoint {path} is for other settings: {key}={meta[key]!r}, this {what} has "
+                                 f"{key}={now!r}{fix}")
+        saved = ck["run"]
+        for key, now in run.items():
+            if key == "epochs" or key not in saved or saved[key] == now:
+                continue
+            if key == "data":
+                raise ValueError(f"checkpoint {path} was written for other training data (X and y differ "
+                                 f"from the checkpoint's: {saved[key]} now {now}){fix}")
+            raise ValueError(f"checkpoint {path} was written with other settings: {key}={saved[key]!r}, this fit has "
+                             f"{key}={now!r}{fix}")
+        epoch, step = ck["epoch"], ck["step"]
+        done = epoch - 1
+        if done > run["epochs"] or (done == run["epochs"] and step > 0):
+            raise ValueError(f"checkpoint {path} has already trained {done} epochs"
+                             f"{f' and {step} samples' if step else ''}, more than epochs={run['epochs']}; "
+                             f"fix: ask for epochs >= {done + (1 if step else 0)}")
         self._set_params(weights, biases)
         self._set_rng_state(ck["rng_state"])
         self._set_history_state(hist, ck["history"])
-        return int(ck["epoch"]), int(ck["step"])
+        return epoch, step
+
+
+def _say(message: str, verbose) -> None:
+    """A line about the run: printed with ``verbose``, else logged (``logging`` name
+    ``fastnet.training``, level INFO; the CLI prints these)."""
+    if verbose:
+        print(message, flush=True)
+    else:
+        import logging
+
+        logging.getLogger(__name__).info(message)
