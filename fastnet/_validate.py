@@ -152,7 +152,16 @@ def check_y(y, n_samples: int, n_out: int, name: str = "y"):
 
 class InputScaleWarning(UserWarning):
     """Training data that a sigmoid net is unlikely to learn from as given (pixels in 0-255
-    as floats, say); ``warnings.simplefilter("ignore", fastnet.InputScaleWarning)`` hushes it."""
+    as floats, say); ``warnings.simplefilter("ignore", fastnet.InputScaleWarning)`` hushes it.
+
+    >>> import warnings, numpy as np, fastnet
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     _ = fastnet.Network([2, 2], device="cpu", seed=0).fit(np.array([[0.0, 255.0]]), np.array([1]), epochs=1,
+    ...                                                             batch_size=1)
+    >>> w[0].category.__name__, "divide by 255" in str(w[0].message)
+    ('InputScaleWarning', True)
+    """
 
 
 def warn_input_scale(X, Xd, name: str = "X") -> None:

@@ -44,7 +44,11 @@ class EarlyStopping:
         self.reset()
 
     def reset(self, has_validation: bool = False) -> None:
-        """Forget the last run (``fit`` calls this before its first epoch)."""
+        """Forget the last run (``fit`` calls this before its first epoch).
+
+        >>> s = EarlyStopping(); s.reset(has_validation=True); s.key, s.best_epoch
+        ('val_accuracy', 0)
+        """
         self.key = self.monitor or ("val_accuracy" if has_validation else "loss")
         self.best = None
         self.best_epoch = 0
@@ -77,11 +81,26 @@ class EarlyStopping:
         return True
 
     def restore(self, model) -> None:
-        """Put the best epoch's weights back into ``model`` (with ``restore_best``)."""
+        """Put the best epoch's weights back into ``model`` (with ``restore_best``; ``fit``
+        calls this at its end).
+
+        >>> import numpy as np, fastnet
+        >>> net = fastnet.Network([2, 2], device="cpu", seed=0)
+        >>> s = EarlyStopping(patience=1); s.reset()
+        >>> s(net, {"epoch": 1, "loss": 0.5}), s(net, {"epoch": 2, "loss": 0.9})
+        (True, False)
+        >>> net.weights = [np.zeros((2, 2))]; s.restore(net); bool(net.weights[0].any())
+        True
+        """
         if self.restore_best and self.best_params is not None:
             model.weights, model.biases = self.best_params
 
     def summary(self) -> dict:
+        """What ``fit`` writes into ``History.config["early_stopping"]``.
+
+        >>> EarlyStopping().summary()["stopped_epoch"]
+        0
+        """
         return {"monitor": self.key, "best_epoch": self.best_epoch, "best": self.best,
                 "stopped_epoch": self.stopped_epoch, "restored_best": self.restore_best and self.best_params is not None}
 
