@@ -136,7 +136,8 @@ def check_y(y, n_samples: int, n_out: int, name: str = "y"):
             f"fix: y.astype(int) if the values are whole numbers"
         )
     if len(y.shape) != 1:
-        raise ValueError(f"{name} must be 1-D ({n_samples},) class ids. Actual: shape {tuple(y.shape)}")
+        raise ValueError(f"{name} must be 1-D ({n_samples},) class ids or one-hot rows ({n_samples}, classes). "
+                         f"Actual: shape {tuple(y.shape)}")
     if y.shape[0] != n_samples:
         raise ValueError(f"X and {name} lengths differ: X has {n_samples} samples, {name} has {y.shape[0]}")
     xp = _xp(y)
@@ -192,6 +193,20 @@ def warn_output_width(yd, n_out: int, name: str = "y") -> None:
                       f"({n_classes} classes); fix: make the last layer size {n_classes} "
                       f"(e.g. sizes [..., {n_classes}]) unless some classes are absent from this data",
                       UserWarning, stacklevel=3)
+
+
+def is_one_hot(y) -> bool:
+    """True for a 2-D array whose every row holds a single 1 and zeros elsewhere.
+
+    >>> import numpy as np
+    >>> is_one_hot(np.eye(3)), is_one_hot(np.ones((2, 2)))
+    (True, False)
+    """
+    if len(getattr(y, "shape", ())) != 2 or y.shape[0] == 0:
+        return False
+    xp = _xp(y)
+    ones, zeros = y == 1, y == 0
+    return bool(xp.all(xp.sum(xp.astype(ones, xp.int64), axis=1) == 1) and xp.all(ones | zeros))
 
 
 def check_targets(Y, n_samples: int, n_out: int, name: str = "Y"):
