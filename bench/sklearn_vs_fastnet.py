@@ -105,7 +105,7 @@ def main(argv=None) -> dict:
         "speedup_per_epoch": round(sk_epoch_s / float(fn_epoch_s), 1),
     }
     out = Path(a.out) if a.out else Path(__file__).parent / "results" / (
-        f"sklearn-vs-fastnet-{a.data}-cpu-{result['config']['date']}.json")
+        f"sklearn-vs-fastnet-{a.data}-h{a.hidden}-b{a.batch_size}-cpu-{result['config']['date']}.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"target test accuracy {target:.4f}: scikit-learn {sk_hit['seconds']:.1f} s (epoch {sk_hit['epoch']}), "
           f"fastnet {fn_hit['seconds']:.1f} s (epoch {fn_hit['epoch']}): {result['speedup_time_to_target']}x; "
