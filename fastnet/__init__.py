@@ -46,13 +46,15 @@ def _map_source_kernels() -> None:
 _map_source_kernels()
 
 from fastnet.backend import get_backend  # noqa: E402
+from fastnet._validate import InputScaleWarning  # noqa: E402
+from fastnet.callbacks import EarlyStopping  # noqa: E402
 from fastnet.history import History  # noqa: E402
 from fastnet.io import ModelFileError, load  # noqa: E402
 from fastnet.network import DivergenceError, Network, TrainingInterrupted  # noqa: E402
 from fastnet.stack import NetworkStack  # noqa: E402
 
-__all__ = ["Network", "NetworkStack", "load", "History", "get_backend", "warmup", "DivergenceError",
-           "ModelFileError", "TrainingInterrupted", "__version__"]
+__all__ = ["Network", "EarlyStopping", "NetworkStack", "load", "History", "get_backend", "warmup",
+           "DivergenceError", "ModelFileError", "TrainingInterrupted", "InputScaleWarning", "__version__"]
 
 
 def warmup(dtype="float32", n_layers=(1, 2, 3), large=False) -> str:

@@ -81,6 +81,8 @@ class DeviceData:
     def _prepare_y(self, y, n, name="y", *, allow_host=True):
         y = self._host_like(y)
         self._check_same_device(y, name, allow_host=allow_host)
+        if V.is_one_hot(y):   # one-hot rows: their class ids
+            y = self.backend.xp.argmax(y, axis=1) if self.backend.owns(y) else np.argmax(y, axis=1)
         V.check_y(y, n, self.sizes[-1], name)
         return self.backend.asarray(y, dtype=self.xp.int64)
 

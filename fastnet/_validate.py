@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -144,7 +145,8 @@ def check_y(y, n_samples: int, n_out: int, name: str = "y"):
             f"fix: y.astype(int) if the values are whole numbers"
         )
     if len(y.shape) != 1:
-        raise ValueError(f"{name} must be 1-D ({n_samples},) class ids. Actual: shape {tuple(y.shape)}")
+        raise ValueError(f"{name} must be 1-D ({n_samples},) class ids or one-hot rows ({n_samples}, classes). "
+                         f"Actual: shape {tuple(y.shape)}")
     if y.shape[0] != n_samples:
         raise ValueError(f"X and {name} lengths differ: X has {n_samples} samples, {name} has {y.shape[0]}")
     xp = _xp(y)
@@ -156,6 +158,64 @@ def check_y(y, n_samples: int, n_out: int, name: str = "y"):
             f"{name} must be class ids in [0, {n_out}): {nbad} label(s) out of range, the first "
             f"{name}[{first}] = {int(y[first])}; fix: the output layer needs one unit per class"
         )
+
+
+class InputScaleWarning(UserWarning):
+    """Training data that a sigmoid net is unlikely to learn from as given (pixels in 0-255
+    as floats, say); ``warnings.simplefilter("ignore", fastnet.InputScaleWarning)`` hushes it.
+
+    >>> import warnings, numpy as np, fastnet
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     _ = fastnet.Network([2, 2], device="cpu", seed=0).fit(np.array([[0.0, 255.0]]), np.array([1]), epochs=1,
+    ...                                                             batch_size=1)
+    >>> w[0].category.__name__, "divide by 255" in str(w[0].message)
+    ('InputScaleWarning', True)
+    """
+
+
+def warn_input_scale(X, Xd, name: str = "X") -> None:
+    """One :class:`InputScaleWarning` when float input ``X`` (``Xd`` on the device) reaches
+    above 1.5 or below 0: sigmoid units saturate, and training stalls near chance."""
+    if getattr(getattr(X, "dtype", None), "kind", "f") != "f":
+        return   # integer data: uint8 is scaled by 1/255 already; other ints are the user's choice
+    xp = _xp(Xd)
+    lo, hi = float(xp.min(Xd)), float(xp.max(Xd))
+    if hi > 1.5:
+        fix = ("divide by 255 (X / 255.0), or pass the uint8 array, which fastnet scales"
+               if hi <= 255.5 and lo >= 0 else "scale the features into [0, 1] (e.g. MinMaxScaler)")
+    elif lo < 0:
+        fix = "scale the features into [0, 1] (e.g. MinMaxScaler)"
+    else:
+        return
+    warnings.warn(f"{name} holds values in [{lo:g}, {hi:g}]; sigmoid nets train best on inputs in [0, 1] "
+                  f"and may stay near chance otherwise; fix: {fix}", InputScaleWarning, stacklevel=3)
+
+
+def warn_output_width(yd, n_out: int, name: str = "y") -> None:
+    """A ``UserWarning`` when the output layer has more units than the labels have classes
+    (labels beyond it are an error in :func:`check_y`)."""
+    xp = _xp(yd)
+    n_classes = int(xp.max(yd)) + 1
+    if n_classes < n_out:
+        warnings.warn(f"the output layer has {n_out} units but {name} holds classes 0..{n_classes - 1} "
+                      f"({n_classes} classes); fix: make the last layer size {n_classes} "
+                      f"(e.g. sizes [..., {n_classes}]) unless some classes are absent from this data",
+                      UserWarning, stacklevel=3)
+
+
+def is_one_hot(y) -> bool:
+    """True for a 2-D array whose every row holds a single 1 and zeros elsewhere.
+
+    >>> import numpy as np
+    >>> is_one_hot(np.eye(3)), is_one_hot(np.ones((2, 2)))
+    (True, False)
+    """
+    if len(getattr(y, "shape", ())) != 2 or y.shape[0] == 0:
+        return False
+    xp = _xp(y)
+    ones, zeros = y == 1, y == 0
+    return bool(xp.all(xp.sum(xp.astype(ones, xp.int64), axis=1) == 1) and xp.all(ones | zeros))
 
 
 def check_targets(Y, n_samples: int, n_out: int, name: str = "Y"):

@@ -28,17 +28,55 @@ def _sizes(text: str) -> list[int]:
         sizes = [int(s) for s in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--sizes must be comma-separated ints like 784,30,10. Actual: {text!r}")
+    if len(sizes) < 2:
+        raise argparse.ArgumentTypeError(f"--sizes needs at least an input and an output width, like 784,30,10. "
+                                         f"Actual: {text!r}")
+    for i, n in enumerate(sizes):
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"--sizes: every width must be >= 1 (sizes[{i}] must be >= 1). "
+                                             f"Actual: {text!r}")
     return sizes
 
 
-def _positive(kind):
+def _positive(kind, *, minimum=None, strict=False):
+    """An argparse type: a whole number (``int``) or a number (``float``), finite and at
+    least ``minimum`` (above it with ``strict``); the message is in the flag's words."""
+    what = "a whole number" if kind is int else "a number"
+    bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+
     def parse(text):
         try:
             v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}. Actual: {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {what}{bound}. Actual: {text!r}")
+        import math
+
+        if not math.isfinite(v) or minimum is not None and (v <= minimum if strict else v < minimum):
+            raise argparse.ArgumentTypeError(f"must be {what}{bound}. Actual: {text!r}")
         return v
+    parse.__name__ = kind.__name__
     return parse
+
+
+_COUNT = _positive(int, minimum=1)           # --epochs, --batch-size
+_RATE = _positive(float, minimum=0, strict=True)   # --eta
+_L2 = _positive(float, minimum=0)            # --lmbda
+_SEED = _positive(int, minimum=0)
+
+
+def _lower(aliases=None):
+    """An argparse type for a choice: case- and dash-insensitive, with aliases."""
+    def parse(text):
+        v = text.strip().lower().replace("-", "_")
+        return (aliases or {}).get(v, v)
+    return parse
+
+
+_COST = _lower({"crossentropy": "cross_entropy", "xent": "cross_entropy", "ce": "cross_entropy"})
+COSTS, INITS, DEVICES, DTYPES = ["quadratic", "cross_entropy"], ["nielsen", "scaled"], ["auto", "cpu", "cuda"], \
+    ["float32", "float64"]
+#: --data's forms, for help and errors.
+DATA_FORMS = "mnist | fashion | sample | auto | DIR of IDX files | FILE.npz | X.npy,y.npy | FILE.csv"
 
 
 def _engine_names() -> list[str]:
@@ -92,6 +130,25 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
+    def option_names(self) -> list[str]:
+        return [o for a in self._actions for o in a.option_strings]
+
+
+def _did_you_mean(parser, command: str | None, extra: list[str]):
+    """``(subparser, "unrecognized arguments: --lambda; did you mean --lmbda?")`` for argparse's leftovers."""
+    import difflib
+
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    target = sub.choices.get(command, parser) if sub is not None and command else parser
+    msg = f"unrecognized arguments: {' '.join(extra)}"
+    for word in extra:
+        if word.startswith("-"):
+            flag = word.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, target.option_names(), n=1, cutoff=0.6)
+            if close:
+                return target, f"{msg}; did you mean {close[0]}?"
+    return target, msg
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fastnet`` command (also used to generate README's CLI reference).
@@ -109,19 +166,25 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a network and print one line per epoch",
                        description="Train a network by minibatch SGD. Prints one line per epoch (scored on "
                                    "the test split) and, on a terminal, a progress bar on stderr.")
-    t.add_argument("--data", default="auto",
-                   help="mnist | fashion | sample | DIR with IDX files | auto (default: MNIST if found on "
-                        "disk, else the embedded 10k sample)")
+    t.add_argument("--data", default="auto", metavar="DATA",
+                   help=DATA_FORMS + " (default auto: MNIST if found on disk, else the embedded 10k sample; "
+                        "a .npz has Keras's keys x_train, y_train, x_test, y_test; a CSV a label column)")
     t.add_argument("--sizes", type=_sizes, default=[784, 30, 10], help="layer widths (default 784,30,10)")
-    t.add_argument("--epochs", type=_positive(int), default=30, help="default 30")
-    t.add_argument("--batch-size", type=_positive(int), default=10, help="minibatch size (default 10)")
-    t.add_argument("--eta", type=_positive(float), default=3.0, help="learning rate (default 3.0)")
-    t.add_argument("--cost", default="quadratic", help="quadratic | cross_entropy (default quadratic)")
-    t.add_argument("--lmbda", type=_positive(float), default=0.0, help="L2 regularisation (default 0)")
-    t.add_argument("--init", default="nielsen", help="nielsen | scaled (default nielsen)")
-    t.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    t.add_argument("--dtype", default="float32", help="float32 | float64 (default float32)")
-    t.add_argument("--seed", type=_positive(int), default=None, help="seed for init and shuffling")
+    t.add_argument("--epochs", type=_COUNT, default=30, metavar="N", help="default 30")
+    t.add_argument("--batch-size", type=_COUNT, default=10, metavar="N", help="minibatch size (default 10)")
+    t.add_argument("--eta", type=_RATE, default=3.0, help="learning rate, > 0 (default 3.0)")
+    t.add_argument("--cost", type=_COST, choices=COSTS, default="quadratic",
+                   help="the cost (default quadratic)")
+    t.add_argument("--lmbda", type=_L2, default=0.0, help="L2 regularisation, >= 0 (default 0)")
+    t.add_argument("--init", type=_lower(), choices=INITS, default="nielsen",
+                   help="nielsen: N(0, 1) | scaled: N(0, 1/n_in) (default nielsen)")
+    t.add_argument("--device", type=_lower(), choices=DEVICES, default="auto", help="where to compute (default auto)")
+    t.add_argument("--dtype", type=_lower(), choices=DTYPES, default="float32",
+                   help="default float32")
+    t.add_argument("--seed", type=_SEED, default=None, metavar="N", help="seed for init and shuffling (>= 0)")
+    t.add_argument("--patience", type=_COUNT, default=None, metavar="N",
+                   help="stop when the test accuracy has not improved for N epochs and keep the best epoch's "
+                        "weights (default: run every epoch)")
     t.add_argument("--engine", default="auto", choices=["auto"] + _engine_names(), metavar="ENGINE",
                    help="how the steps run: auto (default: the plan picks and says why) | "
                         + " | ".join(_engine_names()) + " (see fastnet info)")
@@ -139,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="accuracy of a saved model on a test split")
     e.add_argument("model", help="a model file written by `fastnet train --save` or Network.save")
     e.add_argument("--data", default="auto", help="as for train (default auto)")
-    e.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    e.add_argument("--device", type=_lower(), choices=DEVICES, default="auto", help="where to compute (default auto)")
 
     r = sub.add_parser("predict", help="classify digit images (PNG/JPEG) with a saved model",
                        description="Classify PNG/JPEG images of digits, any size, colour or grey. Each "
@@ -150,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
     r.add_argument("--top", type=_top, default=1, metavar="K",
                    help="print the K most likely classes per image (default 1)")
-    r.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    r.add_argument("--device", type=_lower(), choices=DEVICES, default="auto", help="where to compute (default auto)")
 
     pl = sub.add_parser("plot", help="draw loss and accuracy per epoch from a --history JSON file",
                         description="Draw training and validation loss and accuracy per epoch from a "
@@ -170,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weights | confusion (default weights)")
     sh.add_argument("-o", "--output", required=True, metavar="PATH", help="the PNG to write")
     sh.add_argument("--data", default="auto", help="for --what confusion: as for train (default auto)")
-    sh.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    sh.add_argument("--device", type=_lower(), choices=DEVICES, default="auto", help="where to compute (default auto)")
 
     inf = sub.add_parser("info", help="versions, the backend that would be chosen and why, kernel path, GPU",
                          description="Print versions, the backend that would be chosen and why, the kernel "
@@ -229,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--batch-size", type=_positive(int), nargs="+", default=[10], metavar="N",
                     help="minibatch sizes (default 10)")
     sw.add_argument("--cost", nargs="+", default=["quadratic"], metavar="COST",
-                    help="quadratic | cross_entropy (default quadratic)")
+                    help="the cost (default quadratic)")
     sw.add_argument("--epochs", type=_positive(int), default=30, help="for every configuration (default 30)")
     sw.add_argument("--data", default="auto", help="as for train (default auto)")
     sw.add_argument("--limit", type=_top_n("--limit"), metavar="N",
@@ -246,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "own (`fastnet train --seed S` up to rounding; slower) (default shared)")
     sw.add_argument("--order-seed", type=int, default=0, metavar="S",
                     help="with --order shared: the seed whose minibatch order all nets follow (default 0)")
-    sw.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    sw.add_argument("--dtype", default="float32", help="float32 | float64 (default float32)")
+    sw.add_argument("--device", type=_lower(), choices=DEVICES, default="auto", help="where to compute (default auto)")
+    sw.add_argument("--dtype", type=_lower(), choices=DTYPES, default="float32",
+                    help="default float32")
     sw.add_argument("--json", metavar="PATH", help="write {machine, config, rows} here")
     sw.add_argument("--plot", metavar="PATH", help="draw the best accuracy against each swept parameter here "
                                                    "(PNG; needs fastnet[plot])")
@@ -282,8 +346,39 @@ def help_texts(width: int = 92) -> dict[str, str]:
     return texts
 
 
+def _check_data(spec: str, flag: str = "--data") -> None:
+    """Refuse a --data that names no data set, before anything is loaded or compiled."""
+    from fastnet import datafiles
+
+    if spec.strip().lower() in ("auto", "mnist", "fashion", "fashion-mnist", "fashion_mnist", "sample"):
+        return
+    if datafiles.is_data_file(spec):
+        missing = [p.strip() for p in spec.split(",") if p.strip() and not os.path.isfile(os.path.expanduser(p.strip()))]
+        if missing:
+            raise FileNotFoundError(f"{flag} {spec}: no such file {missing[0]}")
+        return
+    if not os.path.isdir(os.path.expanduser(spec)):
+        raise FileNotFoundError(f"{flag} {spec}: not a data set name and no such folder or file; "
+                                f"{flag} takes {DATA_FORMS}")
+
+
 def _load_data(name: str):
-    """(train, test, description) for --data."""
+    """(train, test, description) for --data; a data set not on disk and not downloadable
+    is one short line in the command's words (the library's message lists Python calls)."""
+    from fastnet import data
+
+    try:
+        return _load_data_as_is(name)
+    except data.DataNotFoundError as exc:
+        label = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}.get(name.strip().lower(), name)
+        cause = exc.__cause__ or exc.__context__
+        why = f" and the download failed ({type(cause).__name__})" if cause is not None else ""
+        raise FileNotFoundError(
+            f"--data {name}: {label} was not found on disk{why}. Fix: --data DIR (a folder with the 4 IDX "
+            f"files), set FASTNET_DATA=DIR, or --data sample (the embedded 10k digits, no download)") from exc
+
+
+def _load_data_as_is(name: str):
     from fastnet import data
 
     if name == "auto":
@@ -292,10 +387,12 @@ def _load_data(name: str):
             return train, test, "MNIST (60,000 train / 10,000 test, found on disk)"
         except data.DataNotFoundError:
             train, test = data.load("sample")
-            return train, test, ("the embedded MNIST sample (10k test digits: first 8,000 train, last 2,000 test); "
+            return train, test, ("the embedded MNIST sample (8,000 train / 2,000 test); "
                                  "--data mnist downloads the full set")
     train, test = data.load(name)
     label = {"mnist": "MNIST", "fashion": "Fashion-MNIST", "sample": "the embedded MNIST sample"}.get(name, name)
+    if len(label) > 60:
+        label = "..." + label[-57:]
     return train, test, f"{label} ({len(train[0]):,} train / {len(test[0]):,} test)"
 
 
@@ -316,6 +413,33 @@ class _say_run_lines:
     def close(self):
         self.log.removeHandler(self.handler)
         self.log.setLevel(self.level)
+
+
+def _say(line: str, width: int = 99) -> None:
+    """Print a header line wrapped to ``width`` columns (continuations indented)."""
+    import textwrap
+
+    print("\n".join(textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False)) or line,
+          flush=True)
+
+
+def _check_against_data(a, sizes, Xtr, ytr) -> None:
+    """--sizes and --batch-size against the loaded data, before anything is compiled."""
+    import numpy as np
+
+    if sizes[0] != Xtr.shape[1]:
+        raise ValueError(f"--sizes starts with {sizes[0]} inputs but --data {a.data} has {Xtr.shape[1]} features "
+                         f"per sample; fix: --sizes {Xtr.shape[1]},...")
+    n_classes = int(np.max(ytr)) + 1
+    if n_classes > sizes[-1]:
+        raise ValueError(f"--sizes ends with {sizes[-1]} outputs but the labels of --data {a.data} go up to "
+                         f"{n_classes - 1}; fix: --sizes ...,{n_classes} (one output per class)")
+    if n_classes < sizes[-1]:
+        print(f"fastnet train: warning: --sizes ends with {sizes[-1]} outputs but --data {a.data} has "
+              f"{n_classes} classes; fix: --sizes ...,{n_classes}", file=sys.stderr, flush=True)
+    if a.batch_size > len(ytr):
+        raise ValueError(f"--batch-size {a.batch_size} is larger than the {len(ytr):,} training samples of "
+                         f"--data {a.data}; fix: --batch-size {len(ytr)} or less")
 
 
 def _check_output(path, flag: str) -> None:
@@ -369,23 +493,26 @@ def cmd_train(a) -> int:
         from fastnet import plot
 
         plot.require("--plot")  # fail now, not after the training
+    _check_data(a.data)
     net = fastnet.Network(a.sizes, cost=a.cost, init=a.init, dtype=a.dtype, device=a.device, seed=a.seed)
     (Xtr, ytr), (Xte, yte), desc = _load_data(a.data)
+    _check_against_data(a, net.sizes, Xtr, ytr)
     if not a.quiet:
-        print(f"data: {desc}")
-        print(B.describe(net.backend))
-        print(f"network: {net.sizes} cost={net.cost} dtype={net.dtype}; epochs={a.epochs} "
-              f"batch={a.batch_size} eta={a.eta} lmbda={a.lmbda}", flush=True)
+        _say(f"data: {desc}")
+        _say(B.describe(net.backend))
+        _say(f"network: {net.sizes} cost={net.cost} dtype={net.dtype}; epochs={a.epochs} "
+             f"batch={a.batch_size} eta={a.eta} lmbda={a.lmbda}"
+             + (f" patience={a.patience}" if a.patience else ""))
     from fastnet import engines
 
     if net._auto_device:   # said here; fit then makes the same choice without logging it again
         _, why = engines.choose_device(net, len(ytr), a.batch_size, a.epochs)
         engines._said.add(why)
         if not a.quiet:
-            print(why, flush=True)
+            _say(why)
     plan = engines.plan(net, Xtr, batch_size=a.batch_size, epochs=a.epochs, engine=a.engine)
     if not a.quiet:
-        print(plan.line(), flush=True)
+        _say(plan.line())
     if plan.units:   # now, so that epoch 1's time is training, not compiling (or loading)
         t_jit = time.perf_counter()
         for unit in plan.units:
@@ -404,13 +531,19 @@ def cmd_train(a) -> int:
         a.epochs, history=History(config={"n_train": len(ytr), "n_val": len(yte)}))
     kw = {"checkpoint": a.checkpoint, "resume": a.resume} if a.checkpoint else {}
     kw["engine"] = plan.engine
+    if a.patience:
+        kw["early_stopping"] = {"patience": a.patience}
     t0 = time.perf_counter()
     if bar is not None:
         bar.open()
     said = _say_run_lines()   # fit's "resumed at epoch N, sample M" and the like, on stdout
     try:
-        hist = net.fit(Xtr, ytr, epochs=a.epochs, batch_size=a.batch_size, eta=a.eta, lmbda=a.lmbda,
-                       validation_data=(Xte, yte), verbose=0, callbacks=[] if bar is None else [bar], **kw)
+        import warnings
+
+        with warnings.catch_warnings():   # said above, in --sizes's words
+            warnings.filterwarnings("ignore", message="the output layer has")
+            hist = net.fit(Xtr, ytr, epochs=a.epochs, batch_size=a.batch_size, eta=a.eta, lmbda=a.lmbda,
+                           validation_data=(Xte, yte), verbose=0, callbacks=[] if bar is None else [bar], **kw)
     except KeyboardInterrupt as exc:  # fastnet.TrainingInterrupted says where, and the checkpoint
         if bar is not None:
             bar.close()  # before the message, so the bar does not overwrite it
@@ -421,6 +554,12 @@ def cmd_train(a) -> int:
         if bar is not None:
             bar.close()
     last = hist[-1]
+    es = hist.config.get("early_stopping")
+    if es and es["stopped_epoch"]:
+        best = hist[es["best_epoch"] - 1]
+        print(f"stopped early: no better test accuracy for {a.patience} epochs; kept epoch {es['best_epoch']}'s "
+              f"weights")
+        last = best
     print(f"done: test accuracy {last['val_accuracy']:.4f} after {len(hist)} epochs in "
           f"{time.perf_counter() - t0:.1f} s")
     if a.save:
@@ -440,6 +579,7 @@ def cmd_train(a) -> int:
 def cmd_evaluate(a) -> int:
     import fastnet
 
+    _check_data(a.data)
     net = fastnet.load(a.model, device=a.device)
     _, (Xte, yte), desc = _load_data(a.data)
     acc = net.evaluate(Xte, yte)
@@ -459,14 +599,20 @@ def cmd_predict(a) -> int:
         raise ValueError(f"{a.model} takes {net.sizes[0]} inputs; images become {images.SIZE * images.SIZE} "
                          f"({images.SIZE}x{images.SIZE}). Fix: use a model trained on MNIST-shaped data")
     top = min(a.top, net.sizes[-1])
-    X = images.load_images(a.images)  # every file is read before anything is printed
-    P = net.backend.asnumpy(net.predict_proba(X)).astype(np.float64)
-    if net.cost != "cross_entropy":  # sigmoid outputs: normalise so that they read as probabilities
-        P = P / np.maximum(P.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
-    for path, p in zip(a.images, P):
+    failed = 0
+    for path in a.images:   # one line per image, in order: its classes, or why it could not be read
+        try:
+            x = images.load_image(path)
+        except (ValueError, OSError) as exc:
+            failed += 1
+            print(f"fastnet predict: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+            continue
+        p = net.backend.asnumpy(net.predict_proba(x[None, :]))[0].astype(np.float64)
+        if net.cost != "cross_entropy":  # sigmoid outputs: normalise so that they read as probabilities
+            p = p / max(p.sum(), np.finfo(np.float64).tiny)
         best = np.argsort(-p, kind="stable")[:top]
-        print(f"{path}: " + "  ".join(f"{int(k)} ({p[k]:.3f})" for k in best))
-    return 0
+        print(f"{path}: " + "  ".join(f"{int(k)} ({p[k]:.3f})" for k in best), flush=True)
+    return 1 if failed else 0
 
 
 def cmd_plot(a) -> int:
@@ -496,6 +642,8 @@ def cmd_show(a) -> int:
 
     plot.require("fastnet show")
     _check_output(a.output, "-o")
+    if a.what == "confusion":
+        _check_data(a.data)
     net = fastnet.load(a.model, device=a.device)
     if a.what == "weights":
         fig = plot.plot_weights(net, a.output)
@@ -625,6 +773,7 @@ def cmd_sweep(a) -> int:
     engine, max_k, dtype, order = sweep._check_options(a.engine, a.address, a.max_stack, a.device, a.dtype,
                                                        a.order)
     sweep._check_order_seed(a.order_seed)
+    _check_data(a.data)
     (Xtr, ytr), (Xte, yte), desc = _load_data(a.data)
     if a.limit is not None and a.limit < len(ytr):
         Xtr, ytr = Xtr[:a.limit], ytr[:a.limit]
@@ -696,7 +845,16 @@ def _ignore_sigint() -> None:
 def main(argv=None) -> int:
     """Entry point of the ``fastnet`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        target, msg = _did_you_mean(parser, getattr(args, "command", None), extra)
+        target.error(msg)
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):   # warnings as the CLI speaks
+        print(f"fastnet {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+    warnings.showwarning = one_line
     from fastnet.data import DataNotFoundError, IDXError
     from fastnet.io import ModelFileError
     from fastnet.network import DivergenceError

@@ -783,7 +783,10 @@ def load(name_or_dir, **kw):
         :func:`load_fashion_mnist`; a folder holding the four MNIST-named IDX files ->
         ``load_mnist(path=folder)``; ``"sample"`` -> the embedded 10,000 MNIST test digits
         (:func:`load_sample`) split in order: the first 8,000 are the training set, the
-        last 2,000 the test set (with ``validation=True``: 6,000 / 2,000 / 2,000).
+        last 2,000 the test set (with ``validation=True``: 6,000 / 2,000 / 2,000); a
+        file: ``"mnist.npz"`` (Keras's keys ``x_train, y_train, x_test, y_test``),
+        ``"X.npy,y.npy"`` (or four ``.npy``: x_train, y_train, x_test, y_test), or a
+        ``.csv`` with a label column (see :mod:`fastnet.datafiles`; one-hot labels become ids).
     **kw
         ``validation``, ``as_float``, ``download`` as for :func:`load_mnist` (``download``
         is ignored for ``"sample"`` and folders).
@@ -817,6 +820,11 @@ def load(name_or_dir, **kw):
                 return (X[:vcut], y[:vcut]), (X[vcut:cut], y[vcut:cut]), test
             return train, test
         return load_fashion_mnist(**kw)
+    from fastnet import datafiles
+
+    if datafiles.is_data_file(name_or_dir):   # .npz, .npy pair, .csv: fastnet/datafiles.py
+        kw.pop("download", None)
+        return datafiles.load_file(name_or_dir, **kw)
     if not isinstance(name_or_dir, (str, os.PathLike)):
         raise TypeError(
             f"load() takes 'mnist', 'fashion', 'sample' or a folder path. Actual: {name_or_dir!r} "

@@ -92,15 +92,19 @@ class History:
         return cls(d["epochs"], d.get("config"))
 
     def format_line(self, r: dict) -> str:
-        """``Epoch 3: 9458 / 10000`` style line with loss, seconds and samples/s.
+        """``Epoch 3: test acc 9458 / 10000`` style line with the training loss, seconds and samples/s.
+
+        The accuracy is on the validation data when there is some (``fastnet train``'s
+        test split), else on the training data (``train acc``).
 
         >>> h = History(config={"n_val": 10000})
         >>> h.format_line({"epoch": 3, "loss": 0.1, "val_accuracy": 0.9458, "seconds": 0.5,
         ...                "samples_per_s": 120000.0})
-        'Epoch 3: 9458 / 10000  loss 0.1000  0.50 s  120,000 samples/s'
+        'Epoch 3: test acc 9458 / 10000  train loss 0.1000  0.50 s  120,000 samples/s'
         """
         acc_key = "val_accuracy" if "val_accuracy" in r else "accuracy"
         n = self.config.get("n_val" if acc_key == "val_accuracy" else "n_train")
         score = f"{round(r[acc_key] * n)} / {n}" if n else f"{r[acc_key]:.4f}"
-        return (f"Epoch {r['epoch']}: {score}  loss {r['loss']:.4f}  "
+        which = "test" if acc_key == "val_accuracy" else "train"
+        return (f"Epoch {r['epoch']}: {which} acc {score}  train loss {r['loss']:.4f}  "
                 f"{r['seconds']:.2f} s  {r['samples_per_s']:,.0f} samples/s")

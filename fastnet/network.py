@@ -368,7 +368,8 @@ class Network(DeviceData, training.Trainable):
 
     # --- training -----------------------------------------------------------------------
 
-    def fit(self, X, y, *, epochs, batch_size, eta, lmbda=0.0, validation_data=None,
+    def fit(self, X, y, *, epochs=30, batch_size=10, eta=3.0, lmbda=0.0, validation_data=None,
+            validation_split=0.0, early_stopping=None,
             shuffle=True, verbose=0, callbacks: Iterable[Callable] = (),
             on_divergence="stop", checkpoint=None, checkpoint_every=1, resume=False,
             engine="auto") -> History:
@@ -377,10 +378,22 @@ class Network(DeviceData, training.Trainable):
         X: ``(n, sizes[0])`` (uint8 is scaled by 1/255); y: ``(n,)`` integer class ids.
         The data moves to the device once; every step reuses buffers made here. The last
         minibatch of an epoch holds the ``n % batch_size`` leftover samples.
+        The defaults (30 epochs, minibatch 10, eta 3.0) are Nielsen's and ``fastnet train``'s.
         validation_data: optional ``(X_val, y_val)``, scored after each epoch.
+        validation_split: a fraction in [0, 1) of ``(X, y)`` held out as the validation
+        data instead (a random draw, fixed by the network's seed; not with
+        ``validation_data``).
+        early_stopping: stop when the validation accuracy (the training loss without
+        validation data) has not improved for ``patience`` epochs: True (patience 5), an
+        int (the patience), a dict (``patience``, ``min_delta``, ``restore_best``,
+        ``monitor``) or a :class:`fastnet.EarlyStopping`. With ``restore_best`` (the
+        default) the best epoch's weights are put back at the end; ``History.config
+        ["early_stopping"]`` says which epoch that was and where training stopped.
         verbose: 0 silent; 1 a progress bar (on a terminal) and one line per epoch; 2 one
         line per epoch (Keras's meaning). callbacks: each called as
-        ``cb(network, record)`` after every epoch (``record`` is that epoch's dict).
+        ``cb(network, record)`` after every epoch (``record`` is that epoch's dict); one
+        that returns ``False`` or raises ``StopIteration`` ends training after that epoch
+        (the History of the epochs run is returned).
         on_divergence: "stop" (restore the last finite weights and raise
         :class:`DivergenceError`) or "continue".
         checkpoint: a path; every ``checkpoint_every`` epochs the weights, the shuffle RNG
@@ -402,6 +415,10 @@ class Network(DeviceData, training.Trainable):
         >>> h["epoch"], sorted(h[0])[:3]
         ([1, 2], ['accuracy', 'epoch', 'loss'])
         """
+        from fastnet.callbacks import as_early_stopping
+
+        stop = as_early_stopping(early_stopping)
+        X, y, validation_data = self._split_validation(X, y, validation_data, validation_split)
         Xd, yd, epochs, batch_size, checkpoint_every, callbacks, val = self._fit_inputs(
             X, y, epochs, batch_size, validation_data, callbacks, checkpoint, checkpoint_every, resume,
             "cb(network, record)")
@@ -409,6 +426,11 @@ class Network(DeviceData, training.Trainable):
         eta = V.check_real("eta", eta, positive=True)
         lmbda = V.check_real("lmbda", lmbda)
         on_divergence = V.check_choice("on_divergence", on_divergence, ("stop", "continue"))
+        V.warn_input_scale(X, Xd)
+        V.warn_output_width(yd, self.sizes[-1])
+        if stop is not None:
+            stop.reset(has_validation=val is not None)
+            callbacks = callbacks + [stop]
         p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, engine=engine)
         run = {"epochs": epochs, "batch_size": batch_size, "eta": eta, "lmbda": lmbda, "n_train": n,
                "shuffle": V.check_bool("shuffle", shuffle)}
@@ -419,7 +441,33 @@ class Network(DeviceData, training.Trainable):
         self._fit(Xd, yd, val, run, history, [history], p, verbose=verbose, bar_history=history,
                   callbacks=callbacks, on_divergence=on_divergence, checkpoint=checkpoint,
                   checkpoint_every=checkpoint_every, resume=resume)
+        if stop is not None:
+            stop.restore(self)
+            history.config["early_stopping"] = stop.summary()
         return history
+
+    def _split_validation(self, X, y, validation_data, validation_split):
+        """``(X, y, validation_data)`` with ``validation_split`` of the rows held out (a
+        permutation drawn from the network's seed, apart from the shuffle stream)."""
+        split = V.check_real("validation_split", validation_split)
+        if not split:
+            return X, y, validation_data
+        if split >= 1:
+            raise ValueError(f"validation_split must be in [0, 1). Actual: {validation_split!r}")
+        if validation_data is not None:
+            raise ValueError("give validation_data or validation_split, not both")
+        X = X if hasattr(X, "shape") else np.asarray(X)
+        y = y if hasattr(y, "shape") else np.asarray(y)
+        n = X.shape[0]
+        n_val = int(round(n * split))
+        if not 1 <= n_val < n:
+            raise ValueError(f"validation_split={split} of {n} samples leaves {n_val} for validation and "
+                             f"{n - n_val} for training; each needs at least 1")
+        order = np.random.default_rng(None if self.seed is None else [self.seed, 1]).permutation(n)
+        if not isinstance(X, np.ndarray):
+            order = self.backend.asarray(order)
+        val, train = order[:n_val], order[n_val:]
+        return X[train], y[train], (X[val], y[val])
 
     # --- the hooks of training.Trainable ----------------------------------------------------
 

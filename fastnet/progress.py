@@ -157,7 +157,7 @@ class ProgressBar:
     >>> bar.end_epoch({"epoch": 1, "loss": 0.25, "accuracy": 0.5, "seconds": 0.5,
     ...                "samples_per_s": 16000.0})
     >>> print(out.getvalue(), end="")
-    Epoch 1: 0.5000  loss 0.2500  0.50 s  16,000 samples/s
+    Epoch 1: train acc 0.5000  train loss 0.2500  0.50 s  16,000 samples/s
     """
 
     def __init__(self, epochs: int, *, lines: bool = True, bar: bool | None = None, history=None,

@@ -242,6 +242,19 @@ class FusedTrainer:
 
 # --- the epoch loop, checkpoints and Ctrl-C: written once for Network and NetworkStack -------
 
+def _callbacks_continue(callbacks, model, records) -> bool:
+    """Call every callback with the epoch's records; False when one returned ``False`` or
+    raised ``StopIteration`` (early stopping: the loop ends after this epoch; every
+    callback still sees the epoch)."""
+    go_on = True
+    for cb in callbacks:
+        try:
+            go_on = cb(model, records) is not False and go_on
+        except StopIteration:
+            go_on = False
+    return go_on
+
+
 class Trainable:
     """What :class:`fastnet.Network` and :class:`fastnet.NetworkStack` share: ``fit``'s run
     (:meth:`_fit`), the epoch loop, Ctrl-C and checkpoints. A model provides the hooks:
@@ -423,8 +436,8 @@ class Trainable:
             if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == run["epochs"]):
                 self._write_checkpoint(checkpoint, run, hist, epoch + 1, 0, self._rng_state())
             bar.end_epoch(shown)
-            for cb in callbacks:
-                cb(self, records)
+            if not _callbacks_continue(callbacks, self, records):
+                return   # a callback asked to stop: after this epoch, History kept
 
     def _interrupt(self, checkpoint, run, hist, epoch, next_sample, rng_state):
         """Ctrl-C was pressed: write the checkpoint (next sample ``next_sample``) and raise."""

@@ -25,8 +25,9 @@ def test_train_on_sample_save_history_evaluate(tmp_path):
     assert any("embedded MNIST sample" in line for line in lines)
     epochs = [line for line in lines if line.startswith("Epoch ")]
     assert len(epochs) == 2
-    assert epochs[0].startswith("Epoch 1: ") and "/ 2000" in epochs[0] and "samples/s" in epochs[0]
-    correct = int(epochs[-1].split(":")[1].split("/")[0])
+    assert epochs[0].startswith("Epoch 1: test acc ") and "/ 2000  train loss " in epochs[0]
+    assert "samples/s" in epochs[0]
+    correct = int(epochs[-1].split("test acc")[1].split("/")[0])
     assert correct > 1400, "two epochs of Nielsen's recipe classify well over 70 % of the 2,000"
     d = json.loads(hist.read_text())
     assert len(d["epochs"]) == 2 and d["config"]["sizes"] == [784, 30, 10]
@@ -49,10 +50,10 @@ def test_info_names_backend_and_kernels():
 @pytest.mark.parametrize("args, fragment", [
     (["train", "--sizes", "784,0,10"], "sizes[1] must be >= 1"),
     (["train", "--sizes", "100,10", "--data", "sample", "--epochs", "1"], "784 features per sample"),
-    (["train", "--cost", "hinge"], "cost must be one of"),
-    (["train", "--device", "tpu"], "device must be one of"),
-    (["train", "--eta", "-1", "--data", "sample"], "eta must be"),
-    (["train", "--batch-size", "0", "--data", "sample"], "batch_size must be >= 1"),
+    (["train", "--cost", "hinge"], "argument --cost: invalid choice: 'hinge' (choose from 'quadratic', 'cross_entropy')"),
+    (["train", "--device", "tpu"], "argument --device: invalid choice: 'tpu' (choose from 'auto', 'cpu', 'cuda')"),
+    (["train", "--eta", "-1", "--data", "sample"], "argument --eta: must be a number > 0. Actual: '-1'"),
+    (["train", "--batch-size", "0", "--data", "sample"], "argument --batch-size: must be a whole number >= 1"),
     (["train", "--data", "/nonexistent/dir"], "/nonexistent/dir"),
     (["evaluate", "/nonexistent/model.npz"], "not found"),
 ])
@@ -217,13 +218,10 @@ def test_predict_prints_digit_and_probability(model_file, tmp_path):
     (["plot", "{history}"], "-o/--output"),
     (["show", "{model}", "--what", "biases", "-o", "x.png"], "invalid choice: 'biases'"),
     (["show", "/nonexistent/m.npz", "-o", "x.png"], "not found"),
-    (["predict", "{model}", "/nonexistent/a.png"], "/nonexistent/a.png: no such image file"),
-    (["predict", "{model}", "{history}"], "not an image Pillow can read"),
-    (["predict", "{model}", "{blank}"], "image has no ink"),
     (["predict", "{model}", "{blank}", "--top", "0"], "--top must be an int >= 1"),
     (["predict", "{model}"], "the following arguments are required: IMAGE"),
     (["train", "--plot", "/nonexistent/dir/c.png"], "--plot /nonexistent/dir/c.png: folder"),
-    (["train", "--epochs", "many"], "expected a int"),
+    (["train", "--epochs", "many"], "argument --epochs: must be a whole number >= 1. Actual: 'many'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
 def test_new_bad_input_exits_2_with_one_line(args, fragment, model_file, tmp_path):

@@ -13,7 +13,7 @@ import fastnet
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Modules whose examples need an optional extra (the dev extra installs both).
-NEEDS = {"fastnet.plot": "matplotlib", "fastnet.images": "PIL"}
+NEEDS = {"fastnet.plot": "matplotlib", "fastnet.images": "PIL", "fastnet.sklearn": "sklearn"}
 #: The user-facing modules of issue 8: every public name documented with a runnable example.
 EXAMPLES_REQUIRED = ["fastnet", "fastnet.progress", "fastnet.plot", "fastnet.images"]
 

@@ -210,7 +210,7 @@ def test_cli_says_where_auto_trains(tmp_path):
     assert out.returncode == 0, out.stderr
     out = subprocess.run([sys.executable, "-m", "fastnet.cli", "train", "--data", "sample", "--epochs", "1"],
                          capture_output=True, text=True, env=env, timeout=300)
-    lines = out.stdout.splitlines()
+    lines = out.stdout.replace("\n  ", " ").splitlines()   # header lines wrap at 100 columns, continuations indented
     assert any(line.startswith("device='auto': training on the CPU, because") and "FASTNET_DISABLE_CUDA" in line
                for line in lines), out.stdout
     assert "device='auto'" not in out.stderr   # said once, on stdout, not logged again
