@@ -501,9 +501,13 @@ def _check_records(records, where, n):
 
 def _check_checkpoint(ck, meta) -> None:
     stack = "k" in meta
-    if not isinstance(ck, dict) or set(ck) != {"run", "epoch", "step", "rng_state", "history"}:
+    need = {"run", "epoch", "step", "rng_state", "history"}
+    if not isinstance(ck, dict) or not need <= set(ck) <= need | {"engine"}:
         got = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
-        raise _Bad(f"checkpoint state must hold run, epoch, step, rng_state and history; found {got}"[:200])
+        raise _Bad(f"checkpoint state must hold run, epoch, step, rng_state and history (and the engine); "
+                   f"found {got}"[:200])
+    if "engine" in ck and not (isinstance(ck["engine"], str) and 0 < len(ck["engine"]) < 40):
+        raise _Bad("checkpoint engine must be an engine's name")
     run = ck["run"]
     keys = _STACK_RUN_KEYS if stack else _RUN_KEYS
     need = keys - ({"data"} if meta["version"] == 1 else set())

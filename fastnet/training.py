@@ -387,8 +387,10 @@ class Trainable:
                      "train (the model is the checkpoint's); fix: ask for more epochs to go on", verbose)
                 return
             _say(f"resumed at epoch {start_epoch}, sample {start_step} (from {checkpoint})", verbose)
+            p = self._resume_plan(p, Xd, yd, run, verbose)
         else:
             start_epoch, start_step = 1, 0
+        self._fit_engine = p.engine
         # compile (or load) before the first epoch starts its clock: compile time is not training time
         compile_s = round(sum(engines.prepare(u, self.dtype, self.n_layers) for u in p.units), 3)
         for h in histories:
@@ -400,6 +402,25 @@ class Trainable:
                              checkpoint, checkpoint_every, interrupted, p.engine)
             finally:
                 bar.close()
+
+    def _resume_plan(self, p, Xd, yd, run, verbose):
+        """The checkpoint's engine when ``auto`` picked another (the engines agree only to
+        rounding, and a resume is bit for bit); an engine asked for by name stays, said."""
+        from fastnet import engines
+
+        saved = getattr(self, "_resumed_engine", None)
+        if not saved or saved == p.engine:
+            return p
+        if p.reason == "asked for by name":
+            _say(f"the checkpoint was trained by engine {saved!r}, this fit asks for {p.engine!r}: the "
+                 "resumed run agrees with an uninterrupted one to rounding, not bit for bit", verbose)
+            return p
+        try:
+            return engines.plan(self, Xd, batch_size=run["batch_size"], epochs=run["epochs"], y=yd, engine=saved)
+        except ValueError as exc:
+            _say(f"the checkpoint's engine {saved!r} cannot run here ({exc}); going on with {p.engine!r}, "
+                 "equal to rounding", verbose)
+            return p
 
     def _epochs(self, Xd, yd, val, hist, run, start_epoch, start_step, on_divergence, bar, callbacks,
                 checkpoint, checkpoint_every, interrupted, engine: str) -> None:
@@ -453,9 +474,11 @@ class Trainable:
         """Save the parameters plus where to go on: next ``epoch`` and ``step``, the RNG state then."""
         from fastnet.io import save_model
 
-        save_model(self, path, extra={"checkpoint": {"run": run, "epoch": epoch, "step": step,
-                                                     "rng_state": rng_state,
-                                                     "history": self._history_state(hist)}})
+        state = {"run": run, "epoch": epoch, "step": step, "rng_state": rng_state,
+                 "history": self._history_state(hist)}
+        if getattr(self, "_fit_engine", None):   # a resume runs the same engine: bit for bit
+            state["engine"] = self._fit_engine
+        save_model(self, path, extra={"checkpoint": state})
 
     def _restore_checkpoint(self, path, run, hist) -> tuple[int, int]:
         """Check the checkpoint at ``path`` against this model and ``run`` (every setting that
@@ -497,6 +520,7 @@ class Trainable:
         self._set_params(weights, biases)
         self._set_rng_state(ck["rng_state"])
         self._set_history_state(hist, ck["history"])
+        self._resumed_engine = ck.get("engine")
         return epoch, step
 
 

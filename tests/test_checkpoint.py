@@ -15,7 +15,7 @@ from fastnet import io as fio
 rng = np.random.default_rng(0)
 X = rng.random((60, 6))
 y = rng.integers(0, 3, 60)
-KW = dict(batch_size=7, eta=0.9, lmbda=0.1)
+KW = dict(batch_size=7, eta=0.9, lmbda=0.1, engine="step")   # one engine in every process: bit for bit
 
 
 def new_net():
@@ -76,7 +76,7 @@ SCRIPT = textwrap.dedent("""
     X = rng.random((60, 6)); y = rng.integers(0, 3, 60)
     net = fastnet.Network([6, 5, 3], cost="cross_entropy", dtype="float64", device="cpu", seed=5)
     print("start", flush=True)
-    net.fit(X, y, epochs=100000, batch_size=7, eta=0.9, lmbda=0.1, checkpoint=sys.argv[1])
+    net.fit(X, y, epochs=100000, batch_size=7, eta=0.9, lmbda=0.1, engine="step", checkpoint=sys.argv[1])
 """)
 
 

@@ -214,3 +214,19 @@ def test_cli_says_where_auto_trains(tmp_path):
     assert any(line.startswith("device='auto': training on the CPU, because") and "FASTNET_DISABLE_CUDA" in line
                for line in lines), out.stdout
     assert "device='auto'" not in out.stderr   # said once, on stdout, not logged again
+
+
+def test_resume_runs_the_checkpoints_engine_bit_for_bit(tmp_path):
+    """auto may plan another engine once more is compiled; a resume keeps the checkpoint's."""
+    X, y = random_data(57, 9, 3, seed=3)
+    kw = dict(batch_size=5, eta=0.8, lmbda=0.1)
+    ref = fastnet.Network([9, 6, 3], dtype="float64", device="cpu", seed=4)
+    ref.fit(X, y, epochs=3, engine="step", **kw)
+    ck = tmp_path / "ck.npz"
+    first = fastnet.Network([9, 6, 3], dtype="float64", device="cpu", seed=4)
+    first.fit(X, y, epochs=2, engine="step", checkpoint=ck, **kw)
+    resumed = fastnet.Network([9, 6, 3], dtype="float64", device="cpu", seed=4)
+    h = resumed.fit(X, y, epochs=3, checkpoint=ck, resume=True, **kw)   # auto would pick another
+    assert h.engine == "step"
+    for a, b in zip(resumed.weights + resumed.biases, ref.weights + ref.biases):
+        np.testing.assert_array_equal(a, b)
