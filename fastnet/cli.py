@@ -507,7 +507,7 @@ def cmd_train(a) -> int:
 
     if net._auto_device:   # said here; fit then makes the same choice without logging it again
         _, why = engines.choose_device(net, len(ytr), a.batch_size, a.epochs)
-        engines._said.add(why)
+        engines.say_once(why, log=False)
         if not a.quiet:
             _say(why)
     plan = engines.plan(net, Xtr, batch_size=a.batch_size, epochs=a.epochs, engine=a.engine)

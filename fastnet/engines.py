@@ -534,7 +534,8 @@ _GPU_STEP_OVERHEAD = 400e-6
 _GPU_MAC_RATE = 10e12
 _GPU_START_SECONDS = 1.0
 _GPU_BYTES_PER_S = 10e9
-_said: set = set()
+_said: set = set()      # reasons already said in this process
+_warn: set = set()      # reasons that are warnings (a GPU was expected: CuPy is installed)
 
 
 def choose_device(model, n: int, batch_size: int, epochs: int) -> tuple[str, str]:
@@ -546,7 +547,10 @@ def choose_device(model, n: int, batch_size: int, epochs: int) -> tuple[str, str
 
     ok, why = cuda_status()
     if not ok:
-        return "cpu", f"device='auto': training on the CPU, because there is no usable CUDA GPU: {why}"
+        reason = f"device='auto': training on the CPU, because there is no usable CUDA GPU: {why}"
+        if _cupy_expected():   # CuPy is installed, so the user meant to use a GPU: warn (JAX does)
+            _warn.add(reason)
+        return "cpu", reason
     X = np.empty((n, 0))
     cpu = plan(model, X, batch_size=batch_size, epochs=epochs)
     r = _request(model, X, batch_size, epochs)
@@ -574,17 +578,30 @@ def _gpu_request(r: _Request) -> _Request:
                     contiguous=True)
 
 
-def say_once(reason: str) -> None:
-    """Log ``reason`` (a device choice) once per process through ``logging`` ("fastnet"):
-    a warning when a GPU was there but unusable (as JAX warns when it falls back to the
-    CPU), else at info level."""
+def _cupy_expected() -> bool:
+    """Whether CuPy is installed and the GPU not switched off (without importing CuPy)."""
+    import importlib.util
+
+    if os.environ.get("FASTNET_DISABLE_CUDA", "") not in ("", "0"):
+        return False
+    try:
+        return importlib.util.find_spec("cupy") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def say_once(reason: str, *, log: bool = True) -> None:
+    """Log ``reason`` (a device choice of :func:`choose_device`) once per process through
+    ``logging`` ("fastnet"): a warning when CuPy is installed but the GPU is unusable (as
+    JAX warns when it falls back to the CPU), else at info level. ``log=False``: only
+    remember it as said (the CLI printed it)."""
     import logging
 
     if reason in _said:
         return
     _said.add(reason)
-    quiet = "no cupy" in reason or "FASTNET_DISABLE_CUDA" in reason or "GPU (" in reason or "beats" in reason
-    logging.getLogger("fastnet").log(logging.INFO if quiet else logging.WARNING, reason)
+    if log:
+        logging.getLogger("fastnet").log(logging.WARNING if reason in _warn else logging.INFO, reason)
 
 
 def worth_compiling_later(p: Plan) -> list[str]:

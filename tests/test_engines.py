@@ -177,7 +177,9 @@ def test_auto_without_a_usable_gpu_trains_on_the_cpu_and_says_why_once(monkeypat
 
     why = "no CUDA driver or device (CUDARuntimeError: cudaErrorInsufficientDriver)"
     monkeypatch.setattr(backend, "cuda_status", lambda: (False, why))
+    monkeypatch.setattr(engines, "_cupy_expected", lambda: True)   # cupy installed (but no driver)
     monkeypatch.setattr(engines, "_said", set())
+    monkeypatch.setattr(engines, "_warn", set())
     X, y = random_data(30, 5, 3)
     net = fastnet.Network([5, 4, 3], device="auto", seed=0)
     assert net.backend.name == "numpy" and why in net.backend.reason

@@ -41,7 +41,8 @@ def main(argv=None):
               "code": _code_state(Path(fastnet.__file__).resolve().parent.parent),
               "config": C.config(args, sizes)}
 
-    fastnet.warmup(args.dtype, n_layers=(net.n_layers,), large=True)   # compile untimed, once
+    if args.device == "cpu":   # compile the CPU engines untimed, once (a fit prepares a GPU's itself)
+        fastnet.warmup(args.dtype, n_layers=(net.n_layers,), large=True)
     if args.steps:
         Xb, yb = C.fixed_batch(X, y, B)
         Xb, yb = net.backend.asarray(Xb), net.backend.asarray(yb)   # on the device once, as fit does
