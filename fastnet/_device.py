@@ -22,14 +22,22 @@ def check_seed(seed, name: str = "seed") -> None:
 def initial_params(sizes: Sequence[int], init: str, seed: int | None):
     """``(weights, biases, shuffle_rng)`` for a new network: float64 host arrays drawn from
     ``default_rng(seed)`` (biases first, then weights, ``N(0, 1)``; ``init="scaled"`` divides
-    W by ``sqrt(n_in)``), and the generator of its minibatch orders, seeded from the same
+    W by ``sqrt(n_in)``; ``"he"``: W ~ N(0, 2/n_in), ``"glorot"``: W ~ U(+-sqrt(6/(n_in+n_out))),
+    both with zero biases), and the generator of its minibatch orders, seeded from the same
     stream. :class:`Network` and :class:`fastnet.NetworkStack` both start from here, so
     net ``i`` of a stack starts exactly as ``Network(sizes, seed=seeds[i])``."""
     rng = np.random.default_rng(seed)
     biases = [rng.standard_normal(n) for n in sizes[1:]]
-    weights = [rng.standard_normal((i, o)) for i, o in zip(sizes[:-1], sizes[1:])]
+    if init == "glorot":   # U(-r, r), r = sqrt(6 / (n_in + n_out)); biases zero (Keras, PyTorch-like)
+        weights = [rng.uniform(-1.0, 1.0, (i, o)) * math.sqrt(6.0 / (i + o)) for i, o in zip(sizes[:-1], sizes[1:])]
+        biases = [np.zeros(n) for n in sizes[1:]]
+    else:
+        weights = [rng.standard_normal((i, o)) for i, o in zip(sizes[:-1], sizes[1:])]
     if init == "scaled":
         weights = [w / math.sqrt(w.shape[0]) for w in weights]
+    elif init == "he":     # N(0, 2 / n_in); biases zero
+        weights = [w * math.sqrt(2.0 / w.shape[0]) for w in weights]
+        biases = [np.zeros(n) for n in sizes[1:]]
     return weights, biases, np.random.default_rng(rng.integers(2**63))
 
 
@@ -79,6 +87,10 @@ class DeviceData:
         return Xd
 
     def _prepare_y(self, y, n, name="y", *, allow_host=True):
+        """Class ids ``(n,)`` int64 on the device; for ``cost="mse"`` the float targets
+        ``(n, n_out)`` (a 1-D y for one output)."""
+        if getattr(self, "cost", None) == "mse":
+            return self._prepare_regression(y, n, name, allow_host=allow_host)
         y = self._host_like(y)
         self._check_same_device(y, name, allow_host=allow_host)
         if V.is_one_hot(y):   # one-hot rows: their class ids
@@ -121,6 +133,21 @@ class DeviceData:
             raise TypeError("validation_data must be a pair (X_val, y_val)")
         Xv = self._prepare_X(validation_data[0], "X_val")
         return Xv, self._prepare_y(validation_data[1], Xv.shape[0], "y_val")
+
+    def _prepare_regression(self, y, n, name="y", *, allow_host=True):
+        """Regression targets: a real ``(n, n_out)`` array (``(n,)`` when n_out is 1),
+        finite, on the device in the network's dtype."""
+        y = self._host_like(y)
+        self._check_same_device(y, name, allow_host=allow_host)
+        if len(y.shape) == 1 and self.sizes[-1] == 1:
+            y = y.reshape(-1, 1) if hasattr(y, "reshape") else self.xp.reshape(y, (-1, 1))
+        if len(y.shape) != 2:
+            raise ValueError(f"{name} must be a float array (n, {self.sizes[-1]}) of regression targets "
+                             f"(cost='mse'). Actual: shape {tuple(y.shape)}")
+        if V._numeric_kind(y, name) not in "fiu":
+            raise TypeError(f"{name} must hold real numbers (cost='mse'). Actual: dtype {y.dtype}")
+        V.check_targets(y, n, self.sizes[-1], name)
+        return self._to_device(y)
 
     def _prepare_target(self, Y, n, name="Y", *, allow_host=True):
         """Integer labels (n,) or a float target matrix (n, n_out)."""

@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 
-COSTS = ("quadratic", "cross_entropy")
-INITS = ("nielsen", "scaled")
+COSTS = ("quadratic", "cross_entropy", "mse")
+INITS = ("nielsen", "scaled", "he", "glorot")
 DTYPES = ("float32", "float64")
 
 

@@ -141,6 +141,28 @@ class _Request:
     path: str       # the kernel path of the model's arrays: njit, cuda or xp
     labels: bool    # integer labels (not a float target matrix)
     contiguous: bool
+    tables: str = ""   # "" for Nielsen's net (sigmoid layers, plain SGD), else what differs
+
+
+def _tables_used(model, optimizer=None) -> str:
+    """What a fit uses beyond Nielsen's sigmoid layers and plain SGD, in words ("" if nothing):
+    the engines that have not learnt the activation and optimizer tables yet refuse it."""
+    from fastnet import activations
+
+    parts = []
+    if any(c != activations.SIGMOID for c in model._codes[:-1]):
+        parts.append(f"activation {model.activation!r}")
+    if model.cost not in ("quadratic", "cross_entropy"):
+        parts.append(f"cost {model.cost!r}")
+    if optimizer is not None and optimizer.name != "sgd":
+        parts.append(f"optimizer {optimizer.name!r}")
+    return ", ".join(parts)
+
+
+def _sgd_sigmoid_only(r):
+    if r.tables:
+        return f"it runs sigmoid layers with plain SGD only; this fit has {r.tables}"
+    return None
 
 
 def _macs(model, m: int) -> int:
@@ -158,7 +180,7 @@ def _numba_missing(r: _Request):
 
 
 def _no_compiled(r):
-    if (why := _numba_missing(r)) is not None:
+    if (why := _numba_missing(r) or _sgd_sigmoid_only(r)) is not None:
         return why
     if r.stack and r.model.order != "shared":
         return "each net draws its own minibatch order (order='independent')"
@@ -175,7 +197,7 @@ def _network_only(r):
 
 
 def _no_rows(r):
-    why = _network_only(r) or _numba_missing(r)
+    why = _network_only(r) or _numba_missing(r) or _sgd_sigmoid_only(r)
     if why:
         return why
     if not r.labels:
@@ -190,7 +212,7 @@ def _no_rows(r):
 
 
 def _no_split(r):
-    why = _network_only(r) or _numba_missing(r)
+    why = _network_only(r) or _numba_missing(r) or _sgd_sigmoid_only(r)
     if why:
         return why
     sizes = r.model.sizes
@@ -234,6 +256,8 @@ def _no_fused(r):
         return "each net draws its own minibatch order (order='independent')"
     if not r.labels:
         return "it takes integer labels, not a target matrix"
+    if r.tables:
+        return _sgd_sigmoid_only(r)
     from fastnet.kernels.epoch_cuda import launch_config
 
     cfg = launch_config(r.model.sizes, r.m, r.model.dtype, getattr(r.model, "k", 1))
@@ -394,15 +418,16 @@ def _epoch_seconds(name: str, model, n: int, m: int) -> float:
     return steps * _STEP_OVERHEAD[name] + 3 * k * n * _macs(model, 1) / _MAC_RATE[name]
 
 
-def _request(model, X, batch_size, epochs, y=None) -> _Request:
+def _request(model, X, batch_size, epochs, y=None, optimizer=None) -> _Request:
     from fastnet import ops
 
     stack = hasattr(model, "k") and hasattr(model, "order")
     params = model._W + model._b
-    labels = y is None or len(getattr(y, "shape", (0,))) == 1
+    labels = (y is None and model.cost != "mse") or len(getattr(y, "shape", (0, 0))) == 1
     return _Request(model=model, n=int(X.shape[0]), m=int(batch_size), epochs=int(epochs), stack=stack,
                     path=ops.kernel_path(model._W[0]), labels=labels,
-                    contiguous=all(type(p) is np.ndarray and p.flags.c_contiguous for p in params))
+                    contiguous=all(type(p) is np.ndarray and p.flags.c_contiguous for p in params),
+                    tables=_tables_used(model, optimizer))
 
 
 def _cost(engine: Engine, r: _Request, dtype: str, depth: int) -> float:
@@ -420,11 +445,13 @@ def _units(engine: Engine, r: _Request) -> tuple:
     return tuple(dict.fromkeys(engine.needs))
 
 
-def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=True, unit=None) -> Plan:
+def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=True, unit=None,
+         optimizer=None) -> Plan:
     """Which engine trains ``model`` on ``X`` at ``batch_size`` for ``epochs``, and why.
 
     model: a Network or NetworkStack. X: the training data (only its shape is read). y:
     the labels or target matrix when known (a target matrix rules out ``rows``).
+    optimizer: the fit's :class:`fastnet.optim.Optimizer` (None: plain SGD).
     engine: ``"auto"`` or a name of :func:`names`; a named engine that cannot serve the
     request is a ``ValueError`` naming the reason. compile_ok: False leaves out every
     engine that would compile now. unit: ``"step"`` for one step (``train_step``): the
@@ -436,7 +463,7 @@ def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=Tr
 
     batch_size = V.check_positive_int("batch_size", batch_size)
     epochs = V.check_positive_int("epochs", epochs)
-    r = _request(model, X, batch_size, epochs, y)
+    r = _request(model, X, batch_size, epochs, y, optimizer)
     kind = "NetworkStack" if r.stack else "Network"
     dtype, depth = model.dtype, len(model.sizes) - 1
     reasons = {}
@@ -454,8 +481,9 @@ def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=Tr
     if engine != "auto":
         chosen = get(engine)
         if reasons[chosen.name] is not None and not isinstance(reasons[chosen.name], _Slower):
+            best = plan(model, X, batch_size=batch_size, epochs=epochs, y=y, unit=unit, optimizer=optimizer).engine
             raise ValueError(f"engine {chosen.name!r} cannot run this fit: {reasons[chosen.name]}. "
-                             f"Fix: engine='auto' (picks {plan(model, X, batch_size=batch_size, epochs=epochs, y=y, unit=unit).engine!r} here)")
+                             f"Fix: engine='auto' (picks {best!r} here)")
         why = "asked for by name"
         reasons[chosen.name] = None
     else:
@@ -498,7 +526,7 @@ def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=Tr
 def _metrics_path(model, r: _Request, compiling: tuple) -> str:
     """``"rows"`` (the threaded forward pass of the rows engine) for large narrow data
     when that code is compiled or compiles anyway, else ``"blas"``."""
-    if (r.path == "njit" and r.n >= ROWS_MIN_ROWS
+    if (r.path == "njit" and r.n >= ROWS_MIN_ROWS and not _tables_used(model)
             and max(model.sizes[1:]) <= ROWS_MAX_WIDTH and r.contiguous
             and ("rows" in compiling or is_ready("rows", model.dtype, len(model.sizes) - 1))):
         return "rows"
@@ -575,6 +603,7 @@ def choose_device(model, n: int, batch_size: int, epochs: int) -> tuple[str, str
 
 def _gpu_request(r: _Request) -> _Request:
     return _Request(model=r.model, n=r.n, m=r.m, epochs=r.epochs, stack=r.stack, path="cuda", labels=r.labels,
+                    tables=r.tables,
                     contiguous=True)
 
 

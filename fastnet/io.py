@@ -308,13 +308,16 @@ def _digest(arrays: dict[str, np.ndarray], meta: dict | None = None) -> str:
     return h.hexdigest()
 
 
-def save_model(net, path, extra: dict | None = None) -> None:
-    """Save ``net``'s parameters and configuration to ``path`` (see module docstring)."""
+def save_model(net, path, extra: dict | None = None, state_arrays=()) -> None:
+    """Save ``net``'s parameters and configuration to ``path`` (see module docstring);
+    ``state_arrays``: a checkpoint's optimizer state (``o0, o1, ...``)."""
     check_target(path, "model file")   # before any copy off the device
     arrays = {}
     for l, (W, b) in enumerate(zip(net.weights, net.biases)):
         arrays[f"W{l}"] = net.backend.asnumpy(W)
         arrays[f"b{l}"] = net.backend.asnumpy(b)
+    for i, a in enumerate(state_arrays):
+        arrays[f"o{i}"] = net.backend.asnumpy(a)
     meta = {"format": FORMAT, "version": VERSION, **net.config()}
     if extra:
         meta["extra"] = extra
@@ -413,11 +416,14 @@ def _real(v, lo=0.0, positive=False):
             and (v > 0 if positive else v >= lo))
 
 
-_NET_KEYS = {"format", "version", "sizes", "cost", "init", "dtype", "seed", "sha256", "extra"}
-_STACK_KEYS = {"format", "version", "sizes", "k", "seeds", "etas", "lmbdas", "cost", "init", "dtype", "order",
-               "order_seed", "sha256", "extra"}
-_RUN_KEYS = {"epochs", "batch_size", "eta", "lmbda", "n_train", "shuffle", "data"}
-_STACK_RUN_KEYS = {"epochs", "batch_size", "n_train", "shuffle", "data"}
+_NET_KEYS = {"format", "version", "sizes", "activation", "cost", "init", "dtype", "seed", "sha256", "extra"}
+_STACK_KEYS = {"format", "version", "sizes", "k", "seeds", "etas", "lmbdas", "activation", "cost", "init", "dtype",
+               "order", "order_seed", "sha256", "extra"}
+#: Fields a file may lack: written by fastnet before the activation and optimizer tables
+#: (a sigmoid net trained by plain SGD).
+_OPTIONAL_KEYS = {"extra", "activation"}
+_RUN_KEYS = {"epochs", "batch_size", "eta", "lmbda", "n_train", "shuffle", "data", "optimizer"}
+_STACK_RUN_KEYS = {"epochs", "batch_size", "n_train", "shuffle", "data", "optimizer"}
 _SEED_MAX = 2**63 - 1
 
 
@@ -441,7 +447,7 @@ def _check_meta(meta) -> None:
     unknown = sorted(set(meta) - allowed)
     if unknown:
         raise _Bad(f"unknown metadata field {unknown[0]!r}"[:200])
-    required = allowed - {"extra"} - ({"init", "seed"} if version == 1 and not stack else set())
+    required = allowed - _OPTIONAL_KEYS - ({"init", "seed"} if version == 1 and not stack else set())
     missing = sorted(required - set(meta))
     if missing:
         raise _Bad(f"metadata has no {missing[0]!r} field")
@@ -452,6 +458,15 @@ def _check_meta(meta) -> None:
     for key, allowed_values in (("cost", V.COSTS), ("init", V.INITS), ("dtype", V.DTYPES)):
         if key in meta and meta[key] not in allowed_values:
             raise _field(meta, key, f"must be one of {allowed_values}")
+    if "activation" in meta:
+        from fastnet import activations
+
+        act = meta["activation"]
+        names = [act] if isinstance(act, str) else act
+        if (not isinstance(names, list) or not all(isinstance(a, str) and a in activations.HIDDEN for a in names)
+                or (not isinstance(act, str) and len(names) != len(sizes) - 2)):
+            raise _field(meta, "activation", f"must be one of {sorted(activations.HIDDEN)} or a list of "
+                                             f"{len(sizes) - 2} of them")
     if not isinstance(meta["sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", meta["sha256"]):
         raise _field(meta, "sha256", "must be 64 hex digits")
     if stack:
@@ -502,7 +517,7 @@ def _check_records(records, where, n):
 def _check_checkpoint(ck, meta) -> None:
     stack = "k" in meta
     need = {"run", "epoch", "step", "rng_state", "history"}
-    if not isinstance(ck, dict) or not need <= set(ck) <= need | {"engine"}:
+    if not isinstance(ck, dict) or not need <= set(ck) <= need | {"engine", "optimizer_t"}:
         got = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
         raise _Bad(f"checkpoint state must hold run, epoch, step, rng_state and history (and the engine); "
                    f"found {got}"[:200])
@@ -510,7 +525,7 @@ def _check_checkpoint(ck, meta) -> None:
         raise _Bad("checkpoint engine must be an engine's name")
     run = ck["run"]
     keys = _STACK_RUN_KEYS if stack else _RUN_KEYS
-    need = keys - ({"data"} if meta["version"] == 1 else set())
+    need = keys - {"optimizer"} - ({"data"} if meta["version"] == 1 else set())
     if not isinstance(run, dict) or not need <= set(run) <= keys:
         got = sorted(run) if isinstance(run, dict) else type(run).__name__
         raise _Bad(f"checkpoint 'run' must hold {sorted(need)}; found {got}"[:200])
@@ -524,6 +539,16 @@ def _check_checkpoint(ck, meta) -> None:
         raise _Bad("checkpoint 'run' eta must be a finite number > 0 and lmbda >= 0")
     if "data" in run and not (isinstance(run["data"], str) and len(run["data"]) < 200):
         raise _Bad("checkpoint 'run' data must be a fingerprint string")
+    if "optimizer" in run:
+        from fastnet import optim
+
+        try:
+            optim.get(run["optimizer"])
+        except (TypeError, ValueError) as exc:
+            raise _Bad(f"checkpoint 'run' optimizer is not one fastnet knows ({' '.join(str(exc).split())[:80]})") \
+                from None
+    if "optimizer_t" in ck and not _int(ck["optimizer_t"], 0, 2**62):
+        raise _Bad("checkpoint optimizer_t must be an int >= 0")
     epoch, step = ck["epoch"], ck["step"]
     if not _int(epoch, 1, run["epochs"] + 1):
         raise _Bad(f"checkpoint epoch must be an int in [1, {run['epochs'] + 1}]; found {epoch!r}"[:200])
@@ -549,18 +574,25 @@ def _check_checkpoint(ck, meta) -> None:
 
 
 def _layout(meta) -> dict[str, tuple]:
+    """Every array the file must hold: the parameters, and a checkpoint's optimizer state
+    (``o0 .. o{4L-1}``: the first then the second moment of W0..W{L-1}, b0..b{L-1})."""
     sizes, L = meta["sizes"], len(meta["sizes"]) - 1
     lead = (meta["k"],) if "k" in meta else ()
-    return ({f"W{l}": lead + (sizes[l], sizes[l + 1]) for l in range(L)}
-            | {f"b{l}": lead + (sizes[l + 1],) for l in range(L)})
+    params = ({f"W{l}": lead + (sizes[l], sizes[l + 1]) for l in range(L)}
+              | {f"b{l}": lead + (sizes[l + 1],) for l in range(L)})
+    ck = (meta.get("extra") or {}).get("checkpoint") or {}
+    if "optimizer_t" in ck:
+        shapes = list(params.values())
+        params |= {f"o{i}": shape for i, shape in enumerate(shapes + shapes)}
+    return params
 
 
 def _read(f, size):
     zf = zipfile.ZipFile(f)
     with zf:
         infos = zf.infolist()
-        if len(infos) > 2 * MAX_LAYERS + 1:
-            raise _Bad(f"{len(infos)} entries in the archive; a model has at most {2 * MAX_LAYERS + 1}")
+        if len(infos) > 6 * MAX_LAYERS + 1:
+            raise _Bad(f"{len(infos)} entries in the archive; a model has at most {6 * MAX_LAYERS + 1}")
         by = {}
         for info in infos:
             if info.filename in by:
@@ -595,8 +627,9 @@ def _read(f, size):
     return meta, arrays
 
 
-def read_model(path) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
-    """Read and verify a model file: ``(meta, weights, biases)`` as host arrays.
+def read_model(path, *, state: bool = False) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
+    """Read and verify a model file: ``(meta, weights, biases)`` as host arrays (with
+    ``state``: a fourth item, a checkpoint's optimizer state arrays, ``[]`` if none).
 
     Raises ``FileNotFoundError`` for a missing file and :class:`ModelFileError` (one line
     naming the file and the problem) for anything else wrong with it; never allocates more
@@ -639,7 +672,10 @@ def read_model(path) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
         raise ModelFileError(f"{shown}: checksum mismatch, expected {meta['sha256'][:16]}... but got "
                              f"{digest[:16]}...; the file was changed after saving")
     L = len(meta["sizes"]) - 1
-    return meta, [arrays[f"W{l}"] for l in range(L)], [arrays[f"b{l}"] for l in range(L)]
+    out = meta, [arrays[f"W{l}"] for l in range(L)], [arrays[f"b{l}"] for l in range(L)]
+    if state:
+        out += ([arrays[f"o{i}"] for i in range(4 * L) if f"o{i}" in arrays],)
+    return out
 
 
 def nonfinite(weights, biases) -> list[str]:
@@ -674,13 +710,13 @@ def load(path, *, device="auto"):
         from fastnet.stack import NetworkStack
 
         stack = NetworkStack(meta["sizes"], seeds=meta["seeds"], etas=meta["etas"], lmbdas=meta["lmbdas"],
-                             cost=meta["cost"], init=meta["init"], dtype=meta["dtype"], device=device,
+                             activation=meta.get("activation", "sigmoid"), cost=meta["cost"], init=meta["init"], dtype=meta["dtype"], device=device,
                              order=meta["order"],
                              order_seed=meta["order_seed"] if meta["order"] == "shared" else None)
         stack._set_params(weights, biases)
         return stack
-    net = Network(meta["sizes"], cost=meta["cost"], init=meta.get("init", "nielsen"), dtype=meta["dtype"],
-                  device=device, seed=meta.get("seed"))
+    net = Network(meta["sizes"], activation=meta.get("activation", "sigmoid"), cost=meta["cost"],
+                  init=meta.get("init", "nielsen"), dtype=meta["dtype"], device=device, seed=meta.get("seed"))
     net._set_params(weights, biases)
     return net
 

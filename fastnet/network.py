@@ -30,7 +30,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from fastnet import _validate as V
-from fastnet import engines, ops, training
+from fastnet import activations, engines, ops, optim, training
 from fastnet._device import DeviceData, check_seed, initial_params  # noqa: F401 - NetworkStack's too
 from fastnet.backend import model_backend
 from fastnet.history import History
@@ -50,11 +50,19 @@ class Network(DeviceData, training.Trainable):
     ----------
     sizes : sequence of int
         Layer widths, input first, e.g. ``[784, 30, 10]``.
-    cost : {"quadratic", "cross_entropy"}
-        Quadratic cost with a sigmoid output layer, or cross-entropy with softmax.
-    init : {"nielsen", "scaled"}
-        ``W ~ N(0, 1)`` (Nielsen's chapter 1) or ``W ~ N(0, 1/n_in)`` (chapter 3);
-        biases ``~ N(0, 1)`` in both.
+    activation : str or list of str
+        The hidden layers' activation (:mod:`fastnet.activations`): ``"sigmoid"``
+        (Nielsen's, the default), ``"tanh"``, ``"relu"``, ``"identity"``; one name for
+        every hidden layer or a list with one per hidden layer.
+    cost : {"quadratic", "cross_entropy", "mse"}
+        Quadratic cost with a sigmoid output layer, cross-entropy with softmax, or mean
+        squared error with an identity output (regression: y is a float ``(n, n_out)``
+        array, ``evaluate`` returns R², ``predict`` the values).
+    init : {"nielsen", "scaled", "he", "glorot"} or None
+        ``W ~ N(0, 1)`` (Nielsen's chapter 1), ``W ~ N(0, 1/n_in)`` (chapter 3), both
+        with biases ``~ N(0, 1)``; ``"he"`` ``N(0, 2/n_in)`` or ``"glorot"``
+        ``U(+-sqrt(6/(n_in+n_out)))``, both with zero biases. None (the default) follows
+        the activation: nielsen for sigmoid nets, he for relu, glorot for tanh and identity.
     dtype : {"float32", "float64"}
     device : "auto", "cpu", "cuda" or an Array API namespace module
         See :func:`fastnet.backend.get_backend`.
@@ -77,13 +85,18 @@ class Network(DeviceData, training.Trainable):
     [0, 1, 0, 1]
     """
 
-    _CHECK_KEYS = ("sizes", "cost", "dtype")   # what a checkpoint must match
+    _CHECK_KEYS = ("sizes", "activation", "cost", "dtype")   # what a checkpoint must match
 
-    def __init__(self, sizes, *, cost="quadratic", init="nielsen", dtype="float32",
+    def __init__(self, sizes, *, activation="sigmoid", cost="quadratic", init=None, dtype="float32",
                  device="auto", seed=None):
         self.sizes = V.check_sizes(sizes)
+        hidden = activations.resolve(activation, len(self.sizes) - 2)
         self.cost = V.check_choice("cost", cost, V.COSTS)
-        self.init = V.check_choice("init", init, V.INITS)
+        self.init = V.check_choice("init", activations.default_init(hidden) if init is None else init, V.INITS)
+        #: the hidden layers' activation: one name, or a list with one per hidden layer
+        self.activation = activation if isinstance(activation, str) or len(set(hidden)) > 1 else (
+            hidden[0] if hidden else "sigmoid")
+        self._codes = activations.codes(hidden, self.cost)   # every layer's kernel code
         self.dtype = V.check_dtype(dtype)
         self.backend, self._auto_device = model_backend(device)
         check_seed(seed)
@@ -94,6 +107,8 @@ class Network(DeviceData, training.Trainable):
         self._ws: dict = {}                 # training.Workspace per (batch size, chunked)
         self._k = None                       # the kernel table of the running fit (see _kern)
         self._metrics_with = None            # the metrics pass of the running fit
+        self._opt_state = None               # optim.State of the running fit (None: plain SGD)
+        self._step_state = None              # train_step's optimizer state, kept between calls
 
     # --- construction helpers -----------------------------------------------------------
 
@@ -168,15 +183,17 @@ class Network(DeviceData, training.Trainable):
         return len(self.sizes) - 1
 
     def __repr__(self) -> str:
-        return (f"Network({self.sizes}, cost={self.cost!r}, init={self.init!r}, dtype={self.dtype!r}, "
+        return (f"Network({self.sizes}, activation={self.activation!r}, cost={self.cost!r}, init={self.init!r}, "
+                f"dtype={self.dtype!r}, "
                 f"device={self.backend.device!r}, backend={self.backend.name!r})")
 
     # --- forward ------------------------------------------------------------------------
 
     def _activate(self, l: int, Z, k):
-        if l == self.n_layers - 1 and self.cost == "cross_entropy":
-            return k.bias_softmax(Z, self._b[l])
-        return k.bias_sigmoid(Z, self._b[l])
+        code = self._codes[l]
+        if code == activations.SIGMOID:    # Nielsen's net: straight to its kernel
+            return k.bias_sigmoid(Z, self._b[l])
+        return k.bias_act(Z, self._b[l], code)
 
     def _forward(self, X, outs=None) -> list:
         """Activations of every layer after the input; into ``outs`` buffers when given."""
@@ -212,13 +229,15 @@ class Network(DeviceData, training.Trainable):
         return self.feedforward(X)
 
     def predict(self, X):
-        """Predicted class ids, ``(n,)`` int64 on the network's device.
+        """Predicted class ids, ``(n,)`` int64 on the network's device; for ``cost="mse"``
+        the predicted values ``(n, n_out)``.
 
         >>> import numpy as np, fastnet
         >>> fastnet.Network([3, 4], device="cpu", seed=0).predict(np.ones((2, 3))).shape
         (2,)
         """
-        return self.xp.argmax(self.feedforward(X), axis=1)
+        out = self.feedforward(X)
+        return out if self.cost == "mse" else self.xp.argmax(out, axis=1)
 
     # --- backward -----------------------------------------------------------------------
 
@@ -230,7 +249,7 @@ class Network(DeviceData, training.Trainable):
             self._check_fits(m)
             chunk = engines.chunk_rows(self.sizes[0]) if chunked else None
             ws = self._ws[(m, chunked)] = training.Workspace(self.xp, self.sizes, m, self.backend.dtype(self.dtype),
-                                                             chunk=chunk)
+                                                             chunk=chunk, targets=self.cost == "mse")
         return ws
 
     def _sgd_step(self, X, y, ws, m, eta, decay, check=None) -> None:
@@ -254,9 +273,12 @@ class Network(DeviceData, training.Trainable):
             acts = self._forward(Xc, ws.a if r == ws.chunk else [b[:r, ...] for b in ws.a])
             # one piece of few rows: b <- b - scale * sum(delta) in one pass, inside backprop
             # (b plays no part in the deltas); else the column sums streamed row by row first
-            fused_b = r == m and (m < 256 or type(X) is not np.ndarray)
+            fused_b = r == m and (m < 256 or type(X) is not np.ndarray) and self._opt_state is None
             self._grad_sums(Xc, yc, acts, ws, r, accumulate=k0 > 0, b_scale=eta / m if fused_b else None)
         k, scale = self._kern(), eta / m
+        if self._opt_state is not None:   # another optimizer: its own pass over the gradient sums
+            self._opt_state.apply(self._W, self._b, ws.gW, ws.gb, k, m)
+            return
         for l in range(self.n_layers):
             self._W[l] = k.sgd_update(self._W[l], ws.gW[l], scale, decay)
             if not fused_b:
@@ -280,7 +302,10 @@ class Network(DeviceData, training.Trainable):
             else:
                 self._b[l] = k.bias_update(self._b[l], delta, b_scale)
             if l > 0:
-                delta = k.backward_delta(ops.matmul(delta, self._W[l].T, out=ds[l - 1]), acts[l - 1])
+                G = ops.matmul(delta, self._W[l].T, out=ds[l - 1])
+                code = self._codes[l - 1]
+                delta = k.backward_delta(G, acts[l - 1]) if code == activations.SIGMOID else \
+                    k.backward_act(G, acts[l - 1], code)
 
     def backprop(self, X, Y):
         """Gradients of the cost averaged over the batch.
@@ -303,11 +328,13 @@ class Network(DeviceData, training.Trainable):
         self._grad_sums(Xd, yd, acts, ws, m)
         return [g * (1.0 / m) for g in ws.gW], [g * (1.0 / m) for g in ws.gb]
 
-    def train_step(self, X, Y, eta, lmbda=0.0, n=None, *, engine="auto"):
-        """One SGD step on one batch, in place.
+    def train_step(self, X, Y, eta, lmbda=0.0, n=None, *, optimizer="sgd", engine="auto"):
+        """One optimizer step on one batch, in place.
 
         X: ``(m, sizes[0])``; Y: labels ``(m,)`` or targets ``(m, sizes[-1])``; eta > 0;
         lmbda >= 0 with ``n`` (the training-set size, default ``m``) for L2 decay.
+        optimizer: as in :meth:`fit`; its state (velocities, moments, step count) is kept
+        between calls with the same optimizer and starts afresh when it changes.
         engine: ``"auto"`` or a step engine of :mod:`fastnet.engines` by name.
 
         >>> import numpy as np, fastnet
@@ -319,6 +346,7 @@ class Network(DeviceData, training.Trainable):
         """
         eta = V.check_real("eta", eta, positive=True)
         lmbda = V.check_real("lmbda", lmbda)
+        opt = optim.get(optimizer)
         # A C-contiguous NumPy batch already in the network's dtype is checked for NaN/inf
         # inside the chunked and rows engines (while each chunk is in cache, or only when
         # the step left a parameter non-finite); the parameters change only once it passed.
@@ -332,7 +360,18 @@ class Network(DeviceData, training.Trainable):
         m = Xd.shape[0]
         yd = self._prepare_target(Y, m)
         n = m if n is None else V.check_positive_int("n", n)
-        training.one_step(self, X, Xd, yd, eta, 1.0 - eta * lmbda / n, engine)
+        state = None
+        if opt.code != optim.SGD.code:
+            state = self._step_state
+            if state is None or state.optimizer != opt:
+                state = optim.State(opt, self._W + self._b, self.xp)
+            state.eta, state.l2 = eta, lmbda / n
+        self._opt_state = state
+        try:
+            training.one_step(self, X, Xd, yd, eta, 1.0 - eta * lmbda / n, engine, optimizer=opt)
+        finally:
+            self._opt_state = None
+        self._step_state = state
 
     # --- metrics ------------------------------------------------------------------------
 
@@ -344,6 +383,7 @@ class Network(DeviceData, training.Trainable):
 
     def evaluate(self, X, y) -> float:
         """Fraction of samples whose predicted class equals ``y``; X ``(n, sizes[0])``, y ``(n,)``.
+        For ``cost="mse"``: R² of the predictions against the targets ``y`` ``(n, n_out)``.
 
         >>> import numpy as np, fastnet
         >>> net = fastnet.Network([2, 2], device="cpu", seed=0)
@@ -368,14 +408,20 @@ class Network(DeviceData, training.Trainable):
 
     # --- training -----------------------------------------------------------------------
 
-    def fit(self, X, y, *, epochs=30, batch_size=10, eta=3.0, lmbda=0.0, validation_data=None,
+    def fit(self, X, y, *, epochs=30, batch_size=10, eta=3.0, lmbda=0.0, optimizer="sgd", validation_data=None,
             validation_split=0.0, early_stopping=None,
             shuffle=True, verbose=0, callbacks: Iterable[Callable] = (),
             on_divergence="stop", checkpoint=None, checkpoint_every=1, resume=False,
             engine="auto") -> History:
         """Train by minibatch SGD; returns the per-epoch :class:`fastnet.history.History`.
 
-        X: ``(n, sizes[0])`` (uint8 is scaled by 1/255); y: ``(n,)`` integer class ids.
+        X: ``(n, sizes[0])`` (uint8 is scaled by 1/255); y: ``(n,)`` integer class ids
+        (for ``cost="mse"``: float targets ``(n, n_out)``).
+        optimizer: ``"sgd"`` (the default), ``"momentum"``, ``"nesterov"``, ``"adam"``, or an
+        instance from :mod:`fastnet.optim` (``fastnet.optim.Adam(beta1=0.9)``); ``eta`` is
+        its learning rate and ``lmbda`` its L2 strength (``(lmbda / n) * W`` added to each
+        weight gradient, PyTorch's coupled weight decay). Its state is made once per fit
+        and saved in checkpoints.
         The data moves to the device once; every step reuses buffers made here. The last
         minibatch of an epoch holds the ``n % batch_size`` leftover samples.
         The defaults (30 epochs, minibatch 10, eta 3.0) are Nielsen's and ``fastnet train``'s.
@@ -418,6 +464,7 @@ class Network(DeviceData, training.Trainable):
         from fastnet.callbacks import as_early_stopping
 
         stop = as_early_stopping(early_stopping)
+        opt = optim.get(optimizer)
         X, y, validation_data = self._split_validation(X, y, validation_data, validation_split)
         Xd, yd, epochs, batch_size, checkpoint_every, callbacks, val = self._fit_inputs(
             X, y, epochs, batch_size, validation_data, callbacks, checkpoint, checkpoint_every, resume,
@@ -427,20 +474,26 @@ class Network(DeviceData, training.Trainable):
         lmbda = V.check_real("lmbda", lmbda)
         on_divergence = V.check_choice("on_divergence", on_divergence, ("stop", "continue"))
         V.warn_input_scale(X, Xd)
-        V.warn_output_width(yd, self.sizes[-1])
+        if self.cost != "mse":
+            V.warn_output_width(yd, self.sizes[-1])
         if stop is not None:
             stop.reset(has_validation=val is not None)
             callbacks = callbacks + [stop]
-        p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, engine=engine)
+        p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, y=yd, engine=engine, optimizer=opt)
         run = {"epochs": epochs, "batch_size": batch_size, "eta": eta, "lmbda": lmbda, "n_train": n,
-               "shuffle": V.check_bool("shuffle", shuffle)}
+               "shuffle": V.check_bool("shuffle", shuffle), "optimizer": opt.config()}
         history = History(config=self.config() | run | {
             "device": self.backend.device, "backend": self.backend.name,
             "n_val": None if val is None else int(val[0].shape[0]),
         })
-        self._fit(Xd, yd, val, run, history, [history], p, verbose=verbose, bar_history=history,
-                  callbacks=callbacks, on_divergence=on_divergence, checkpoint=checkpoint,
-                  checkpoint_every=checkpoint_every, resume=resume)
+        self._opt_state = (None if opt.code == optim.SGD.code else
+                           optim.State(opt, self._W + self._b, self.xp, eta, lmbda / n))
+        try:
+            self._fit(Xd, yd, val, run, history, [history], p, verbose=verbose, bar_history=history,
+                      callbacks=callbacks, on_divergence=on_divergence, checkpoint=checkpoint,
+                      checkpoint_every=checkpoint_every, resume=resume)
+        finally:
+            self._opt_state = None
         if stop is not None:
             stop.restore(self)
             history.config["early_stopping"] = stop.summary()
@@ -479,6 +532,7 @@ class Network(DeviceData, training.Trainable):
 
     def _trainer(self, engine, Xd, yd, run):
         decay = 1.0 - run["eta"] * run["lmbda"] / run["n_train"]
+        # TODO(engines): the compiled and fused trainers with the activation/optimizer codes
         if engine == "compiled":
             return training.CompiledTrainer([W[None, ...] for W in self._W], [b[None, ...] for b in self._b],
                                             [run["eta"]], [decay], self.cost == "quadratic", Xd, yd, run,
@@ -538,10 +592,10 @@ class Network(DeviceData, training.Trainable):
 
         >>> import fastnet
         >>> fastnet.Network([3, 2], device="cpu", seed=1).config()
-        {'sizes': [3, 2], 'cost': 'quadratic', 'init': 'nielsen', 'dtype': 'float32', 'seed': 1}
+        {'sizes': [3, 2], 'activation': 'sigmoid', 'cost': 'quadratic', 'init': 'nielsen', 'dtype': 'float32', 'seed': 1}
         """
-        return {"sizes": list(self.sizes), "cost": self.cost, "init": self.init, "dtype": self.dtype,
-                "seed": self.seed}
+        return {"sizes": list(self.sizes), "activation": self.activation, "cost": self.cost, "init": self.init,
+                "dtype": self.dtype, "seed": self.seed}
 
     def copy(self) -> "Network":
         """A deep copy on the same device.
@@ -552,8 +606,8 @@ class Network(DeviceData, training.Trainable):
         >>> float(net.weights[0][0, 0]) != 99.0
         True
         """
-        twin = Network(self.sizes, cost=self.cost, init=self.init, dtype=self.dtype, device=self.backend,
-                       seed=self.seed)
+        twin = Network(self.sizes, activation=self.activation, cost=self.cost, init=self.init, dtype=self.dtype,
+                       device=self.backend, seed=self.seed)
         twin._set_params(self._W, self._b)   # as they are, a diverged network's NaN included
         twin._shuffle_rng.bit_generator.state = self._shuffle_rng.bit_generator.state
         return twin

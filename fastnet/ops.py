@@ -42,6 +42,10 @@ KERNEL_OPS = (
     "output_delta_stacked",
     "bias_grad_stacked",
     "sgd_update_stacked",
+    "bias_act",
+    "backward_act",
+    "opt_update",
+    "bias_act_stacked",
 )
 
 _ndarray = np.ndarray
@@ -56,8 +60,8 @@ class _Table:
 
     def __init__(self, path: str, module, suffix: str):
         self.path = path
-        for name in KERNEL_OPS:
-            setattr(self, name, getattr(module, name + suffix))
+        for name in KERNEL_OPS:   # a twin a target does not have yet: the plain-xp reference
+            setattr(self, name, getattr(module, name + suffix, None) or getattr(_ref, name))
 
 
 def refresh() -> None:
@@ -199,6 +203,29 @@ def sgd_update(P, grad, scale, decay=1.0):
 def bias_update(b, delta, scale):
     """``b <- b - scale * sum(delta, 0)`` in one pass; b (n,), delta (m, n)."""
     return (_tables.get(type(b)) or _resolve(b)).bias_update(b, delta, scale)
+
+
+def bias_act(Z, b, code):
+    """``Z <- f(Z + b)`` for a layer of activation ``code`` (:mod:`fastnet.activations`;
+    softmax by rows); Z (m, n), b (n,). Returns the activations."""
+    return (_tables.get(type(Z)) or _resolve(Z)).bias_act(Z, b, code)
+
+
+def backward_act(G, a, code):
+    """``G <- G * f'(z)``, the derivative of activation ``code`` written from the layer's
+    output ``a``; G and a (m, n). Returns ``delta``."""
+    return (_tables.get(type(G)) or _resolve(G)).backward_act(G, a, code)
+
+
+def opt_update(P, G, S1, S2, opt, lr, f0, f1, scale, l2):
+    """One step of optimizer ``opt`` (:mod:`fastnet.optim`) on one parameter array:
+    ``g = scale * G + l2 * P``, then the rule, in place. Returns ``(P, S1, S2)``."""
+    return (_tables.get(type(P)) or _resolve(P)).opt_update(P, G, S1, S2, opt, lr, f0, f1, scale, l2)
+
+
+def bias_act_stacked(Z, b, code):
+    """``Z[k] <- f(Z[k] + b[k])``; Z (K, m, n), b (K, n). Returns the activations."""
+    return (_tables.get(type(Z)) or _resolve(Z)).bias_act_stacked(Z, b, code)
 
 
 # --- stacked: a leading K axis, one slice per network of a NetworkStack -----------------

@@ -44,7 +44,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from fastnet import _validate as V
-from fastnet import engines, ops, training
+from fastnet import activations, engines, ops, optim, training
 from fastnet.backend import model_backend
 from fastnet.history import History
 from fastnet._device import DeviceData
@@ -69,10 +69,12 @@ def _seed_value(name, v):
 class _StackWorkspace:
     """Buffers for one batch size ``m`` (K nets); made once per fit, reused every step."""
 
-    def __init__(self, xp, sizes, k: int, m: int, dtype, independent: bool):
+    def __init__(self, xp, sizes, k: int, m: int, dtype, independent: bool, targets: bool = False):
         self.m = m
         self.X = xp.empty((k, m, sizes[0]) if independent else (m, sizes[0]), dtype=dtype)
-        self.y = xp.empty((k, m) if independent else (m,), dtype=xp.int64)
+        rows = (k, m) if independent else (m,)
+        # labels, or the float targets of cost="mse"
+        self.y = xp.empty(rows + (sizes[-1],), dtype=dtype) if targets else xp.empty(rows, dtype=xp.int64)
         self.a = [xp.empty((k, m, n), dtype=dtype) for n in sizes[1:]]
         self.d = [xp.empty((k, m, n), dtype=dtype) for n in sizes[1:]]
         self.gW = [xp.empty((k, i, o), dtype=dtype) for i, o in zip(sizes[:-1], sizes[1:])]
@@ -93,7 +95,7 @@ class NetworkStack(DeviceData, training.Trainable):
         Net ``i`` starts with the parameters of ``Network(sizes, seed=seeds[i])``.
     etas, lmbdas : float or sequence of float
         Learning rate (> 0) and L2 strength (>= 0) of each network (a scalar: all).
-    cost, init, dtype, device
+    activation, cost, init, dtype, device
         As for :class:`fastnet.Network`, shared by all K.
     order : {"shared", "independent"}
         One minibatch order for all nets (fast), or each net its own (K separate runs, up
@@ -118,13 +120,19 @@ class NetworkStack(DeviceData, training.Trainable):
     """
 
     #: What a checkpoint must match.
-    _CHECK_KEYS = ("sizes", "k", "seeds", "etas", "lmbdas", "cost", "init", "dtype", "order", "order_seed")
+    _CHECK_KEYS = ("sizes", "k", "seeds", "etas", "lmbdas", "activation", "cost", "init", "dtype", "order",
+                   "order_seed")
 
-    def __init__(self, sizes, k=None, *, seeds=None, etas=3.0, lmbdas=0.0, cost="quadratic",
-                 init="nielsen", dtype="float32", device="auto", order="shared", order_seed=None):
+    def __init__(self, sizes, k=None, *, seeds=None, etas=3.0, lmbdas=0.0, activation="sigmoid",
+                 cost="quadratic", init=None, dtype="float32", device="auto", order="shared", order_seed=None):
         self.sizes = V.check_sizes(sizes)
+        hidden = activations.resolve(activation, len(self.sizes) - 2)
         self.cost = V.check_choice("cost", cost, V.COSTS)
-        self.init = V.check_choice("init", init, V.INITS)
+        self.init = V.check_choice("init", activations.default_init(hidden) if init is None else init, V.INITS)
+        self.activation = activation if isinstance(activation, str) or len(set(hidden)) > 1 else (
+            hidden[0] if hidden else "sigmoid")
+        self._codes = activations.codes(hidden, self.cost)
+        self._opt_state = None
         self.dtype = V.check_dtype(dtype)
         self.order = V.check_choice("order", order, ("shared", "independent"))
         if k is not None:
@@ -205,7 +213,7 @@ class NetworkStack(DeviceData, training.Trainable):
         if not -self.k <= i < self.k:
             raise IndexError(f"stack index {i} out of range for k={self.k} networks")
         i = int(i) % self.k
-        net = Network(self.sizes, cost=self.cost, init=self.init, dtype=self.dtype,
+        net = Network(self.sizes, activation=self.activation, cost=self.cost, init=self.init, dtype=self.dtype,
                       device=self.backend, seed=self.seeds[i])
         # as they are: a net that diverged keeps its NaN weights (``net.diverged`` says so)
         net._set_params([W[i, ...] for W in self._W], [b[i, ...] for b in self._b])
@@ -227,16 +235,18 @@ class NetworkStack(DeviceData, training.Trainable):
         [0.5, 1.0]
         """
         return {"sizes": list(self.sizes), "k": self.k, "seeds": list(self.seeds),
-                "etas": list(self.etas), "lmbdas": list(self.lmbdas), "cost": self.cost,
+                "etas": list(self.etas), "lmbdas": list(self.lmbdas), "activation": self.activation,
+                "cost": self.cost,
                 "init": self.init, "dtype": self.dtype, "order": self.order,
                 "order_seed": self.order_seed}
 
     # --- forward ------------------------------------------------------------------------
 
     def _activate(self, l: int, Z):
-        if l == self.n_layers - 1 and self.cost == "cross_entropy":
-            return self._kern().bias_softmax_stacked(Z, self._b[l])
-        return self._kern().bias_sigmoid_stacked(Z, self._b[l])
+        code = self._codes[l]
+        if code == activations.SIGMOID:
+            return self._kern().bias_sigmoid_stacked(Z, self._b[l])
+        return self._kern().bias_act_stacked(Z, self._b[l], code)
 
     def _forward(self, X, outs=None) -> list:
         """Activations ``(K, m, n)`` of every layer; X is ``(m, n_0)`` (shared) or ``(K, m, n_0)``."""
@@ -257,13 +267,14 @@ class NetworkStack(DeviceData, training.Trainable):
         return self._forward(self._prepare_X(X))[-1]
 
     def predict(self, X):
-        """Class ids ``(K, n)``: each net's argmax.
+        """Class ids ``(K, n)``: each net's argmax (for ``cost="mse"`` the values ``(K, n, n_out)``).
 
         >>> import numpy as np, fastnet
         >>> fastnet.NetworkStack([3, 2], k=4, device="cpu").predict(np.ones((5, 3))).shape
         (4, 5)
         """
-        return self.xp.argmax(self.feedforward(X), axis=2)
+        out = self.feedforward(X)
+        return out if self.cost == "mse" else self.xp.argmax(out, axis=2)
 
     def _metrics(self, Xd, yd, lmbdas=None):
         """Per net ``(losses, accuracies)`` over device data (lists of K floats): one sync."""
@@ -294,13 +305,14 @@ class NetworkStack(DeviceData, training.Trainable):
 
     # --- training -----------------------------------------------------------------------
 
-    def fit(self, X, y, *, epochs, batch_size, validation_data=None, shuffle=True, verbose=0,
+    def fit(self, X, y, *, epochs, batch_size, optimizer="sgd", validation_data=None, shuffle=True, verbose=0,
             callbacks: Iterable[Callable] = (), checkpoint=None, checkpoint_every=1, resume=False,
             engine="auto") -> list[History]:
         """Train all K nets by minibatch SGD; returns K :class:`fastnet.History` objects.
 
         Each net uses its own ``etas[i]`` and ``lmbdas[i]``; ``epochs``, ``batch_size``
-        and the minibatch order (see ``order``) are shared. Records hold ``epoch``,
+        and the minibatch order (see ``order``) are shared, and so is ``optimizer`` (as in
+        :meth:`fastnet.Network.fit`; each net keeps its own state). Records hold ``epoch``,
         ``loss``, ``accuracy`` (training data), ``val_loss`` / ``val_accuracy`` with
         ``validation_data``, ``seconds`` (the stack's training time for the epoch, shared
         by all K), ``samples_per_s`` (samples x K nets per second) and ``diverged``.
@@ -318,22 +330,30 @@ class NetworkStack(DeviceData, training.Trainable):
         >>> len(hists), hists[1]["epoch"], hists[1].config["eta"], hists[1][-1]["diverged"]
         (2, [1, 2], 2.0, False)
         """
+        opt = optim.get(optimizer)
         Xd, yd, epochs, batch_size, checkpoint_every, callbacks, val = self._fit_inputs(
             X, y, epochs, batch_size, validation_data, callbacks, checkpoint, checkpoint_every, resume,
             "cb(stack, records)")
         n = Xd.shape[0]
-        p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, engine=engine)
-        run = {"epochs": epochs, "batch_size": batch_size, "n_train": n, "shuffle": V.check_bool("shuffle", shuffle)}
-        base = {"sizes": list(self.sizes), "cost": self.cost, "init": self.init, "dtype": self.dtype,
+        p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, y=yd, engine=engine, optimizer=opt)
+        run = {"epochs": epochs, "batch_size": batch_size, "n_train": n, "shuffle": V.check_bool("shuffle", shuffle),
+               "optimizer": opt.config()}
+        base = {"sizes": list(self.sizes), "activation": self.activation, "cost": self.cost, "init": self.init,
+                "dtype": self.dtype,
                 **run, "order": self.order, "order_seed": self.order_seed, "stack_k": self.k,
                 "device": self.backend.device, "backend": self.backend.name,
                 "n_val": None if val is None else int(val[0].shape[0])}
         histories = [History(config=base | {"seed": s, "eta": e, "lmbda": lm, "stack_index": i})
                      for i, (s, e, lm) in enumerate(zip(self.seeds, self.etas, self.lmbdas))]
         summary = History(config=base)   # what the progress lines show: the best net
-        self._fit(Xd, yd, val, run, (histories, summary), histories + [summary], p, verbose=verbose,
-                  bar_history=summary, callbacks=callbacks, on_divergence="continue", checkpoint=checkpoint,
-                  checkpoint_every=checkpoint_every, resume=resume)
+        self._opt_state = None if opt.code == optim.SGD.code else optim.State(
+            opt, self._W + self._b, self.xp, list(self.etas), [lm / n for lm in self.lmbdas])
+        try:
+            self._fit(Xd, yd, val, run, (histories, summary), histories + [summary], p, verbose=verbose,
+                      bar_history=summary, callbacks=callbacks, on_divergence="continue", checkpoint=checkpoint,
+                      checkpoint_every=checkpoint_every, resume=resume)
+        finally:
+            self._opt_state = None
         return histories
 
     # --- the hooks of training.Trainable ----------------------------------------------------
@@ -429,13 +449,19 @@ class NetworkStack(DeviceData, training.Trainable):
             if l > 0:   # with the old W_l, before its update
                 G = ops.matmul_t(delta, self._W[l], ws.d[l - 1], tb=True)
                 shape = G.shape
-                delta_prev = kt.backward_delta(_flat(G), _flat(acts[l - 1]))
+                code = self._codes[l - 1]
+                delta_prev = (kt.backward_delta(_flat(G), _flat(acts[l - 1])) if code == activations.SIGMOID
+                              else kt.backward_act(_flat(G), _flat(acts[l - 1]), code))
                 delta_prev = _unflat(delta_prev, shape)
-            self._W[l] = kt.sgd_update_stacked(self._W[l], gW, scales, dec_W)
             gb = kt.bias_grad_stacked(delta, ws.gb[l], 1.0)
-            self._b[l] = kt.sgd_update_stacked(self._b[l], gb, scales, dec_b)
+            if self._opt_state is None:
+                self._W[l] = kt.sgd_update_stacked(self._W[l], gW, scales, dec_W)
+                self._b[l] = kt.sgd_update_stacked(self._b[l], gb, scales, dec_b)
             if l > 0:
                 delta = delta_prev
+        if self._opt_state is not None:   # another optimizer: its own pass over the gradient sums
+            m = Xb.shape[-2]
+            self._opt_state.apply_stacked(self._W, self._b, ws.gW, ws.gb, kt, m)
 
     def _output_delta_each(self, a, yb, out):
         """Output deltas when each net has its own labels ``yb`` (K, m)."""
@@ -461,8 +487,8 @@ class _StackSteps:
         sizes_m = sorted({B, n - (-(-n // B) - 1) * B})
         stack._check_fits(B, nets=K * len(sizes_m))   # one workspace per batch size
         dt = stack.backend.dtype(stack.dtype)
-        self.ws = {m: _StackWorkspace(stack.xp, stack.sizes, K, m, dt, stack.order == "independent")
-                   for m in sizes_m}
+        self.ws = {m: _StackWorkspace(stack.xp, stack.sizes, K, m, dt, stack.order == "independent",
+                                      targets=stack.cost == "mse") for m in sizes_m}
         # per-net step scales eta_k / m for a full and for the last batch, and decays
         self.scales = {m: stack._to_device(np.array([e / m for e in stack.etas])) for m in sizes_m}
         self.dec_W = stack._to_device(np.array(decays))

@@ -80,8 +80,10 @@ class Workspace:
     ``chunk``: rows of the activation and delta buffers (``m``, or fewer for the chunked
     engine, which runs a step in row chunks)."""
 
-    def __init__(self, xp, sizes: Sequence[int], m: int, dtype, *, chunk: int | None = None):
+    def __init__(self, xp, sizes: Sequence[int], m: int, dtype, *, chunk: int | None = None,
+                 targets: bool = False):
         self.m = m
+        self._targets = sizes[-1] if targets else 0   # cost="mse": a float target buffer for y
         self.chunk = m if chunk is None else min(m, chunk)
         self._xp, self._n_in, self._dtype = xp, sizes[0], dtype
         self._X = self._y = None   # the gather buffers: made on first use (see X, y)
@@ -103,7 +105,8 @@ class Workspace:
     @property
     def y(self):
         if self._y is None:
-            self._y = self._xp.empty((self.m,), dtype=self._xp.int64)
+            self._y = (self._xp.empty((self.m, self._targets), dtype=self._dtype) if self._targets
+                       else self._xp.empty((self.m,), dtype=self._xp.int64))
         return self._y
 
     def rows(self, bufs: list, m: int) -> list:
@@ -165,7 +168,7 @@ def step_function(net, engine: str):
     return net._sgd_step   # step, xp, chunked (the workspace's chunk says how many pieces)
 
 
-def one_step(net, X, Xd, yd, eta, decay, engine) -> None:
+def one_step(net, X, Xd, yd, eta, decay, engine, optimizer=None) -> None:
     """``Network.train_step``'s step, as :func:`fastnet.engines.plan` picks its engine.
 
     ``Xd is X`` when X (a C-contiguous NumPy array in the network's dtype) has not been
@@ -176,7 +179,7 @@ def one_step(net, X, Xd, yd, eta, decay, engine) -> None:
     from fastnet import engines
 
     m = Xd.shape[0]
-    p = engines.plan(net, Xd, batch_size=m, epochs=1, y=yd, engine=engine, unit="step")
+    p = engines.plan(net, Xd, batch_size=m, epochs=1, y=yd, engine=engine, unit="step", optimizer=optimizer)
     if Xd is X and p.engine not in ("chunked", "rows"):
         Xd = net._prepare_X(X)   # the full check (and nothing else: same dtype)
     with net._running(p):
@@ -346,6 +349,8 @@ class Trainable:
             totals = [forward_metrics(Xd, yd, [W[k] for W in Ws], [b[k] for b in bs], self.cost == "quadratic")
                       for k in range(K)]
             losses, accs = [t / n for t, _ in totals], [c / n for _, c in totals]
+        elif self.cost == "mse":
+            losses, accs = self._regression_scores(Xd, yd, forward, K, xp)
         else:
             chunk = max(256, _METRIC_ELEMS // (K * max(self.sizes[1:])))
             cost = xp.zeros((K,), dtype=self.backend.dtype(self.dtype))
@@ -368,6 +373,29 @@ class Trainable:
         if lmbdas is not None:
             sq = sum(self.backend.asnumpy(xp.sum(W * W, axis=(1, 2))).astype(np.float64) for W in Ws)
             losses = [v + 0.5 * lm / n * float(q) for v, lm, q in zip(losses, lmbdas, sq)]
+        return losses, accs
+
+    def _regression_scores(self, Xd, yd, forward, K, xp):
+        """``cost="mse"``: per net the mean of ``0.5 * ||a - t||^2`` and R² (the mean over the
+        outputs of ``1 - SS_res / SS_tot``, scikit-learn's ``r2_score``: an output whose
+        targets are constant scores 1 when predicted exactly, else 0)."""
+        n = Xd.shape[0]
+        chunk = max(256, _METRIC_ELEMS // (K * max(self.sizes[1:])))
+        mean = xp.mean(yd, axis=0)
+        ss_tot = xp.sum((yd - mean) ** 2, axis=0)                          # (n_out,)
+        ss_res = xp.zeros((K, self.sizes[-1]), dtype=yd.dtype)
+        for s in range(0, n, chunk):
+            stop = min(s + chunk, n)
+            r = forward(Xd[s:stop, ...]) - yd[s:stop, ...]                  # (K, c, n_out)
+            ss_res = ss_res + xp.sum(r * r, axis=1)
+        res = self.backend.asnumpy(ss_res).astype(np.float64)
+        tot = self.backend.asnumpy(ss_tot).astype(np.float64)
+        losses = [0.5 * float(row.sum()) / n for row in res]
+        accs = []
+        for row in res:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r2 = np.where(tot > 0, 1.0 - row / np.where(tot > 0, tot, 1.0), np.where(row == 0, 1.0, 0.0))
+            accs.append(float(np.mean(r2)))
         return losses, accs
 
     def _fit(self, Xd, yd, val, run, hist, histories, p, *, verbose, bar_history, callbacks, on_divergence,
@@ -478,7 +506,10 @@ class Trainable:
                  "history": self._history_state(hist)}
         if getattr(self, "_fit_engine", None):   # a resume runs the same engine: bit for bit
             state["engine"] = self._fit_engine
-        save_model(self, path, extra={"checkpoint": state})
+        opt = getattr(self, "_opt_state", None)
+        if opt is not None:                       # velocities / moments and the step count
+            state["optimizer_t"] = opt.t
+        save_model(self, path, extra={"checkpoint": state}, state_arrays=opt.arrays() if opt is not None else ())
 
     def _restore_checkpoint(self, path, run, hist) -> tuple[int, int]:
         """Check the checkpoint at ``path`` against this model and ``run`` (every setting that
@@ -488,7 +519,7 @@ class Trainable:
         anything changed (the file's schema, RNG states included, is checked on reading)."""
         from fastnet.io import ModelFileError, read_model
 
-        meta, weights, biases = read_model(path)
+        meta, weights, biases, opt_arrays = read_model(path, state=True)
         ck = (meta.get("extra") or {}).get("checkpoint")
         if ck is None:
             raise ModelFileError(f"{path} is a model, not a training checkpoint (no checkpoint state); "
@@ -517,7 +548,14 @@ class Trainable:
             raise ValueError(f"checkpoint {path} has already trained {done} epochs"
                              f"{f' and {step} samples' if step else ''}, more than epochs={run['epochs']}; "
                              f"fix: ask for epochs >= {done + (1 if step else 0)}")
+        opt = getattr(self, "_opt_state", None)
+        if (opt is not None) != ("optimizer_t" in ck):
+            raise ValueError(f"checkpoint {path} was written with other settings: optimizer "
+                             f"{(saved.get('optimizer') or {'name': 'sgd'})['name']!r}{fix}")
         self._set_params(weights, biases)
+        if opt is not None:
+            opt.set_arrays([self.backend.asarray(a, dtype=self.dtype) for a in opt_arrays])
+            opt.t = ck["optimizer_t"]
         self._set_rng_state(ck["rng_state"])
         self._set_history_state(hist, ck["history"])
         self._resumed_engine = ck.get("engine")

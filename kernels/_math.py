@@ -80,3 +80,85 @@ def sgd_step(p, g, scale, decay):
     With ``decay == 1`` this is bitwise ``p - scale * g`` (multiplying by one is exact).
     """
     return decay * p - scale * g
+
+
+# --- the activation and optimizer tables' scalar maths ----------------------------------
+# fastnet/activations.py and fastnet/optim.py are the tables (names, defaults, the plain-xp
+# forms); each row names one of these codes. Every compiled path (the @njit step kernels,
+# the compiled epoch loop, the CUDA twins) calls `act`, `act_grad` and `opt_step` with the
+# code of a layer or of the fit, a value that is constant over the loop it sits in, so
+# the branch is taken once per layer and not per element (LLVM unswitches the loop).
+# Adding an activation or an optimizer: a row in its table and a branch here.
+
+#: Activation codes (fastnet/activations.py). SOFTMAX is an output layer only.
+SIGMOID = 0
+TANH = 1
+RELU = 2
+IDENTITY = 3
+SOFTMAX = -1
+
+#: Optimizer codes (fastnet/optim.py).
+OPT_SGD = 0
+OPT_MOMENTUM = 1
+OPT_NESTEROV = 2
+OPT_ADAM = 3
+
+
+@njit
+def act(z, code, one):
+    """The activation ``code`` of one pre-activation ``z`` (``one`` typed like z).
+    Sigmoid has a faster float32 twin in kernels/cpu.py, taken before this is called."""
+    zero = one - one
+    if code == SIGMOID:
+        return sigmoid(z, one)
+    if code == TANH:
+        return math.tanh(z)
+    if code == RELU:
+        return zero if z < zero else z          # NaN stays NaN
+    return z                                    # IDENTITY
+
+
+@njit
+def act_grad(g, a, code, one):
+    """``g * f'(z)`` from the layer's output ``a = f(z)``: the backward Hadamard step of
+    activation ``code`` (every activation here has its derivative as a function of a)."""
+    zero = one - one
+    if code == SIGMOID:
+        return g * (a * (one - a))
+    if code == TANH:
+        return g * (one - a * a)
+    if code == RELU:
+        return g * (one if a > zero else zero)
+    return g                                    # IDENTITY
+
+
+@njit
+def opt_factors(code, h0, h1, t):
+    """Per-step factors of optimizer ``code`` at step ``t`` (1, 2, ...), float64: Adam's
+    bias corrections ``1 - beta1**t`` and ``sqrt(1 - beta2**t)``; ``(1, 1)`` for the rest."""
+    if code == OPT_ADAM:
+        return 1.0 - h0 ** t, math.sqrt(1.0 - h1 ** t)
+    return 1.0, 1.0
+
+
+@njit
+def opt_step(p, g, s1, s2, code, lr, h0, h1, h2, f0, f1):
+    """One parameter of one optimizer step: ``(p, s1, s2)`` after it, PyTorch's rules.
+
+    g: the mean gradient (plus ``l2 * p`` for a weight); s1, s2: the parameter's state
+    (velocity; Adam's first and second moments); lr: eta; h0..h2: the optimizer's
+    hyperparameters (momentum; beta1, beta2, eps); f0, f1: :func:`opt_factors` of
+    this step. Everything in p's dtype."""
+    one = lr / lr                                       # 1 in p's dtype (lr > 0)
+    if code == OPT_MOMENTUM:
+        s1 = h0 * s1 + g
+        return p - lr * s1, s1, s2
+    if code == OPT_NESTEROV:
+        s1 = h0 * s1 + g
+        return p - lr * (g + h0 * s1), s1, s2
+    if code == OPT_ADAM:
+        s1 = s1 + (one - h0) * (g - s1)                 # torch's lerp_(grad, 1 - beta1)
+        s2 = s2 * h1 + (one - h1) * (g * g)
+        denom = math.sqrt(s2) / f1 + h2
+        return p - (lr / f0) * (s1 / denom), s1, s2
+    return p - lr * g, s1, s2                           # OPT_SGD

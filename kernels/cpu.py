@@ -60,6 +60,10 @@ __all__ = [
     "output_delta_stacked_cpu",
     "bias_grad_stacked_cpu",
     "sgd_update_stacked_cpu",
+    "bias_act_cpu",
+    "backward_act_cpu",
+    "opt_update_cpu",
+    "bias_act_stacked_cpu",
     "warmup",
     "warmup_stacked",
 ]
@@ -69,7 +73,7 @@ _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 _I64 = np.dtype(np.int64)
 _FLOATS = (_F32, _F64)
-COSTS = ("quadratic", "cross_entropy")
+COSTS = ("quadratic", "cross_entropy", "mse")
 
 # Status codes of the kernels' prologue.
 _OK = 0
@@ -538,7 +542,7 @@ def output_delta_cpu(a, y, cost, out):
     may be ``a`` itself. Returns ``out``.
     """
     quadratic = cost == "quadratic"
-    if ((quadratic or cost == "cross_entropy")
+    if (cost in COSTS
             and type(a) is _ndarray and type(out) is _ndarray and type(y) is _ndarray
             and ((dt := a.dtype) is _F32 or dt is _F64) and out.dtype is dt):
         try:
@@ -554,7 +558,7 @@ def output_delta_cpu(a, y, cost, out):
             pass
     fn = "output_delta_cpu"
     if cost not in COSTS:
-        raise ValueError(f"{fn}: cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}.")
+        raise ValueError(f"{fn}: cost must be one of {COSTS}. Actual: {cost!r}.")
     _check_array(fn, "a", a, 2)
     _check_array(fn, "out", out, 2, writable=True)
     _check_same_dtype(fn, ("a", "out"), (a, out))
@@ -669,6 +673,135 @@ def bias_update_cpu(b, delta, scale):
 
 
 # =====================================================================================
+# The activation and optimizer tables' kernels (fastnet/activations.py, fastnet/optim.py):
+# one loop per layer whose code is a loop-invariant switch (kernels/_math.py).
+# =====================================================================================
+
+@njit(cache=True, error_model="numpy")
+def bias_act_rows(Z, b, code, lo, hi):
+    """``Z[i] <- f(Z[i] + b)`` for rows ``lo <= i < hi``, f the activation ``code``
+    (sigmoid and softmax take their own loops). Unchecked."""
+    if code == _math.SIGMOID:
+        bias_sigmoid_rows(Z, b, lo, hi)
+        return
+    if code == _math.SOFTMAX:
+        bias_softmax_rows(Z, b, lo, hi)
+        return
+    one = Z.dtype.type(1)
+    n = Z.shape[1]
+    for i in range(lo, hi):
+        for j in range(n):
+            Z[i, j] = _math.act(Z[i, j] + b[j], code, one)
+
+
+@njit(cache=True)
+def backward_act_flat(g, a, code, lo, hi):
+    """``g[k] <- g[k] * f'(z)`` (from ``a``) for flat ``lo <= k < hi``. Unchecked."""
+    one = g.dtype.type(1)
+    if code == _math.SIGMOID:
+        for k in range(lo, hi):
+            g[k] = _math.backward_delta(g[k], a[k], one)
+        return
+    for k in range(lo, hi):
+        g[k] = _math.act_grad(g[k], a[k], code, one)
+
+
+@njit(cache=True)
+def opt_update_flat(p, G, s1, s2, code, lr, h0, h1, h2, f0, f1, scale, l2, lo, hi):
+    """One optimizer step of flat elements ``lo <= k < hi``: ``g = scale * G + l2 * p``,
+    then ``_math.opt_step``. Every scalar is cast to p's dtype once. Unchecked."""
+    t = p.dtype.type
+    lr_, h0_, h1_, h2_, f0_, f1_, sc, l2_ = t(lr), t(h0), t(h1), t(h2), t(f0), t(f1), t(scale), t(l2)
+    if l2 == 0.0:
+        for k in range(lo, hi):
+            p[k], s1[k], s2[k] = _math.opt_step(p[k], sc * G[k], s1[k], s2[k], code, lr_, h0_, h1_, h2_,
+                                                f0_, f1_)
+    else:
+        for k in range(lo, hi):
+            p[k], s1[k], s2[k] = _math.opt_step(p[k], sc * G[k] + l2_ * p[k], s1[k], s2[k], code, lr_, h0_,
+                                                h1_, h2_, f0_, f1_)
+
+
+def _same_c_arrays(fn, names, arrays, shape):
+    for name, x in zip(names, arrays):
+        if type(x) is not _ndarray or x.dtype not in _FLOATS or not x.flags.c_contiguous:
+            _check_array(fn, name, x)
+            raise TypeError(f"{fn}: {name} must be a C-contiguous float32/float64 NumPy array. "
+                            f"Actual: {_type_name(x)}")
+    _check_same_dtype(fn, names, arrays)
+    for name, x in zip(names[1:], arrays[1:]):
+        _check_shape(fn, name, x, shape, f"the shape of {names[0]}")
+
+
+def bias_act_cpu(Z, b, code):
+    """Forward step of a layer of activation ``code`` in place: ``Z <- f(Z + b)``.
+
+    Z: (m, n), C-contiguous, overwritten; b: (n,), same dtype. Returns ``Z``."""
+    if code == _math.SIGMOID:
+        return bias_sigmoid_cpu(Z, b)
+    if code == _math.SOFTMAX:
+        return bias_softmax_cpu(Z, b)
+    fn = "bias_act_cpu"
+    _same_c_arrays(fn, ("Z",), (Z,), Z.shape)
+    if Z.ndim != 2 or type(b) is not _ndarray or b.shape != (Z.shape[1],) or b.dtype != Z.dtype:
+        return _slow_Z_b(fn, lambda Z, b: bias_act_rows(Z, b, code, 0, Z.shape[0]) or _OK, Z, b)
+    bias_act_rows(Z, b, code, 0, Z.shape[0])
+    return Z
+
+
+def backward_act_cpu(G, a, code):
+    """Backward Hadamard step of a layer of activation ``code``: ``G <- G * f'(z)``,
+    from the layer's output ``a``. G, a: (m, n), C-contiguous, one dtype. Returns ``G``."""
+    if code == _math.SIGMOID:
+        return backward_delta_cpu(G, a)
+    fn = "backward_act_cpu"
+    _same_c_arrays(fn, ("G", "a"), (G, a), G.shape)
+    backward_act_flat(G.ravel(), a.ravel(), code, 0, G.size)
+    return G
+
+
+def opt_update_cpu(P, G, S1, S2, opt, lr, f0, f1, scale, l2):
+    """One optimizer step of one parameter array in place (``reference.opt_update``):
+    ``g = scale * G + l2 * P``, then ``opt``'s rule. P, G, S1, S2: one shape, C-contiguous,
+    one dtype. Returns ``(P, S1, S2)``."""
+    fn = "opt_update_cpu"
+    _same_c_arrays(fn, ("P", "G", "S1", "S2"), (P, G, S1, S2), P.shape)
+    h0, h1, h2 = opt.hyper()
+    opt_update_flat(P.ravel(), G.ravel(), S1.ravel(), S2.ravel(), opt.code, float(lr), h0, h1, h2,
+                    float(f0), float(f1), float(scale), float(l2), 0, P.size)
+    return P, S1, S2
+
+
+def bias_act_stacked_cpu(Z, b, code):
+    """``Z[k] <- f(Z[k] + b[k])`` for K nets; Z (K, m, n), b (K, n). Returns ``Z``."""
+    if code == _math.SIGMOID:
+        return bias_sigmoid_stacked_cpu(Z, b)
+    if code == _math.SOFTMAX:
+        return bias_softmax_stacked_cpu(Z, b)
+    fn = "bias_act_stacked_cpu"
+    _same_c_arrays(fn, ("Z",), (Z,), Z.shape)
+    if Z.ndim != 3 or type(b) is not _ndarray or b.shape != (Z.shape[0], Z.shape[2]) or b.dtype != Z.dtype:
+        raise ValueError(f"{fn}: Z must be (K, m, n) and b (K, n) of Z's dtype. Actual: Z {Z.shape}, "
+                         f"b {getattr(b, 'shape', None)}")
+    for k in range(Z.shape[0]):
+        bias_act_rows(Z[k], b[k], code, 0, Z.shape[1])
+    return Z
+
+
+def warmup_tables(dtype="float32") -> int:
+    """Compile (or load) the table kernels above for ``dtype``: one version covers every
+    activation and optimizer (the code is an argument)."""
+    dt = np.dtype(dtype)
+    Z = np.zeros((2, 3), dt)
+    b = np.zeros(3, dt)
+    bias_act_rows(Z, b, _math.RELU, 0, 2)
+    backward_act_flat(Z.ravel(), Z.ravel(), _math.RELU, 0, 6)
+    opt_update_flat(Z.ravel(), Z.ravel(), Z.ravel(), Z.ravel(), _math.OPT_ADAM, 1.0, 0.9, 0.9, 1e-8, 1.0, 1.0,
+                    1.0, 0.0, 0, 6)
+    return 3
+
+
+# =====================================================================================
 
 def warmup(dtype="float32") -> int:
     """Compile (or load from the on-disk cache) every CPU kernel for ``dtype``.
@@ -696,7 +829,7 @@ def warmup(dtype="float32") -> int:
     ]
     for kernel, args in calls:
         kernel(*args)
-    return len(calls)
+    return len(calls) + warmup_tables(dt)
 
 
 # =====================================================================================
@@ -847,7 +980,12 @@ def output_delta_stacked_cpu(a, y, cost, out):
     bitwise. Returns ``out``.
     """
     quadratic = cost == "quadratic"
-    if ((quadratic or cost == "cross_entropy")
+    if (type(y) is _ndarray and y.ndim == 2 and cost in COSTS and type(a) is _ndarray and a.ndim == 3
+            and type(out) is _ndarray and out.shape == a.shape):   # a target matrix, shared by the nets
+        for k in range(a.shape[0]):
+            output_delta_cpu(a[k], y, cost, out[k])
+        return out
+    if (cost in COSTS
             and type(a) is _ndarray and type(out) is _ndarray and type(y) is _ndarray
             and a.ndim == 3 and out.ndim == 3 and y.ndim == 1 and y.dtype is _I64
             and ((dt := a.dtype) is _F32 or dt is _F64) and out.dtype is dt):
@@ -858,7 +996,7 @@ def output_delta_stacked_cpu(a, y, cost, out):
             pass
     fn = "output_delta_stacked_cpu"
     if cost not in COSTS:
-        raise ValueError(f"{fn}: cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}.")
+        raise ValueError(f"{fn}: cost must be one of {COSTS}. Actual: {cost!r}.")
     _check_array(fn, "a", a, 3)
     _check_array(fn, "out", out, 3, writable=True)
     _check_same_dtype(fn, ("a", "out"), (a, out))
@@ -963,4 +1101,4 @@ def warmup_stacked(dtype="float32") -> int:
     ]
     for kernel, args in calls:
         kernel(*args)
-    return len(calls)
+    return len(calls) + warmup_tables(dt)

@@ -77,19 +77,75 @@ def output_delta(a, y, cost, out):
 
     a: (m, n_out) output activations. y: (m,) integer labels or (m, n_out) targets.
     cost: ``"quadratic"`` (sigmoid output): ``(a - y) * a * (1 - a)``;
-    ``"cross_entropy"`` (softmax output): ``a - y``. out: (m, n_out), may be ``a``.
+    ``"cross_entropy"`` (softmax output) and ``"mse"`` (identity output): ``a - y``.
+    out: (m, n_out), may be ``a``.
     """
     xp = array_namespace(a, out)
     t = _targets(a, y, xp)
     d = a - t
     if cost == "quadratic":
         d = d * a * (1 - a)
-    elif cost != "cross_entropy":
-        raise ValueError(f"cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}")
+    elif cost not in ("cross_entropy", "mse"):
+        raise ValueError(f"cost must be 'quadratic', 'cross_entropy' or 'mse'. Actual: {cost!r}")
     if _inplace(xp):
         out[...] = d
         return out
     return d
+
+
+def bias_act(Z, b, code):
+    """Forward step of a layer of activation ``code`` (:mod:`fastnet.activations`):
+    ``Z <- f(Z + b)``; softmax by rows. Z: (m, n) (or (K, m, n) with b (K, 1, n)),
+    overwritten where the namespace allows. Returns the activations."""
+    from fastnet import activations
+    from fastnet.kernels import _math
+
+    if code == _math.SIGMOID:
+        return bias_sigmoid(Z, b)
+    if code == _math.SOFTMAX:
+        return bias_softmax(Z, b)
+    xp = array_namespace(Z, b)
+    if _inplace(xp):
+        Z += b
+        Z[...] = activations.forward(Z, code)
+        return Z
+    return activations.forward(Z + b, code)
+
+
+def backward_act(G, a, code):
+    """Backward Hadamard step of a layer of activation ``code``: ``G <- G * f'(z)``,
+    the derivative written from the layer's output ``a``. Returns ``delta``."""
+    from fastnet import activations
+    from fastnet.kernels import _math
+
+    if code == _math.SIGMOID:
+        return backward_delta(G, a)
+    xp = array_namespace(G, a)
+    d = activations.backward(G, a, code)
+    if _inplace(xp):
+        G[...] = d
+        return G
+    return d
+
+
+def opt_update(P, G, S1, S2, opt, lr, f0, f1, scale, l2):
+    """One optimizer step of one parameter array: ``g = scale * G + l2 * P`` (G the
+    unscaled gradient sum, ``scale = 1 / m``; ``l2 = lmbda / n`` for weights, 0 for
+    biases), then ``opt``'s rule (:mod:`fastnet.optim`) with step factors ``f0, f1``.
+    Returns ``(P, S1, S2)``, written in place where the namespace allows."""
+    xp = array_namespace(P, G)
+    g = scale * G
+    if l2:
+        g = g + l2 * P
+    newP, newS1, newS2 = opt.xp_step(P, g, S1, S2, lr, f0, f1, xp)
+    if _inplace(xp):
+        P[...] = newP
+        if newS1 is not S1:
+            S1[...] = newS1
+        if newS2 is not S2:
+            S2[...] = newS2
+        return P, S1, S2
+    return newP, newS1, newS2
 
 
 def backward_delta(G, a):
@@ -199,18 +255,22 @@ def output_delta_stacked(a, y, cost, out):
     ``a``.
     """
     fn = "output_delta_stacked"
-    if cost not in ("quadratic", "cross_entropy"):
-        raise ValueError(f"{fn}: cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}")
+    if cost not in ("quadratic", "cross_entropy", "mse"):
+        raise ValueError(f"{fn}: cost must be 'quadratic', 'cross_entropy' or 'mse'. Actual: {cost!r}")
     _expect_ndim(fn, "a", a, 3)
     _expect_shape(fn, "out", out, a.shape, "the shape of a")
-    _expect_ndim(fn, "y", y, 1)
-    _expect_shape(fn, "y", y, (a.shape[1],), "one label per row of a[k]")
     xp = array_namespace(a, out)
     n_out = a.shape[2]
-    if y.shape[0] and (int(xp.min(y)) < 0 or int(xp.max(y)) >= n_out):
-        raise ValueError(f"{fn}: labels y must lie in [0, {n_out}). Actual: from "
-                         f"{int(xp.min(y))} to {int(xp.max(y))}.")
-    t = one_hot(y, n_out, a.dtype, xp)       # (m, n_out): broadcasts over the K nets
+    if y.ndim == 2:                          # a target matrix (m, n_out), shared by the K nets
+        _expect_shape(fn, "y", y, a.shape[1:], "one target row per row of a[k]")
+        t = y
+    else:
+        _expect_ndim(fn, "y", y, 1)
+        _expect_shape(fn, "y", y, (a.shape[1],), "one label per row of a[k]")
+        if y.shape[0] and (int(xp.min(y)) < 0 or int(xp.max(y)) >= n_out):
+            raise ValueError(f"{fn}: labels y must lie in [0, {n_out}). Actual: from "
+                             f"{int(xp.min(y))} to {int(xp.max(y))}.")
+        t = one_hot(y, n_out, a.dtype, xp)   # (m, n_out): broadcasts over the K nets
     d = a - t
     if cost == "quadratic":
         d = d * a * (1 - a)
@@ -254,3 +314,11 @@ def sgd_update_stacked(P, grad, scales, decays):
         P -= s * grad
         return P
     return P * d - s * grad
+
+
+def bias_act_stacked(Z, b, code):
+    """Forward step of K layers of activation ``code``: ``Z[k] <- f(Z[k] + b[k])``.
+
+    Z: (K, m, n), overwritten where the namespace allows. b: (K, n)."""
+    _check_Z_b_stacked("bias_act_stacked", Z, b)
+    return bias_act(Z, array_namespace(Z, b).expand_dims(b, axis=1), code)
