@@ -180,7 +180,7 @@ def _numba_missing(r: _Request):
 
 
 def _no_compiled(r):
-    if (why := _numba_missing(r) or _sgd_sigmoid_only(r)) is not None:
+    if (why := _numba_missing(r)) is not None:
         return why
     if r.stack and r.model.order != "shared":
         return "each net draws its own minibatch order (order='independent')"

@@ -532,11 +532,13 @@ class Network(DeviceData, training.Trainable):
 
     def _trainer(self, engine, Xd, yd, run):
         decay = 1.0 - run["eta"] * run["lmbda"] / run["n_train"]
-        # TODO(engines): the compiled and fused trainers with the activation/optimizer codes
-        if engine == "compiled":
+        if engine == "compiled":   # a stack of one
+            st = self._opt_state
             return training.CompiledTrainer([W[None, ...] for W in self._W], [b[None, ...] for b in self._b],
                                             [run["eta"]], [decay], self.cost == "quadratic", Xd, yd, run,
-                                            threads=1)
+                                            threads=1, codes=self._codes,
+                                            state=None if st is None else training.StackOfOne(st),
+                                            l2s=[run["lmbda"] / run["n_train"]])
         if engine == "fused":
             return training.FusedTrainer([W[None, ...] for W in self._W], [b[None, ...] for b in self._b],
                                          [run["eta"]], [decay], self.cost == "quadratic", Xd, yd, run)

@@ -370,7 +370,8 @@ class NetworkStack(DeviceData, training.Trainable):
         decays = [1.0 - e * lm / n for e, lm in zip(self.etas, self.lmbdas)]
         if engine == "compiled":
             return training.CompiledTrainer(self._W, self._b, self.etas, decays, self.cost == "quadratic",
-                                            Xd, yd, run)
+                                            Xd, yd, run, codes=self._codes, state=self._opt_state,
+                                            l2s=[lm / n for lm in self.lmbdas])
         if engine == "fused":
             return training.FusedTrainer(self._W, self._b, self.etas, decays, self.cost == "quadratic",
                                          Xd, yd, run)

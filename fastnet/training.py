@@ -204,19 +204,39 @@ class CompiledTrainer:
     working copy of the parameters of the K nets (``Ws``/``bs`` with a leading K axis: a
     Network passes ``(1, ...)`` views of its own), written back in place by :meth:`sync`."""
 
-    def __init__(self, Ws, bs, etas, decays, quadratic, Xd, yd, run, threads=None):
+    def __init__(self, Ws, bs, etas, decays, quadratic, Xd, yd, run, threads=None, *, codes=None, state=None,
+                 l2s=None):
         from fastnet.kernels.epoch_cpu import CHUNK_SAMPLES, MAX_CHUNK_STEPS, StackRunner
 
         B = run["batch_size"]
         self.chunk = max(1, min(MAX_CHUNK_STEPS, CHUNK_SAMPLES // B))
         self.Xd, self.yd, self.Ws, self.bs = Xd, yd, Ws, bs
-        self.runner = StackRunner(Ws, bs, etas, decays, B, quadratic, threads=threads)
+        self.runner = StackRunner(Ws, bs, etas, decays, B, quadratic, threads=threads, codes=codes,
+                                  optimizer=None if state is None else state.optimizer, state=state, l2s=l2s)
 
     def steps(self, orders, s0, s1) -> None:
         self.runner.run(self.Xd, self.yd, orders[0], s0, s1)
 
     def sync(self) -> None:
         self.runner.store(self.Ws, self.bs)
+
+
+class StackOfOne:
+    """A Network's :class:`fastnet.optim.State` seen as a stack of one: every array with a
+    leading axis of 1 (views: the compiled loop writes through them), the step count shared."""
+
+    def __init__(self, state):
+        self._state, self.optimizer = state, state.optimizer
+        self.s1 = [a[None, ...] for a in state.s1]
+        self.s2 = [a[None, ...] for a in state.s2]
+
+    @property
+    def t(self):
+        return self._state.t
+
+    @t.setter
+    def t(self, value):
+        self._state.t = value
 
 
 class FusedTrainer:

@@ -149,7 +149,7 @@ def opt_step(p, g, s1, s2, code, lr, h0, h1, h2, f0, f1):
     (velocity; Adam's first and second moments); lr: eta; h0..h2: the optimizer's
     hyperparameters (momentum; beta1, beta2, eps); f0, f1: :func:`opt_factors` of
     this step. Everything in p's dtype."""
-    one = lr / lr                                       # 1 in p's dtype (lr > 0)
+    one = f0 / f0                                       # 1 in p's dtype (f0 > 0 always)
     if code == OPT_MOMENTUM:
         s1 = h0 * s1 + g
         return p - lr * s1, s1, s2

@@ -63,7 +63,7 @@ import numpy as np
 from numba import njit
 
 from fastnet.kernels import _math
-from fastnet.kernels.cpu import bias_sigmoid_rows, bias_softmax_rows, delta_labels_rows
+from fastnet.kernels.cpu import bias_act_rows, bias_sigmoid_rows, bias_softmax_rows, delta_labels_rows
 from fastnet.kernels.simd import WIDE_BYTES, mm, narrow_zero, prefetch, upd, wide_zero
 from fastnet.kernels.threads import spread, usable_cpus
 
@@ -90,13 +90,47 @@ def _scale_rows(S, D, nsc, m):
 
 
 @njit(cache=True)
-def _hadamard_rows(G, A, nsc, m, scaled):
-    """``G[:m] <- G * A * (1 - A)`` (``_math.backward_delta``), times nsc if scaled."""
+def _hadamard_rows(G, A, nsc, m, scaled, code):
+    """``G[:m] <- G * f'(z)`` from A (``_math.backward_delta`` for sigmoid, else
+    ``_math.act_grad`` of activation ``code``), times nsc if scaled."""
     one = G.dtype.type(1)
+    if code == _math.SIGMOID:
+        for i in range(m):
+            for c in range(G.shape[1]):
+                d = _math.backward_delta(G[i, c], A[i, c], one)
+                G[i, c] = nsc[c] * d if scaled else d
+        return
     for i in range(m):
         for c in range(G.shape[1]):
-            d = _math.backward_delta(G[i, c], A[i, c], one)
+            d = _math.act_grad(G[i, c], A[i, c], code, one)
             G[i, c] = nsc[c] * d if scaled else d
+
+
+@njit(cache=True)
+def _colsum_into(S, out, m):
+    """``out = S[:m].sum(axis=0)`` in row order (the gradient of a bias, delta pre-scaled)."""
+    n = S.shape[1]
+    for c in range(n):
+        out[c] = S[0, c]
+    for i in range(1, m):
+        for c in range(n):
+            out[c] += S[i, c]
+
+
+@njit(cache=True, error_model="numpy")
+def _opt_rows(P, G, S1, S2, rows, cols, lrc, l2c, code, h0, h1, h2, f0, f1):
+    """One optimizer step of a (rows, cols) block of flat P (and its gradient G, state S1,
+    S2), column c with learning rate ``lrc[c]`` and L2 ``l2c[c]``. G holds the mean
+    gradient; ``_math.opt_step`` the rule."""
+    t = P.dtype.type
+    h0_, h1_, h2_, f0_, f1_ = t(h0), t(h1), t(h2), t(f0), t(f1)
+    for r in range(rows):
+        base = r * cols
+        for c in range(cols):   # a padding column (lr 0, gradient 0, state 0) stays as it is
+            k = base + c
+            p = P[k]
+            P[k], S1[k], S2[k] = _math.opt_step(p, G[k] + l2c[c] * p, S1[k], S2[k], code, t(lrc[c]), h0_,
+                                                h1_, h2_, f0_, f1_)
 
 
 @njit(cache=True)
@@ -114,21 +148,22 @@ def _bias_add_colsum(S, b, acc, m):
 
 
 @njit(cache=True)
-def _activate(Z, b, m, g, width, softmax):
-    """``Z[:m] <- sigmoid(Z + b)``, or softmax over each net's ``width`` columns.
+def _activate(Z, b, m, g, width, code):
+    """``Z[:m] <- f(Z + b)`` for activation ``code``, softmax over each net's ``width`` columns.
 
-    float32 sigmoid is plain arithmetic, the same in every lane whether LLVM vectorizes
-    it or not: whole rows at once. float64 calls exp, which a vector maths library may
-    round differently from the scalar one: net by net, so that a net's results do not
-    depend on where it sits in its group (nor on the thread count)."""
-    if softmax:
+    float32 sigmoid, relu and identity are plain arithmetic, the same in every lane whether
+    LLVM vectorizes them or not: whole rows at once. float64 sigmoid and tanh call libm,
+    which a vector maths library may round differently from the scalar one: net by net, so
+    that a net's results do not depend on where it sits in its group (nor on the thread
+    count)."""
+    if code == _math.SOFTMAX:
         for j in range(g):
             bias_softmax_rows(Z[:, j * width:(j + 1) * width], b[j * width:(j + 1) * width], 0, m)
-    elif Z.itemsize == 4:
-        bias_sigmoid_rows(Z, b, 0, m)
+    elif code == _math.RELU or code == _math.IDENTITY or (code == _math.SIGMOID and Z.itemsize == 4):
+        bias_act_rows(Z, b, code, 0, m)
     else:
         for j in range(g):
-            bias_sigmoid_rows(Z[:, j * width:(j + 1) * width], b[j * width:(j + 1) * width], 0, m)
+            bias_act_rows(Z[:, j * width:(j + 1) * width], b[j * width:(j + 1) * width], code, 0, m)
 
 
 # =====================================================================================
@@ -136,8 +171,9 @@ def _activate(Z, b, m, g, width, softmax):
 # =====================================================================================
 
 @njit(cache=True, nogil=True)
-def _group_steps(X, y, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, ecols, nscs, acts,
-                 deltas, sdeltas, rows, acc, WT, xrows, yb):
+def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, ecols, nscs, acts,
+                 deltas, sdeltas, rows, acc, WT, xrows, yb, codes, opt, gW0, gWs, gbs, st0, sts, sbs,
+                 l2s, zdv):
     """Steps ``s0 .. s1 - 1`` of an epoch for one group of g nets, in place; returns the
     samples done per net.
 
@@ -152,7 +188,19 @@ def _group_steps(X, y, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, ecol
     scaled). rows[l] (B,) int64: ``i * C_l``, the row offsets of those buffers. acc:
     scratch of max C_l, WT of max n_l * n_{l+1}; xrows (B,) int64 and yb (B,): the
     batch's row offsets in X and labels. All C-contiguous, X's dtype unless said.
+
+    The tables: codes (L,) int64, each layer's activation code (``_math``: the output's
+    is SIGMOID, SOFTMAX or IDENTITY); T (n, n_L) float targets, read instead of y when
+    ``T.shape[0] == n`` (cost="mse": delta = a - t). opt (5,) float64: the optimizer's
+    code, h0, h1, h2 and its step count t (advanced here). For plain SGD (code 0) the
+    update is fused into the products as above; for any other the products write the
+    mean gradients into gW0 / gWs / gbs (zdv: zeros, the "decay" that overwrites) and
+    ``_opt_rows`` applies the rule afterwards with state st0 / sts / sbs (pairs (S1, S2)
+    laid out like W0 / Ws / bs), per-column eta (ecols) and L2 (l2s, ``lmbda / n``).
     """
+    sgd = opt[0] == 0
+    ocode = int(opt[0])
+    targets = T.shape[0] == X.shape[0]
     n = X.shape[0]
     n0 = X.shape[1]
     n_layers = len(bs)
@@ -170,20 +218,23 @@ def _group_steps(X, y, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, ecol
         for i in range(m):                     # the batch: rows of X read in place
             r = order[k + i]
             xrows[i] = r * n0
-            yb[i] = y[r]
+            yb[i] = r if targets else y[r]
         for i in range(k + m, min(k + m + B, n)):   # start fetching the next one
             row = order[i] * n0
             for j in range(0, n0, line):
                 prefetch(X, row + j)
         if m != last_m:                        # per-column -eta / m (the last batch is short)
-            for l in range(n_layers):
+            for l in range(n_layers):      # (another optimizer: 1 / m, its mean gradient)
                 for c in range(nscs[l].shape[0]):
-                    nscs[l][c] = X.dtype.type(-(ecols[l][c] / m))
+                    if sgd:
+                        nscs[l][c] = X.dtype.type(-(ecols[l][c] / m))
+                    else:
+                        nscs[l][c] = X.dtype.type(1.0 / m) if ecols[l][c] != 0 else X.dtype.type(0)
             last_m = m
 
         # forward: layer 0 of all the nets at once, then layers >= 1 net by net
         mm(Xf, 0, xrows, W0.ravel(), 0, C0, acts[0].ravel(), 0, C0, m, n0, C0, wv)
-        _activate(acts[0], bs[0], m, g, sizes[1], top == 0 and not quadratic)
+        _activate(acts[0], bs[0], m, g, sizes[1], codes[0])
         for l in range(1, n_layers):
             nin = sizes[l]
             nout = sizes[l + 1]
@@ -191,13 +242,21 @@ def _group_steps(X, y, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, ecol
             for j in range(g):
                 mm(acts[l - 1].ravel(), j * nin, rows[l - 1], Ws[l][j].ravel(), 0, nout,
                    acts[l].ravel(), j * nout, Cout, m, nin, nout, nv)
-            _activate(acts[l], bs[l], m, g, nout, l == top and not quadratic)
+            _activate(acts[l], bs[l], m, g, nout, codes[l])
 
         # output delta, net by net (labels pick each net's own column)
         nL = sizes[n_layers]
-        for j in range(g):
-            delta_labels_rows(acts[top][:, j * nL:(j + 1) * nL], yb,
-                              deltas[top][:, j * nL:(j + 1) * nL], quadratic, 0, m)
+        if targets:                            # cost="mse": a - t, t the rows of T
+            aL, dL = acts[top], deltas[top]
+            for i in range(m):
+                r = yb[i]
+                for j in range(g):
+                    for c in range(nL):
+                        dL[i, j * nL + c] = aL[i, j * nL + c] - T[r, c]
+        else:
+            for j in range(g):
+                delta_labels_rows(acts[top][:, j * nL:(j + 1) * nL], yb,
+                                  deltas[top][:, j * nL:(j + 1) * nL], quadratic, 0, m)
         if top == 0:
             _scale_rows(deltas[0], deltas[0], nscs[0], m)
 
@@ -216,14 +275,43 @@ def _group_steps(X, y, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, ecol
                         wt[q * nin + p] = Wj[p, q]
                 mm(deltas[l].ravel(), j * nout, rows[l], wt, 0, nin,
                    deltas[l - 1].ravel(), j * nin, Cin, m, nout, nin, nv)
-                upd(acts[l - 1].ravel(), j * nin, rows[l - 1], sdeltas[l].ravel(), j * nout,
-                    Cout, Wj.ravel(), 0, nout, dvs[l], j * nout, m, nin, nout, nv)
-            _bias_add_colsum(sdeltas[l], bs[l], acc, m)
-            _hadamard_rows(deltas[l - 1], acts[l - 1], nscs[l - 1], m, l == 1)
+                if sgd:
+                    upd(acts[l - 1].ravel(), j * nin, rows[l - 1], sdeltas[l].ravel(), j * nout,
+                        Cout, Wj.ravel(), 0, nout, dvs[l], j * nout, m, nin, nout, nv)
+                else:
+                    upd(acts[l - 1].ravel(), j * nin, rows[l - 1], sdeltas[l].ravel(), j * nout,
+                        Cout, gWs[l][j].ravel(), 0, nout, zdv[l], j * nout, m, nin, nout, nv)
+            if sgd:
+                _bias_add_colsum(sdeltas[l], bs[l], acc, m)
+            else:
+                _colsum_into(sdeltas[l], gbs[l], m)
+            _hadamard_rows(deltas[l - 1], acts[l - 1], nscs[l - 1], m, l == 1, codes[l - 1])
 
         # layer 0, all the nets at once
-        upd(Xf, 0, xrows, deltas[0].ravel(), 0, C0, W0.ravel(), 0, C0, dvs[0], 0, m, n0, C0, wv)
-        _bias_add_colsum(deltas[0], bs[0], acc, m)
+        if sgd:
+            upd(Xf, 0, xrows, deltas[0].ravel(), 0, C0, W0.ravel(), 0, C0, dvs[0], 0, m, n0, C0, wv)
+            _bias_add_colsum(deltas[0], bs[0], acc, m)
+            continue
+        upd(Xf, 0, xrows, deltas[0].ravel(), 0, C0, gW0.ravel(), 0, C0, zdv[0], 0, m, n0, C0, wv)
+        _colsum_into(deltas[0], gbs[0], m)
+
+        # another optimizer: its rule over every parameter, after the whole gradient
+        opt[4] += 1.0
+        f0, f1 = _math.opt_factors(ocode, opt[1], opt[2], opt[4])
+        h0, h1, h2 = opt[1], opt[2], opt[3]
+        _opt_rows(W0.ravel(), gW0.ravel(), st0[0].ravel(), st0[1].ravel(), n0, C0, ecols[0], l2s[0],
+                  ocode, h0, h1, h2, f0, f1)
+        for l in range(n_layers):
+            C = bs[l].shape[0]
+            _opt_rows(bs[l], gbs[l], sbs[l][0], sbs[l][1], 1, C, ecols[l], zdv[l],   # no L2 on biases
+                      ocode, h0, h1, h2, f0, f1)
+        for l in range(1, n_layers):
+            nin = sizes[l]
+            nout = sizes[l + 1]
+            for j in range(g):
+                _opt_rows(Ws[l][j].ravel(), gWs[l][j].ravel(), sts[l][0][j].ravel(), sts[l][1][j].ravel(),
+                          nin, nout, ecols[l][j * nout:(j + 1) * nout], l2s[l][j * nout:(j + 1) * nout],
+                          ocode, h0, h1, h2, f0, f1)
     return min(s1 * B, n) - s0 * B
 
 
@@ -239,7 +327,7 @@ class _Group:
     """Nets ``k0 .. k1 - 1``: their parameters in the compiled layout (see
     :func:`_group_steps`), and one thread's buffers."""
 
-    def __init__(self, k0, k1, sizes, dt, batch_size, etas, decays):
+    def __init__(self, k0, k1, sizes, dt, batch_size, etas, decays, l2s=None, stateful=False):
         self.k0, self.k1 = k0, k1
         self.g = g = k1 - k0
         L = len(sizes) - 1
@@ -247,10 +335,31 @@ class _Group:
         lanes = WIDE_BYTES // dt.itemsize
         widths = [_round_up(g * sizes[1], 2 * lanes)] + [g * sizes[l + 1] for l in range(1, L)]
         self.sizes = np.asarray(sizes, np.int64)
-        self.W0 = np.zeros((sizes[0], widths[0]), dt)
-        self.Ws = tuple([np.zeros((1, 1, 1), dt)]
-                        + [np.zeros((g, sizes[l], sizes[l + 1]), dt) for l in range(1, L)])
-        self.bs = tuple(np.zeros(c, dt) for c in widths)
+
+        def params(full=True):   # W0, Ws, bs in this layout (tiny placeholders when not full)
+            if not full:
+                return (np.zeros((1, 1), dt), tuple(np.zeros((1, 1, 1), dt) for _ in range(L)),
+                        tuple(np.zeros(1, dt) for _ in range(L)))
+            return (np.zeros((sizes[0], widths[0]), dt),
+                    tuple([np.zeros((1, 1, 1), dt)] + [np.zeros((g, sizes[l], sizes[l + 1]), dt)
+                                                       for l in range(1, L)]),
+                    tuple(np.zeros(c, dt) for c in widths))
+
+        self.W0, self.Ws, self.bs = params()
+        # another optimizer than SGD: the gradients and the two state buffers per parameter
+        self.gW0, self.gWs, self.gbs = params(stateful)
+        s1, s2 = params(stateful), params(stateful)
+        self.st0 = (s1[0], s2[0])
+        self.sts = tuple((a, b) for a, b in zip(s1[1], s2[1]))
+        self.sbs = tuple((a, b) for a, b in zip(s1[2], s2[2]))
+        self.stateful = stateful
+        self.zdv = tuple(np.zeros(c, dt) for c in widths)
+        self.l2s = tuple(np.zeros(c, dt) for c in widths)
+        if l2s is not None:
+            for l, c in enumerate(widths):
+                w = sizes[l + 1]
+                for j in range(g):
+                    self.l2s[l][j * w:(j + 1) * w] = l2s[k0 + j]
         dvs, ecols = [], []
         for l, c in enumerate(widths):
             dv, ec = np.ones(c, dt), np.zeros(c, np.float64)
@@ -271,28 +380,39 @@ class _Group:
         self.xrows = np.zeros(B, np.int64)
         self.yb = np.zeros(B, np.int64)
 
-    def load(self, Ws, bs):
-        k0, k1, n1 = self.k0, self.k1, int(self.sizes[1])
-        for j, k in enumerate(range(k0, k1)):
-            self.W0[:, j * n1:(j + 1) * n1] = Ws[0][k]
-        self.bs[0][:self.g * n1] = bs[0][k0:k1].reshape(-1)
-        for l in range(1, len(Ws)):
-            self.Ws[l][...] = Ws[l][k0:k1]
-            self.bs[l][...] = bs[l][k0:k1].reshape(-1)
+    def _sets(self):
+        """(W0, Ws, bs) of the parameters, then of the two optimizer state buffers."""
+        sets = [(self.W0, self.Ws, self.bs)]
+        if self.stateful:
+            sets += [(self.st0[i], [p[i] for p in self.sts], [p[i] for p in self.sbs]) for i in (0, 1)]
+        return sets
 
-    def store(self, Ws, bs):
+    def load(self, sets):
+        """Read each canonical (Ws, bs) of ``sets`` (parameters, then the state's) into this layout."""
         k0, k1, n1 = self.k0, self.k1, int(self.sizes[1])
-        for j, k in enumerate(range(k0, k1)):
-            Ws[0][k] = self.W0[:, j * n1:(j + 1) * n1]
-        bs[0][k0:k1] = self.bs[0][:self.g * n1].reshape(self.g, n1)
-        for l in range(1, len(Ws)):
-            Ws[l][k0:k1] = self.Ws[l]
-            bs[l][k0:k1] = self.bs[l].reshape(self.g, -1)
+        for (W0, Wl, bl), (Ws, bs) in zip(self._sets(), sets):
+            for j, k in enumerate(range(k0, k1)):
+                W0[:, j * n1:(j + 1) * n1] = Ws[0][k]
+            bl[0][:self.g * n1] = bs[0][k0:k1].reshape(-1)
+            for l in range(1, len(Ws)):
+                Wl[l][...] = Ws[l][k0:k1]
+                bl[l][...] = bs[l][k0:k1].reshape(-1)
 
-    def steps(self, X, y, order, s0, s1, quadratic):
-        return _group_steps(X, y, order, s0, s1, quadratic, self.sizes, self.g, self.W0, self.Ws,
+    def store(self, sets):
+        k0, k1, n1 = self.k0, self.k1, int(self.sizes[1])
+        for (W0, Wl, bl), (Ws, bs) in zip(self._sets(), sets):
+            for j, k in enumerate(range(k0, k1)):
+                Ws[0][k] = W0[:, j * n1:(j + 1) * n1]
+            bs[0][k0:k1] = bl[0][:self.g * n1].reshape(self.g, n1)
+            for l in range(1, len(Ws)):
+                Ws[l][k0:k1] = Wl[l]
+                bs[l][k0:k1] = bl[l].reshape(self.g, -1)
+
+    def steps(self, X, y, T, order, s0, s1, quadratic, codes, opt):
+        return _group_steps(X, y, T, order, s0, s1, quadratic, self.sizes, self.g, self.W0, self.Ws,
                             self.bs, self.dvs, self.ecols, self.nscs, self.acts, self.deltas,
-                            self.sdeltas, self.rows, self.acc, self.WT, self.xrows, self.yb)
+                            self.sdeltas, self.rows, self.acc, self.WT, self.xrows, self.yb, codes, opt,
+                            self.gW0, self.gWs, self.gbs, self.st0, self.sts, self.sbs, self.l2s, self.zdv)
 
 
 class StackRunner:
@@ -306,10 +426,17 @@ class StackRunner:
     threads: None for ``min(usable CPUs, K)``, else at most K threads; 1 runs everything
     on the calling thread. The results do not depend on it.
 
+    The tables: codes, every layer's activation code (``kernels/_math.py``; default:
+    sigmoid hidden layers and the output ``quadratic`` implies); optimizer, a
+    :class:`fastnet.optim.Optimizer` other than SGD with its ``state`` (an
+    :class:`fastnet.optim.State` over the canonical ``(K, ...)`` arrays, read here and
+    written back by :meth:`store`) and ``l2s`` (K floats, ``lmbda_k / n``).
+
     All the buffers are made here; :meth:`run` allocates nothing per step.
     """
 
-    def __init__(self, Ws, bs, etas, decays, batch_size, quadratic, threads=None):
+    def __init__(self, Ws, bs, etas, decays, batch_size, quadratic, threads=None, *, codes=None,
+                 optimizer=None, state=None, l2s=None):
         Ws, bs = list(Ws), list(bs)
         if not Ws or len(Ws) != len(bs):
             raise ValueError(f"StackRunner needs one bias array per weight array (at least one). "
@@ -352,15 +479,34 @@ class StackRunner:
         self.batch_size = batch_size
         self.quadratic = bool(quadratic)
         self.threads = threads
+        L = len(Ws)
+        if codes is None:
+            codes = [_math.SIGMOID] * (L - 1) + [_math.SIGMOID if quadratic else _math.SOFTMAX]
+        self.codes = np.asarray(codes, np.int64)
+        stateful = optimizer is not None and optimizer.code != _math.OPT_SGD
+        if stateful and (state is None or len(state.s1) != 2 * L):
+            raise ValueError("StackRunner: an optimizer other than SGD needs its state (2 L arrays per moment)")
+        self.state = state if stateful else None
+        h = optimizer.hyper() if stateful else (0.0, 0.0, 0.0)
+        self.opt = np.array([optimizer.code if stateful else 0, *h, state.t if stateful else 0], np.float64)
         self._groups = [_Group(t * K // threads, (t + 1) * K // threads, sizes, dt, batch_size,
-                               etas, decays) for t in range(threads)]
+                               etas, decays, l2s, stateful) for t in range(threads)]
+        self._T0 = np.zeros((1, 1), dt)     # "no target matrix"
+        self._y0 = np.zeros(0, np.int64)    # "no labels" (a target matrix's fit), grown to n
         self.load(Ws, bs)
 
     def run(self, X, y, order, s0, s1):
         """Steps ``[s0, s1)`` of one epoch, in place: step s trains every net on the rows
         ``order[s * batch_size : min((s + 1) * batch_size, n)]``. X (n, n_0) C-contiguous
-        in the parameters' dtype; y (n,) int64 labels; order (n,) int64. Returns the
-        number of samples trained per net."""
+        in the parameters' dtype; y (n,) int64 labels, or (n, n_L) float targets in X's
+        dtype (cost="mse"); order (n,) int64. Returns the number of samples trained per net."""
+        T = self._T0
+        if (type(y) is np.ndarray and y.ndim == 2 and y.dtype == self.dtype and y.flags.c_contiguous
+                and type(X) is np.ndarray and y.shape == (X.shape[0], self.sizes[-1])):
+            T = y
+            if self._y0.shape[0] != X.shape[0]:
+                self._y0 = np.zeros(X.shape[0], np.int64)
+            y = self._y0
         if not (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2
                 and X.flags.c_contiguous and X.shape[1] == self.sizes[0]):
             raise TypeError(f"X must be a C-contiguous {self.dtype} NumPy array "
@@ -384,19 +530,31 @@ class StackRunner:
         if rows.min() < 0 or rows.max() >= n:                    # X at these, unchecked
             raise ValueError(f"order must hold row indices in [0, {n}). Actual: values from "
                              f"{rows.min()} to {rows.max()} in steps {s0}..{s1 - 1}")
-        return spread(_Group.steps, [(grp, X, y, order, s0, s1, self.quadratic)
-                                     for grp in self._groups])[0]
+        t0 = self.opt[4]
+        opts = [self.opt] + [self.opt.copy() for _ in self._groups[1:]]   # each thread counts steps
+        done = spread(_Group.steps, [(grp, X, y, T, order, s0, s1, self.quadratic, self.codes, o)
+                                     for grp, o in zip(self._groups, opts)])[0]
+        assert all(o[4] == self.opt[4] for o in opts) and self.opt[4] >= t0
+        return done
+
+    def _sets(self, Ws, bs):
+        if self.state is None:
+            return [(Ws, bs)]
+        st, L = self.state, len(Ws)
+        return [(Ws, bs), (st.s1[:L], st.s1[L:]), (st.s2[:L], st.s2[L:])]
 
     def store(self, Ws, bs):
         """Write the current parameters into ``Ws`` / ``bs`` (the canonical ``(K, ...)``
-        arrays, shaped as for the constructor), in place."""
+        arrays, shaped as for the constructor), in place; and the optimizer's state."""
         for grp in self._groups:
-            grp.store(Ws, bs)
+            grp.store(self._sets(Ws, bs))
+        if self.state is not None:
+            self.state.t = int(self.opt[4])
 
     def load(self, Ws, bs):
-        """Re-read the parameters from ``Ws`` / ``bs`` (the caller changed them)."""
+        """Re-read the parameters (and the optimizer's state) from ``Ws`` / ``bs``."""
         for grp in self._groups:
-            grp.load(Ws, bs)
+            grp.load(self._sets(Ws, bs))
 
 
 def warmup(dtype="float32", n_layers=(1, 2, 3)) -> int:

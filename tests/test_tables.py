@@ -88,17 +88,7 @@ def test_oracle_matches_torch(act, cost, opt):
 
 # --- fastnet against the oracle, on every engine that takes the tables ----------------------
 
-def _table_engines(model_kind):
-    """Engines that run the tables for a Network or a NetworkStack (the plan's own answer)."""
-    net = (fastnet.Network([6, 5, 3], activation="relu", device="cpu") if model_kind == "net" else
-           fastnet.NetworkStack([6, 5, 3], k=2, activation="relu", device="cpu"))
-    p = engines.plan(net, np.zeros((20, 6)), batch_size=4, optimizer=optim.Adam())
-    return sorted({p.engine} | {e for e, why in p.rejected.items()
-                                if not why or "comes first" in why or "not compiled" in why
-                                or "multiply-adds" in why or "below" in why or "rows" in why})
-
-
-@pytest.mark.parametrize("engine", ["step", "xp"])
+@pytest.mark.parametrize("engine", ["compiled", "step", "xp"])
 @pytest.mark.parametrize("opt", OPTS)
 @pytest.mark.parametrize("cost", COSTS)
 @pytest.mark.parametrize("act", ACTS)
@@ -117,7 +107,7 @@ def test_network_matches_the_oracle(act, cost, opt, engine):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("engine", ["step", "xp"])
+@pytest.mark.parametrize("engine", ["compiled", "step", "xp"])
 @pytest.mark.parametrize("opt", ["sgd", "nesterov", "adam"])
 @pytest.mark.parametrize("cost, act", [("cross_entropy", "relu"), ("mse", "tanh"), ("quadratic", "identity")])
 def test_stack_matches_the_oracle(act, cost, opt, engine):
@@ -269,17 +259,18 @@ def test_model_files_record_activation_and_cost(tmp_path):
     np.testing.assert_array_equal(back.predict(X), net.predict(X))
 
 
+@pytest.mark.parametrize("engine", ["compiled", "step"])
 @pytest.mark.parametrize("opt", ["adam", "nesterov"])
-def test_resume_with_an_optimizer_is_bit_for_bit(tmp_path, opt):
+def test_resume_with_an_optimizer_is_bit_for_bit(tmp_path, opt, engine):
     sizes = [6, 5, 3]
     X, y = _data(40, sizes, "cross_entropy", seed=1)
     full = fastnet.Network(sizes, activation="relu", cost="cross_entropy", device="cpu", seed=2)
-    full.fit(X, y, epochs=4, batch_size=8, eta=0.01, optimizer=opt, engine="step")
+    full.fit(X, y, epochs=4, batch_size=8, eta=0.01, optimizer=opt, engine=engine)
     part = fastnet.Network(sizes, activation="relu", cost="cross_entropy", device="cpu", seed=2)
     ck = tmp_path / "ck.npz"
-    part.fit(X, y, epochs=2, batch_size=8, eta=0.01, optimizer=opt, checkpoint=ck, engine="step")
+    part.fit(X, y, epochs=2, batch_size=8, eta=0.01, optimizer=opt, checkpoint=ck, engine=engine)
     again = fastnet.Network(sizes, activation="relu", cost="cross_entropy", device="cpu", seed=2)
-    again.fit(X, y, epochs=4, batch_size=8, eta=0.01, optimizer=opt, checkpoint=ck, resume=True, engine="step")
+    again.fit(X, y, epochs=4, batch_size=8, eta=0.01, optimizer=opt, checkpoint=ck, resume=True, engine=engine)
     for a, b in zip(full.weights + full.biases, again.weights + again.biases):
         assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="optimizer"):
