@@ -6,7 +6,9 @@ them): ``W0 .. W{L-1}``, ``b0 .. b{L-1}`` and ``__meta__`` (the UTF-8 bytes of a
 as a uint8 array) holding ``format``, ``version``, the model's configuration (``sizes``,
 ``cost``, ``init``, ``dtype``, ``seed``; a stack's ``k``, ``seeds``, ``etas``, ... with a
 leading K axis on every array), optionally ``extra`` (a checkpoint's training state) and
-``sha256``.
+``sha256``. A checkpoint whose fit keeps early stopping's best weights also holds
+``best_W0 .. best_W{L-1}``, ``best_b0 .. best_b{L-1}`` (the shapes of ``W``, ``b``), as its
+``extra.checkpoint.early_stopping.best_params`` says.
 
 Version 2 (written now): ``sha256`` covers everything in the file: the metadata (as
 canonical JSON, without the ``sha256`` field itself) and every array's name, dtype, shape
@@ -308,10 +310,11 @@ def _digest(arrays: dict[str, np.ndarray], meta: dict | None = None) -> str:
     return h.hexdigest()
 
 
-def save_model(net, path, extra: dict | None = None) -> None:
-    """Save ``net``'s parameters and configuration to ``path`` (see module docstring)."""
+def save_model(net, path, extra: dict | None = None, arrays: dict | None = None) -> None:
+    """Save ``net``'s parameters and configuration to ``path`` (see module docstring);
+    ``arrays``: a checkpoint's further host arrays by name (early stopping's ``best_W0`` ...)."""
     check_target(path, "model file")   # before any copy off the device
-    arrays = {}
+    arrays = dict(arrays or {})
     for l, (W, b) in enumerate(zip(net.weights, net.biases)):
         arrays[f"W{l}"] = net.backend.asnumpy(W)
         arrays[f"b{l}"] = net.backend.asnumpy(b)
@@ -416,7 +419,12 @@ def _real(v, lo=0.0, positive=False):
 _NET_KEYS = {"format", "version", "sizes", "cost", "init", "dtype", "seed", "sha256", "extra"}
 _STACK_KEYS = {"format", "version", "sizes", "k", "seeds", "etas", "lmbdas", "cost", "init", "dtype", "order",
                "order_seed", "sha256", "extra"}
-_RUN_KEYS = {"epochs", "batch_size", "eta", "lmbda", "n_train", "shuffle", "data"}
+_RUN_KEYS = {"epochs", "batch_size", "eta", "lmbda", "n_train", "shuffle", "data", "early_stopping", "split_seed"}
+#: run keys a checkpoint may lack (older files: none of them; a fit without validation_split: split_seed)
+_OPTIONAL_RUN_KEYS = {"early_stopping", "split_seed"}
+_ES_SETTINGS = {"patience", "min_delta", "monitor", "restore_best"}
+_ES_STATE = {"best", "best_epoch", "wait", "stopped_epoch", "best_params"}
+_MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
 _STACK_RUN_KEYS = {"epochs", "batch_size", "n_train", "shuffle", "data"}
 _SEED_MAX = 2**63 - 1
 
@@ -502,7 +510,7 @@ def _check_records(records, where, n):
 def _check_checkpoint(ck, meta) -> None:
     stack = "k" in meta
     need = {"run", "epoch", "step", "rng_state", "history"}
-    if not isinstance(ck, dict) or not need <= set(ck) <= need | {"engine"}:
+    if not isinstance(ck, dict) or not need <= set(ck) <= need | {"engine", "early_stopping"}:
         got = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
         raise _Bad(f"checkpoint state must hold run, epoch, step, rng_state and history (and the engine); "
                    f"found {got}"[:200])
@@ -510,7 +518,7 @@ def _check_checkpoint(ck, meta) -> None:
         raise _Bad("checkpoint engine must be an engine's name")
     run = ck["run"]
     keys = _STACK_RUN_KEYS if stack else _RUN_KEYS
-    need = keys - ({"data"} if meta["version"] == 1 else set())
+    need = keys - _OPTIONAL_RUN_KEYS - ({"data"} if meta["version"] == 1 else set())
     if not isinstance(run, dict) or not need <= set(run) <= keys:
         got = sorted(run) if isinstance(run, dict) else type(run).__name__
         raise _Bad(f"checkpoint 'run' must hold {sorted(need)}; found {got}"[:200])
@@ -524,7 +532,10 @@ def _check_checkpoint(ck, meta) -> None:
         raise _Bad("checkpoint 'run' eta must be a finite number > 0 and lmbda >= 0")
     if "data" in run and not (isinstance(run["data"], str) and len(run["data"]) < 200):
         raise _Bad("checkpoint 'run' data must be a fingerprint string")
+    if "split_seed" in run and not _int(run["split_seed"], 0, _SEED_MAX):
+        raise _Bad("checkpoint 'run' split_seed must be an int >= 0")
     epoch, step = ck["epoch"], ck["step"]
+    _check_early_stopping(ck, run.get("early_stopping"), epoch)
     if not _int(epoch, 1, run["epochs"] + 1):
         raise _Bad(f"checkpoint epoch must be an int in [1, {run['epochs'] + 1}]; found {epoch!r}"[:200])
     if not _int(step, 0, run["n_train"]) or (step and epoch > run["epochs"]):
@@ -548,19 +559,46 @@ def _check_checkpoint(ck, meta) -> None:
         _check_records(ck["history"], "history", epoch - 1)
 
 
+def _check_early_stopping(ck, settings, epoch) -> None:
+    """A checkpoint's early stopping: ``run.early_stopping`` (the settings, or null for a fit
+    without) and the state beside it, present exactly when the settings are."""
+    if settings is not None:
+        if (not isinstance(settings, dict) or set(settings) != _ES_SETTINGS
+                or not _int(settings["patience"], 1, 2**31) or not _real(settings["min_delta"], -math.inf)
+                or settings["monitor"] not in _MONITORS or not isinstance(settings["restore_best"], bool)):
+            raise _Bad("checkpoint 'run' early_stopping must hold patience, min_delta, monitor and restore_best")
+    if (settings is None) != ("early_stopping" not in ck):
+        raise _Bad("checkpoint early_stopping state and 'run' early_stopping settings must come together")
+    if settings is None:
+        return
+    es, done = ck["early_stopping"], epoch - 1
+    if (not isinstance(es, dict) or set(es) != _ES_STATE
+            or not (es["best"] is None or (isinstance(es["best"], (int, float)) and not isinstance(es["best"], bool)))
+            or not _int(es["best_epoch"], 0, done) or not _int(es["wait"], 0, done)
+            or not _int(es["stopped_epoch"], 0, done) or not isinstance(es["best_params"], bool)
+            or (es["best_params"] and not es["best_epoch"])):
+        raise _Bad(f"checkpoint early_stopping must hold best, best_epoch, wait, stopped_epoch (ints in "
+                   f"[0, {done}]) and best_params (true or false)")
+
+
 def _layout(meta) -> dict[str, tuple]:
+    """Every array the file must hold, by name: its shape."""
     sizes, L = meta["sizes"], len(meta["sizes"]) - 1
     lead = (meta["k"],) if "k" in meta else ()
-    return ({f"W{l}": lead + (sizes[l], sizes[l + 1]) for l in range(L)}
-            | {f"b{l}": lead + (sizes[l + 1],) for l in range(L)})
+    names = [""]
+    if (((meta.get("extra") or {}).get("checkpoint") or {}).get("early_stopping") or {}).get("best_params"):
+        names.append("best_")
+    return {k: v for p in names for k, v in
+            ({f"{p}W{l}": lead + (sizes[l], sizes[l + 1]) for l in range(L)}
+             | {f"{p}b{l}": lead + (sizes[l + 1],) for l in range(L)}).items()}
 
 
 def _read(f, size):
     zf = zipfile.ZipFile(f)
     with zf:
         infos = zf.infolist()
-        if len(infos) > 2 * MAX_LAYERS + 1:
-            raise _Bad(f"{len(infos)} entries in the archive; a model has at most {2 * MAX_LAYERS + 1}")
+        if len(infos) > 4 * MAX_LAYERS + 1:   # W, b, and a checkpoint's best_W, best_b per layer
+            raise _Bad(f"{len(infos)} entries in the archive; a model has at most {4 * MAX_LAYERS + 1}")
         by = {}
         for info in infos:
             if info.filename in by:
@@ -595,8 +633,10 @@ def _read(f, size):
     return meta, arrays
 
 
-def read_model(path) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
-    """Read and verify a model file: ``(meta, weights, biases)`` as host arrays.
+def read_model(path, *, extra_arrays: bool = False) -> tuple:
+    """Read and verify a model file: ``(meta, weights, biases)`` as host arrays; with
+    ``extra_arrays``, ``(meta, weights, biases, extras)``, ``extras`` a dict of a
+    checkpoint's further arrays by name (early stopping's ``best_W0`` ..., else empty).
 
     Raises ``FileNotFoundError`` for a missing file and :class:`ModelFileError` (one line
     naming the file and the problem) for anything else wrong with it; never allocates more
@@ -639,7 +679,8 @@ def read_model(path) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
         raise ModelFileError(f"{shown}: checksum mismatch, expected {meta['sha256'][:16]}... but got "
                              f"{digest[:16]}...; the file was changed after saving")
     L = len(meta["sizes"]) - 1
-    return meta, [arrays[f"W{l}"] for l in range(L)], [arrays[f"b{l}"] for l in range(L)]
+    weights, biases = [arrays.pop(f"W{l}") for l in range(L)], [arrays.pop(f"b{l}") for l in range(L)]
+    return (meta, weights, biases, arrays) if extra_arrays else (meta, weights, biases)
 
 
 def nonfinite(weights, biases) -> list[str]:
