@@ -13,6 +13,8 @@ from fastnet import _validate as V
 
 #: Metrics where bigger is better; every other monitored value is minimised.
 _MAXIMISED = ("accuracy", "val_accuracy")
+#: What ``monitor`` may name: the first two always, the last two with validation data.
+_MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 class EarlyStopping:
@@ -41,15 +43,27 @@ class EarlyStopping:
         if monitor is not None and not isinstance(monitor, str):
             raise TypeError(f"monitor must be a record key such as 'val_accuracy' or 'loss'. Actual: {monitor!r}")
         self.monitor = monitor
-        self.reset()
+        _check_monitor(monitor, _MONITORS, "")
+        self._clear("loss" if monitor is None else monitor)
 
     def reset(self, has_validation: bool = False) -> None:
-        """Forget the last run (``fit`` calls this before its first epoch).
+        """Forget the last run (``fit`` calls this before anything changes). A ``monitor``
+        that the epoch records will not hold is a ``ValueError`` naming the choices: with
+        validation data ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, else the first two.
 
         >>> s = EarlyStopping(); s.reset(has_validation=True); s.key, s.best_epoch
         ('val_accuracy', 0)
+        >>> EarlyStopping(monitor="val_loss").reset(has_validation=False)
+        Traceback (most recent call last):
+        ...
+        ValueError: EarlyStopping monitor must be one of 'loss', 'accuracy' (without validation data). Actual: 'val_loss'; fix: pick one of those, or give validation_data or validation_split
         """
-        self.key = self.monitor or ("val_accuracy" if has_validation else "loss")
+        _check_monitor(self.monitor, _MONITORS if has_validation else _MONITORS[:2],
+                       " (with validation data)" if has_validation else " (without validation data)")
+        self._clear(self.monitor or ("val_accuracy" if has_validation else "loss"))
+
+    def _clear(self, key: str) -> None:
+        self.key = key
         self.best = None
         self.best_epoch = 0
         self.stopped_epoch = 0
@@ -95,6 +109,41 @@ class EarlyStopping:
         if self.restore_best and self.best_params is not None:
             model.weights, model.biases = self.best_params
 
+    def settings(self) -> dict:
+        """What decides this stopper's result (after :meth:`reset`): a checkpoint records it
+        and a resume must match it.
+
+        >>> s = EarlyStopping(patience=3); s.reset(); s.settings()
+        {'patience': 3, 'min_delta': 0.0, 'monitor': 'loss', 'restore_best': True}
+        """
+        return {"patience": self.patience, "min_delta": self.min_delta, "monitor": self.key,
+                "restore_best": self.restore_best}
+
+    def state(self) -> dict:
+        """Where the run stands (JSON-ready): ``best``, ``best_epoch``, ``wait`` (epochs
+        without improvement), ``stopped_epoch`` and ``best_params`` (whether best weights
+        are held: :attr:`best_params`, saved beside the checkpoint's own). A checkpoint
+        keeps it, so that a resumed run stops where an uninterrupted one did.
+
+        >>> s = EarlyStopping(); s.reset(); s.state()
+        {'best': None, 'best_epoch': 0, 'wait': 0, 'stopped_epoch': 0, 'best_params': False}
+        """
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self._wait,
+                "stopped_epoch": self.stopped_epoch, "best_params": self.best_params is not None}
+
+    def set_state(self, state: dict, best_params=None) -> None:
+        """Go on from a :meth:`state` (a checkpoint's, already checked); ``best_params`` is
+        ``(weights, biases)`` on the model's device when ``state["best_params"]``.
+
+        >>> s = EarlyStopping(); s.reset()
+        >>> s.set_state({"best": 0.5, "best_epoch": 2, "wait": 1, "stopped_epoch": 0, "best_params": False})
+        >>> s.best_epoch, s(None, {"epoch": 4, "loss": 0.6})
+        (2, True)
+        """
+        self.best, self.best_epoch, self._wait = state["best"], state["best_epoch"], state["wait"]
+        self.stopped_epoch = state["stopped_epoch"]
+        self.best_params = best_params if state["best_params"] else None
+
     def summary(self) -> dict:
         """What ``fit`` writes into ``History.config["early_stopping"]``.
 
@@ -103,6 +152,14 @@ class EarlyStopping:
         """
         return {"monitor": self.key, "best_epoch": self.best_epoch, "best": self.best,
                 "stopped_epoch": self.stopped_epoch, "restored_best": self.restore_best and self.best_params is not None}
+
+
+def _check_monitor(monitor, choices, where: str) -> None:
+    """A ``monitor`` that is None or among ``choices``, else a one-line ``ValueError``."""
+    if monitor is not None and monitor not in choices:
+        fix = ", or give validation_data or validation_split" if "without" in where else ""
+        raise ValueError(f"EarlyStopping monitor must be one of {', '.join(map(repr, choices))}{where}. "
+                         f"Actual: {monitor!r}; fix: pick one of those{fix}")
 
 
 def as_early_stopping(value):

@@ -6,7 +6,9 @@ them): ``W0 .. W{L-1}``, ``b0 .. b{L-1}`` and ``__meta__`` (the UTF-8 bytes of a
 as a uint8 array) holding ``format``, ``version``, the model's configuration (``sizes``,
 ``cost``, ``init``, ``dtype``, ``seed``; a stack's ``k``, ``seeds``, ``etas``, ... with a
 leading K axis on every array), optionally ``extra`` (a checkpoint's training state) and
-``sha256``.
+``sha256``. A checkpoint whose fit keeps early stopping's best weights also holds
+``best_W0 .. best_W{L-1}``, ``best_b0 .. best_b{L-1}`` (the shapes of ``W``, ``b``), as its
+``extra.checkpoint.early_stopping.best_params`` says.
 
 Version 2 (written now): ``sha256`` covers everything in the file: the metadata (as
 canonical JSON, without the ``sha256`` field itself) and every array's name, dtype, shape
@@ -308,16 +310,15 @@ def _digest(arrays: dict[str, np.ndarray], meta: dict | None = None) -> str:
     return h.hexdigest()
 
 
-def save_model(net, path, extra: dict | None = None, state_arrays=()) -> None:
+def save_model(net, path, extra: dict | None = None, arrays: dict | None = None) -> None:
     """Save ``net``'s parameters and configuration to ``path`` (see module docstring);
-    ``state_arrays``: a checkpoint's optimizer state (``o0, o1, ...``)."""
+    ``arrays``: a checkpoint's further host arrays by name (early stopping's ``best_W0`` ...,
+    the optimizer's state ``o0`` ...)."""
     check_target(path, "model file")   # before any copy off the device
-    arrays = {}
+    arrays = dict(arrays or {})
     for l, (W, b) in enumerate(zip(net.weights, net.biases)):
         arrays[f"W{l}"] = net.backend.asnumpy(W)
         arrays[f"b{l}"] = net.backend.asnumpy(b)
-    for i, a in enumerate(state_arrays):
-        arrays[f"o{i}"] = net.backend.asnumpy(a)
     meta = {"format": FORMAT, "version": VERSION, **net.config()}
     if extra:
         meta["extra"] = extra
@@ -422,7 +423,13 @@ _STACK_KEYS = {"format", "version", "sizes", "k", "seeds", "etas", "lmbdas", "ac
 #: Fields a file may lack: written by fastnet before the activation and optimizer tables
 #: (a sigmoid net trained by plain SGD).
 _OPTIONAL_KEYS = {"extra", "activation"}
-_RUN_KEYS = {"epochs", "batch_size", "eta", "lmbda", "n_train", "shuffle", "data", "optimizer"}
+_RUN_KEYS = {"epochs", "batch_size", "eta", "lmbda", "n_train", "shuffle", "data", "early_stopping", "split_seed",
+             "optimizer"}
+#: run keys a checkpoint may lack (older files: none of them; a fit without validation_split: split_seed)
+_OPTIONAL_RUN_KEYS = {"early_stopping", "split_seed", "optimizer"}
+_ES_SETTINGS = {"patience", "min_delta", "monitor", "restore_best"}
+_ES_STATE = {"best", "best_epoch", "wait", "stopped_epoch", "best_params"}
+_MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
 _STACK_RUN_KEYS = {"epochs", "batch_size", "n_train", "shuffle", "data", "optimizer"}
 _SEED_MAX = 2**63 - 1
 
@@ -517,7 +524,7 @@ def _check_records(records, where, n):
 def _check_checkpoint(ck, meta) -> None:
     stack = "k" in meta
     need = {"run", "epoch", "step", "rng_state", "history"}
-    if not isinstance(ck, dict) or not need <= set(ck) <= need | {"engine", "optimizer_t"}:
+    if not isinstance(ck, dict) or not need <= set(ck) <= need | {"engine", "early_stopping", "optimizer_t"}:
         got = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
         raise _Bad(f"checkpoint state must hold run, epoch, step, rng_state and history (and the engine); "
                    f"found {got}"[:200])
@@ -525,7 +532,7 @@ def _check_checkpoint(ck, meta) -> None:
         raise _Bad("checkpoint engine must be an engine's name")
     run = ck["run"]
     keys = _STACK_RUN_KEYS if stack else _RUN_KEYS
-    need = keys - {"optimizer"} - ({"data"} if meta["version"] == 1 else set())
+    need = keys - _OPTIONAL_RUN_KEYS - ({"data"} if meta["version"] == 1 else set())
     if not isinstance(run, dict) or not need <= set(run) <= keys:
         got = sorted(run) if isinstance(run, dict) else type(run).__name__
         raise _Bad(f"checkpoint 'run' must hold {sorted(need)}; found {got}"[:200])
@@ -549,7 +556,10 @@ def _check_checkpoint(ck, meta) -> None:
                 from None
     if "optimizer_t" in ck and not _int(ck["optimizer_t"], 0, 2**62):
         raise _Bad("checkpoint optimizer_t must be an int >= 0")
+    if "split_seed" in run and not _int(run["split_seed"], 0, _SEED_MAX):
+        raise _Bad("checkpoint 'run' split_seed must be an int >= 0")
     epoch, step = ck["epoch"], ck["step"]
+    _check_early_stopping(ck, run.get("early_stopping"), epoch)
     if not _int(epoch, 1, run["epochs"] + 1):
         raise _Bad(f"checkpoint epoch must be an int in [1, {run['epochs'] + 1}]; found {epoch!r}"[:200])
     if not _int(step, 0, run["n_train"]) or (step and epoch > run["epochs"]):
@@ -573,26 +583,54 @@ def _check_checkpoint(ck, meta) -> None:
         _check_records(ck["history"], "history", epoch - 1)
 
 
+def _check_early_stopping(ck, settings, epoch) -> None:
+    """A checkpoint's early stopping: ``run.early_stopping`` (the settings, or null for a fit
+    without) and the state beside it, present exactly when the settings are."""
+    if settings is not None:
+        if (not isinstance(settings, dict) or set(settings) != _ES_SETTINGS
+                or not _int(settings["patience"], 1, 2**31) or not _real(settings["min_delta"], -math.inf)
+                or settings["monitor"] not in _MONITORS or not isinstance(settings["restore_best"], bool)):
+            raise _Bad("checkpoint 'run' early_stopping must hold patience, min_delta, monitor and restore_best")
+    if (settings is None) != ("early_stopping" not in ck):
+        raise _Bad("checkpoint early_stopping state and 'run' early_stopping settings must come together")
+    if settings is None:
+        return
+    es, done = ck["early_stopping"], epoch - 1
+    if (not isinstance(es, dict) or set(es) != _ES_STATE
+            or not (es["best"] is None or (isinstance(es["best"], (int, float)) and not isinstance(es["best"], bool)))
+            or not _int(es["best_epoch"], 0, done) or not _int(es["wait"], 0, done)
+            or not _int(es["stopped_epoch"], 0, done) or not isinstance(es["best_params"], bool)
+            or (es["best_params"] and not es["best_epoch"])):
+        raise _Bad(f"checkpoint early_stopping must hold best, best_epoch, wait, stopped_epoch (ints in "
+                   f"[0, {done}]) and best_params (true or false)")
+
+
 def _layout(meta) -> dict[str, tuple]:
-    """Every array the file must hold: the parameters, and a checkpoint's optimizer state
-    (``o0 .. o{4L-1}``: the first then the second moment of W0..W{L-1}, b0..b{L-1})."""
+def _layout(meta) -> dict[str, tuple]:
+    """Every array the file must hold, by name: its shape (the parameters; a checkpoint's
+    early-stopping best ``best_W0`` ...; its optimizer state ``o0 .. o{4L-1}``, the first
+    then the second moment of W0..W{L-1}, b0..b{L-1})."""
     sizes, L = meta["sizes"], len(meta["sizes"]) - 1
     lead = (meta["k"],) if "k" in meta else ()
-    params = ({f"W{l}": lead + (sizes[l], sizes[l + 1]) for l in range(L)}
-              | {f"b{l}": lead + (sizes[l + 1],) for l in range(L)})
     ck = (meta.get("extra") or {}).get("checkpoint") or {}
+    names = [""]
+    if (ck.get("early_stopping") or {}).get("best_params"):
+        names.append("best_")
+    out = {k: v for p in names for k, v in
+           ({f"{p}W{l}": lead + (sizes[l], sizes[l + 1]) for l in range(L)}
+            | {f"{p}b{l}": lead + (sizes[l + 1],) for l in range(L)}).items()}
     if "optimizer_t" in ck:
-        shapes = list(params.values())
-        params |= {f"o{i}": shape for i, shape in enumerate(shapes + shapes)}
-    return params
+        shapes = [lead + (sizes[l], sizes[l + 1]) for l in range(L)] + [lead + (sizes[l + 1],) for l in range(L)]
+        out |= {f"o{i}": shape for i, shape in enumerate(shapes + shapes)}
+    return out
 
 
 def _read(f, size):
     zf = zipfile.ZipFile(f)
     with zf:
         infos = zf.infolist()
-        if len(infos) > 6 * MAX_LAYERS + 1:
-            raise _Bad(f"{len(infos)} entries in the archive; a model has at most {6 * MAX_LAYERS + 1}")
+        if len(infos) > 8 * MAX_LAYERS + 1:   # W, b, a checkpoint's best_W, best_b and 4 moments per layer
+            raise _Bad(f"{len(infos)} entries in the archive; a model has at most {8 * MAX_LAYERS + 1}")
         by = {}
         for info in infos:
             if info.filename in by:
@@ -627,9 +665,10 @@ def _read(f, size):
     return meta, arrays
 
 
-def read_model(path, *, state: bool = False) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
-    """Read and verify a model file: ``(meta, weights, biases)`` as host arrays (with
-    ``state``: a fourth item, a checkpoint's optimizer state arrays, ``[]`` if none).
+def read_model(path, *, extra_arrays: bool = False) -> tuple:
+    """Read and verify a model file: ``(meta, weights, biases)`` as host arrays; with
+    ``extra_arrays``, ``(meta, weights, biases, extras)``, ``extras`` a dict of a
+    checkpoint's further arrays by name (early stopping's ``best_W0`` ..., else empty).
 
     Raises ``FileNotFoundError`` for a missing file and :class:`ModelFileError` (one line
     naming the file and the problem) for anything else wrong with it; never allocates more
@@ -672,10 +711,8 @@ def read_model(path, *, state: bool = False) -> tuple[dict, list[np.ndarray], li
         raise ModelFileError(f"{shown}: checksum mismatch, expected {meta['sha256'][:16]}... but got "
                              f"{digest[:16]}...; the file was changed after saving")
     L = len(meta["sizes"]) - 1
-    out = meta, [arrays[f"W{l}"] for l in range(L)], [arrays[f"b{l}"] for l in range(L)]
-    if state:
-        out += ([arrays[f"o{i}"] for i in range(4 * L) if f"o{i}" in arrays],)
-    return out
+    weights, biases = [arrays.pop(f"W{l}") for l in range(L)], [arrays.pop(f"b{l}") for l in range(L)]
+    return (meta, weights, biases, arrays) if extra_arrays else (meta, weights, biases)
 
 
 def nonfinite(weights, biases) -> list[str]:

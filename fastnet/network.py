@@ -43,6 +43,23 @@ def _xp_of(a):
     return array_namespace(a)
 
 
+def _checkpoint_split_seed(path):
+    """The ``split_seed`` of the checkpoint at ``path`` (a resume of a seed=None
+    validation_split), or None: no path, no such file, or none recorded. A file that cannot
+    be read gives None too: the resume that follows reports it."""
+    import os
+
+    from fastnet.io import ModelFileError, read_model
+
+    if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+        return None
+    try:
+        meta = read_model(path)[0]
+    except (ModelFileError, OSError):
+        return None
+    return (((meta.get("extra") or {}).get("checkpoint") or {}).get("run") or {}).get("split_seed")
+
+
 class Network(DeviceData, training.Trainable):
     """A fully connected feedforward network trained by minibatch SGD.
 
@@ -86,6 +103,7 @@ class Network(DeviceData, training.Trainable):
     """
 
     _CHECK_KEYS = ("sizes", "activation", "cost", "dtype")   # what a checkpoint must match
+    _EARLY_STOPPING = True
 
     def __init__(self, sizes, *, activation="sigmoid", cost="quadratic", init=None, dtype="float32",
                  device="auto", seed=None):
@@ -427,7 +445,8 @@ class Network(DeviceData, training.Trainable):
         The defaults (30 epochs, minibatch 10, eta 3.0) are Nielsen's and ``fastnet train``'s.
         validation_data: optional ``(X_val, y_val)``, scored after each epoch.
         validation_split: a fraction in [0, 1) of ``(X, y)`` held out as the validation
-        data instead (a random draw, fixed by the network's seed; not with
+        data instead (a random draw, fixed by the network's seed; with ``seed=None`` a fresh
+        one, which a checkpoint records so that a resume holds out the same rows; not with
         ``validation_data``).
         early_stopping: stop when the validation accuracy (the training loss without
         validation data) has not improved for ``patience`` epochs: True (patience 5), an
@@ -442,8 +461,9 @@ class Network(DeviceData, training.Trainable):
         (the History of the epochs run is returned).
         on_divergence: "stop" (restore the last finite weights and raise
         :class:`DivergenceError`) or "continue".
-        checkpoint: a path; every ``checkpoint_every`` epochs the weights, the shuffle RNG
-        state, the position and the history are written there atomically. ``resume=True``
+        checkpoint: a path; every ``checkpoint_every`` epochs (and when early stopping
+        stops) the weights, the shuffle RNG state, the position, the history and early
+        stopping's state are written there atomically. ``resume=True``
         continues from that file when it exists (same data and hyperparameters), giving
         bit-for-bit the weights of an uninterrupted run. Ctrl-C (SIGINT) finishes the
         current step (on the compiled CPU path: the current chunk of at most a few ms of
@@ -465,7 +485,10 @@ class Network(DeviceData, training.Trainable):
 
         stop = as_early_stopping(early_stopping)
         opt = optim.get(optimizer)
-        X, y, validation_data = self._split_validation(X, y, validation_data, validation_split)
+        X, y, validation_data, split_seed = self._split_validation(X, y, validation_data, validation_split,
+                                                                   checkpoint if resume else None)
+        if stop is not None:   # a monitor the records will not hold: refused before anything changes
+            stop.reset(has_validation=validation_data is not None)
         Xd, yd, epochs, batch_size, checkpoint_every, callbacks, val = self._fit_inputs(
             X, y, epochs, batch_size, validation_data, callbacks, checkpoint, checkpoint_every, resume,
             "cb(network, record)")
@@ -476,12 +499,11 @@ class Network(DeviceData, training.Trainable):
         V.warn_input_scale(X, Xd)
         if self.cost != "mse":
             V.warn_output_width(yd, self.sizes[-1])
-        if stop is not None:
-            stop.reset(has_validation=val is not None)
-            callbacks = callbacks + [stop]
         p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, y=yd, engine=engine, optimizer=opt)
         run = {"epochs": epochs, "batch_size": batch_size, "eta": eta, "lmbda": lmbda, "n_train": n,
                "shuffle": V.check_bool("shuffle", shuffle), "optimizer": opt.config()}
+        if split_seed is not None:   # the held-out rows of a seed=None network: a resume draws the same
+            run["split_seed"] = split_seed
         history = History(config=self.config() | run | {
             "device": self.backend.device, "backend": self.backend.name,
             "n_val": None if val is None else int(val[0].shape[0]),
@@ -491,7 +513,7 @@ class Network(DeviceData, training.Trainable):
         try:
             self._fit(Xd, yd, val, run, history, [history], p, verbose=verbose, bar_history=history,
                       callbacks=callbacks, on_divergence=on_divergence, checkpoint=checkpoint,
-                      checkpoint_every=checkpoint_every, resume=resume)
+                      checkpoint_every=checkpoint_every, resume=resume, stop=stop)
         finally:
             self._opt_state = None
         if stop is not None:
@@ -499,12 +521,14 @@ class Network(DeviceData, training.Trainable):
             history.config["early_stopping"] = stop.summary()
         return history
 
-    def _split_validation(self, X, y, validation_data, validation_split):
-        """``(X, y, validation_data)`` with ``validation_split`` of the rows held out (a
-        permutation drawn from the network's seed, apart from the shuffle stream)."""
+    def _split_validation(self, X, y, validation_data, validation_split, resume_from=None):
+        """``(X, y, validation_data, split_seed)`` with ``validation_split`` of the rows held
+        out: a permutation drawn from the network's seed, apart from the shuffle stream
+        (``split_seed`` None); with ``seed=None`` from a fresh ``split_seed``, which the
+        checkpoint records, or the checkpoint's at ``resume_from`` (a resume: the same split)."""
         split = V.check_real("validation_split", validation_split)
         if not split:
-            return X, y, validation_data
+            return X, y, validation_data, None
         if split >= 1:
             raise ValueError(f"validation_split must be in [0, 1). Actual: {validation_split!r}")
         if validation_data is not None:
@@ -516,11 +540,16 @@ class Network(DeviceData, training.Trainable):
         if not 1 <= n_val < n:
             raise ValueError(f"validation_split={split} of {n} samples leaves {n_val} for validation and "
                              f"{n - n_val} for training; each needs at least 1")
-        order = np.random.default_rng(None if self.seed is None else [self.seed, 1]).permutation(n)
+        split_seed = None
+        if self.seed is None:
+            split_seed = _checkpoint_split_seed(resume_from)
+            if split_seed is None:
+                split_seed = int(np.random.SeedSequence().entropy % 2**63)
+        order = np.random.default_rng([self.seed, 1] if split_seed is None else split_seed).permutation(n)
         if not isinstance(X, np.ndarray):
             order = self.backend.asarray(order)
         val, train = order[:n_val], order[n_val:]
-        return X[train], y[train], (X[val], y[val])
+        return X[train], y[train], (X[val], y[val]), split_seed
 
     # --- the hooks of training.Trainable ----------------------------------------------------
 

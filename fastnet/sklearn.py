@@ -211,14 +211,28 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Train a new network on ``(X, y)``: X ``(n_samples, n_features)``, y ``(n_samples,)``
-        labels of any type. Returns self."""
+        labels of any type. Returns self.
+
+        All or nothing: a fit that raises (bad input, divergence, Ctrl-C) leaves the
+        estimator exactly as it was, every fitted attribute the previous fit's."""
+        before = self.__dict__.copy()
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            # validate_data sets n_features_in_ / feature_names_in_ on self as it checks; the
+            # rest is assigned at the end of _fit, after training succeeded
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _fit(self, X, y):
         import fastnet
 
         hidden = self._check_params()
         X, y = validate_data(self, self._pixels(X), y, dtype=[np.float32, np.float64])
         X = np.ascontiguousarray(X, dtype=V.check_dtype(self.dtype))
         check_classification_targets(y)
-        self.classes_, y_ids = np.unique(y, return_inverse=True)
+        classes, y_ids = np.unique(y, return_inverse=True)
         y_ids = y_ids.astype(np.int64).ravel()
         rng = check_random_state(self.random_state)
         seed = int(self.random_state) if isinstance(self.random_state, numbers.Integral) else \
@@ -241,9 +255,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             batch = int(self.batch_size)
             if batch > n:
                 warnings.warn(f"Got batch_size={batch} larger than the {n} training samples; it is "
-                              "clipped to the sample count", UserWarning, stacklevel=2)
+                              "clipped to the sample count", UserWarning, stacklevel=3)
                 batch = n
-        net = fastnet.Network([X.shape[1], *hidden, len(self.classes_)], cost=self.cost, init=self.init,
+        net = fastnet.Network([X.shape[1], *hidden, len(classes)], cost=self.cost, init=self.init,
                               dtype=self.dtype, device=self.device, seed=seed)
         stop = _NoImprovement("val_accuracy" if validation else "loss", float(self.tol),
                               int(self.n_iter_no_change), keep_best=bool(validation))
@@ -256,7 +270,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                               verbose=2 if self.verbose else 0, callbacks=[stop])
         if stop.best_params is not None:
             net.weights, net.biases = stop.best_params
-        self.network_, self.history_ = net, history
+        self.classes_, self.network_, self.history_ = classes, net, history
         self.n_iter_ = len(history)
         self.loss_curve_ = [float(v) for v in history["loss"]]
         self.loss_ = self.loss_curve_[-1]
@@ -270,7 +284,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self.best_loss_ = min(self.loss_curve_)
         if not stop.stopped and self.n_iter_ == self.max_iter:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                          "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=2)
+                          "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
         return self
 
     def predict_proba(self, X):
@@ -279,7 +293,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         X = self._X(X, reset=False)
         net = self.network_
         p = np.asarray(net.backend.asnumpy(net.predict_proba(X)), dtype=np.float64)
-        if self.cost != "cross_entropy":   # sigmoid outputs: normalised to sum to 1
+        if net.cost != "cross_entropy":   # sigmoid outputs (the fitted cost's): normalised to sum to 1
             p /= np.maximum(p.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
         return p
 

@@ -287,6 +287,9 @@ class Trainable:
     ``_set_history_state(hist, state)``, ``_set_params(weights, biases)`` and
     ``_CHECK_KEYS`` (the config a checkpoint must match)."""
 
+    #: Whether ``fit`` takes ``early_stopping=`` (its settings and state then go into checkpoints).
+    _EARLY_STOPPING = False
+
     def _kern(self):
         """The element-wise kernels: the running fit's choice, else the array type's twin
         when it is compiled, else the plain ``xp`` kernels (see :mod:`fastnet.engines`)."""
@@ -419,17 +422,26 @@ class Trainable:
         return losses, accs
 
     def _fit(self, Xd, yd, val, run, hist, histories, p, *, verbose, bar_history, callbacks, on_divergence,
-             checkpoint, checkpoint_every, resume):
+             checkpoint, checkpoint_every, resume, stop=None):
         """Resume, compile, then the epochs; ``hist`` is what the hooks record into and
-        ``histories`` every History in it (each gets the plan's engine and compile time)."""
+        ``histories`` every History in it (each gets the plan's engine and compile time).
+        ``stop``: the fit's :class:`fastnet.EarlyStopping` (already reset) or None; it runs
+        after each epoch before the checkpoint is written, which keeps its state."""
         from fastnet import engines, progress
 
         if checkpoint is not None:   # the data the checkpoint is for: a resume must see the same
             from fastnet.io import fingerprint
 
             run = run | {"data": fingerprint(Xd, yd)}
+            if self._EARLY_STOPPING:   # a resume must stop by the same rule
+                run["early_stopping"] = None if stop is None else stop.settings()
         if resume and Path(checkpoint).exists():
-            start_epoch, start_step = self._restore_checkpoint(checkpoint, run, hist)
+            start_epoch, start_step = self._restore_checkpoint(checkpoint, run, hist, stop=stop)
+            if stop is not None and stop.stopped_epoch:
+                _say(f"checkpoint {checkpoint} stopped early after epoch {stop.stopped_epoch} (no better "
+                     f"{stop.key} for {stop.patience} epochs): nothing left to train (the model is the "
+                     "checkpoint's best epoch's); fix: leave out resume to train afresh", verbose)
+                return
             if start_epoch > run["epochs"]:
                 _say(f"checkpoint {checkpoint} already finished all {run['epochs']} epochs: nothing left to "
                      "train (the model is the checkpoint's); fix: ask for more epochs to go on", verbose)
@@ -447,7 +459,7 @@ class Trainable:
         with SigintFlag() as interrupted, self._running(p):
             try:
                 self._epochs(Xd, yd, val, hist, run, start_epoch, start_step, on_divergence, bar, callbacks,
-                             checkpoint, checkpoint_every, interrupted, p.engine)
+                             checkpoint, checkpoint_every, interrupted, p.engine, stop)
             finally:
                 bar.close()
 
@@ -471,8 +483,10 @@ class Trainable:
             return p
 
     def _epochs(self, Xd, yd, val, hist, run, start_epoch, start_step, on_divergence, bar, callbacks,
-                checkpoint, checkpoint_every, interrupted, engine: str) -> None:
-        """Epochs ``start_epoch .. run["epochs"]``, the first from sample ``start_step`` on."""
+                checkpoint, checkpoint_every, interrupted, engine: str, stop=None) -> None:
+        """Epochs ``start_epoch .. run["epochs"]``, the first from sample ``start_step`` on;
+        ``stop`` (early stopping) is asked before the epoch's checkpoint, which records
+        its state (and that it stopped), the other callbacks after it."""
         n, B = run["n_train"], run["batch_size"]
         n_steps = -(-n // B)
         orders = None
@@ -496,50 +510,62 @@ class Trainable:
                     bar.update(s)
                     if interrupted.flag:
                         trainer.sync()
-                        self._interrupt(checkpoint, run, hist, epoch, min(s * B, n), rng_state)
+                        self._interrupt(checkpoint, run, hist, epoch, min(s * B, n), rng_state, stop)
             finally:
                 trainer.sync()
             self.backend.synchronize()
             seconds = time.perf_counter() - t0
             shown, records = self._end_epoch(epoch, seconds, Xd, yd, val, run, saved, hist, on_divergence)
-            if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == run["epochs"]):
-                self._write_checkpoint(checkpoint, run, hist, epoch + 1, 0, self._rng_state())
+            go_on = stop is None or _callbacks_continue([stop], self, records)
+            if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == run["epochs"] or not go_on):
+                self._write_checkpoint(checkpoint, run, hist, epoch + 1, 0, self._rng_state(), stop)
             bar.end_epoch(shown)
-            if not _callbacks_continue(callbacks, self, records):
+            if not _callbacks_continue(callbacks, self, records) or not go_on:
                 return   # a callback asked to stop: after this epoch, History kept
 
-    def _interrupt(self, checkpoint, run, hist, epoch, next_sample, rng_state):
+    def _interrupt(self, checkpoint, run, hist, epoch, next_sample, rng_state, stop=None):
         """Ctrl-C was pressed: write the checkpoint (next sample ``next_sample``) and raise."""
         where = f"epoch {epoch}, sample {next_sample} of {run['n_train']}"
         if checkpoint is not None:
-            self._write_checkpoint(checkpoint, run, hist, epoch, next_sample, rng_state)
+            self._write_checkpoint(checkpoint, run, hist, epoch, next_sample, rng_state, stop)
             raise TrainingInterrupted(f"interrupted in {where}; checkpoint written to {checkpoint}; "
                                       "resume with fit(..., checkpoint=PATH, resume=True) or "
                                       "fastnet train ... --checkpoint PATH --resume")
         raise TrainingInterrupted(f"interrupted in {where} (no checkpoint was set)")
 
-    def _write_checkpoint(self, path, run, hist, epoch, step, rng_state) -> None:
-        """Save the parameters plus where to go on: next ``epoch`` and ``step``, the RNG state then."""
+    def _write_checkpoint(self, path, run, hist, epoch, step, rng_state, stop=None) -> None:
+        """Save the parameters plus where to go on: next ``epoch`` and ``step``, the RNG state
+        then, and early stopping's state (its best weights as ``best_W{l}``/``best_b{l}``)."""
         from fastnet.io import save_model
 
         state = {"run": run, "epoch": epoch, "step": step, "rng_state": rng_state,
                  "history": self._history_state(hist)}
         if getattr(self, "_fit_engine", None):   # a resume runs the same engine: bit for bit
             state["engine"] = self._fit_engine
+        arrays = {}
+        if stop is not None:
+            state["early_stopping"] = stop.state()
+            if stop.best_params is not None:
+                host = self.backend.asnumpy
+                for l, (W, b) in enumerate(zip(*stop.best_params)):
+                    arrays[f"best_W{l}"], arrays[f"best_b{l}"] = host(W), host(b)
         opt = getattr(self, "_opt_state", None)
         if opt is not None:                       # velocities / moments and the step count
             state["optimizer_t"] = opt.t
-        save_model(self, path, extra={"checkpoint": state}, state_arrays=opt.arrays() if opt is not None else ())
+            arrays |= {f"o{i}": self.backend.asnumpy(a) for i, a in enumerate(opt.arrays())}
+        save_model(self, path, extra={"checkpoint": state}, arrays=arrays)
 
-    def _restore_checkpoint(self, path, run, hist) -> tuple[int, int]:
+    def _restore_checkpoint(self, path, run, hist, stop=None) -> tuple[int, int]:
         """Check the checkpoint at ``path`` against this model and ``run`` (every setting that
-        changes the result, and the data's fingerprint), then restore parameters, RNG state
-        and history: ``(epoch, step)`` to go on from. A mismatch raises ``ValueError`` naming
-        the setting, a malformed file :class:`fastnet.io.ModelFileError`; either way before
-        anything changed (the file's schema, RNG states included, is checked on reading)."""
+        changes the result, and the data's fingerprint), then restore parameters, RNG state,
+        history and early stopping's state (into ``stop``): ``(epoch, step)`` to go on from.
+        A mismatch raises ``ValueError`` naming the setting, a malformed file
+        :class:`fastnet.io.ModelFileError`; either way before anything changed (the file's schema, RNG states included, is checked on reading)."""
         from fastnet.io import ModelFileError, read_model
 
-        meta, weights, biases, opt_arrays = read_model(path, state=True)
+        meta, weights, biases, extras = read_model(path, extra_arrays=True)
+        best = {k: v for k, v in extras.items() if k.startswith("best_")}
+        opt_arrays = [extras[f"o{i}"] for i in range(len(extras)) if f"o{i}" in extras]
         ck = (meta.get("extra") or {}).get("checkpoint")
         if ck is None:
             raise ModelFileError(f"{path} is a model, not a training checkpoint (no checkpoint state); "
@@ -578,6 +604,11 @@ class Trainable:
             opt.t = ck["optimizer_t"]
         self._set_rng_state(ck["rng_state"])
         self._set_history_state(hist, ck["history"])
+        if stop is not None and "early_stopping" in ck:   # the file's schema pairs it with the best arrays
+            L = len(weights)
+            dev = [self.backend.copy(self._to_device(best[f"best_{p}{l}"])) for p in "Wb" for l in range(L)] \
+                if best else None
+            stop.set_state(ck["early_stopping"], None if dev is None else (dev[:L], dev[L:]))
         self._resumed_engine = ck.get("engine")
         return epoch, step
 
