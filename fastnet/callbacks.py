@@ -37,7 +37,7 @@ class EarlyStopping:
     def __init__(self, patience: int = 5, min_delta: float = 0.0, restore_best: bool = True, monitor=None):
         self.patience = V.check_positive_int("patience", patience)
         self.min_delta = V.check_real("min_delta", min_delta)
-        self.restore_best = bool(restore_best)
+        self.restore_best = V.check_bool("restore_best", restore_best)
         if monitor is not None and not isinstance(monitor, str):
             raise TypeError(f"monitor must be a record key such as 'val_accuracy' or 'loss'. Actual: {monitor!r}")
         self.monitor = monitor

@@ -31,7 +31,7 @@ import numpy as np
 
 from fastnet import _validate as V
 from fastnet import engines, ops, training
-from fastnet._device import DeviceData, check_seed, initial_params  # noqa: F401 - NetworkStack's too
+from fastnet._device import DeviceData, check_param_memory, check_seed, initial_params  # noqa: F401 - NetworkStack's too
 from fastnet.backend import model_backend
 from fastnet.history import History
 from fastnet.training import DivergenceError, TrainingInterrupted  # noqa: F401 - fastnet re-exports them
@@ -87,6 +87,7 @@ class Network(DeviceData, training.Trainable):
         self.dtype = V.check_dtype(dtype)
         self.backend, self._auto_device = model_backend(device)
         check_seed(seed)
+        check_param_memory(self.sizes, self.dtype, backend=self.backend)   # before drawing anything
         self.seed = None if seed is None else int(seed)
         weights, biases, self._shuffle_rng = initial_params(self.sizes, self.init, self.seed)
         self._W = [self._to_device(w) for w in weights]
@@ -159,7 +160,8 @@ class Network(DeviceData, training.Trainable):
             self._check_same_device(v, f"{name}[{l}]", allow_host=True)
             flat = v.reshape(1, -1) if hasattr(v, "reshape") else _xp_of(v).reshape(v, (1, -1))
             V.check_X(flat, int(np.prod(shape)), f"{name}[{l}]")
-            out.append(self.backend.copy(self._to_device(v)))  # never alias the caller's
+            d = self._to_device_checked(flat, int(np.prod(shape)), f"{name}[{l}]")   # within the dtype's range
+            out.append(self.backend.copy(_xp_of(d).reshape(d, shape)))  # never alias the caller's
         return out
 
     @property
@@ -332,7 +334,7 @@ class Network(DeviceData, training.Trainable):
         m = Xd.shape[0]
         yd = self._prepare_target(Y, m)
         n = m if n is None else V.check_positive_int("n", n)
-        training.one_step(self, X, Xd, yd, eta, 1.0 - eta * lmbda / n, engine)
+        training.one_step(self, X, Xd, yd, eta, V.check_step(eta, lmbda, n, self.dtype), engine)
 
     # --- metrics ------------------------------------------------------------------------
 
@@ -418,13 +420,14 @@ class Network(DeviceData, training.Trainable):
         from fastnet.callbacks import as_early_stopping
 
         stop = as_early_stopping(early_stopping)
+        eta = V.check_representable("eta", V.check_real("eta", eta, positive=True), self.dtype)
+        lmbda = V.check_real("lmbda", lmbda)
         X, y, validation_data = self._split_validation(X, y, validation_data, validation_split)
         Xd, yd, epochs, batch_size, checkpoint_every, callbacks, val = self._fit_inputs(
             X, y, epochs, batch_size, validation_data, callbacks, checkpoint, checkpoint_every, resume,
             "cb(network, record)")
         n = Xd.shape[0]
-        eta = V.check_real("eta", eta, positive=True)
-        lmbda = V.check_real("lmbda", lmbda)
+        V.check_step(eta, lmbda, n, self.dtype)   # the L2 decay factor, refused before any step
         on_divergence = V.check_choice("on_divergence", on_divergence, ("stop", "continue"))
         V.warn_input_scale(X, Xd)
         V.warn_output_width(yd, self.sizes[-1])
