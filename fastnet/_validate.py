@@ -218,10 +218,10 @@ def check_cast(X, Xd, n_features: int, name: str = "X") -> None:
     big = float(xpx.max(xpx.abs(X[first, ...])))
     dtype = str(getattr(Xd.dtype, "name", Xd.dtype)).rsplit(".", 1)[-1]
     top = float(np.finfo(dtype).max)
+    fix = "scale the features (e.g. into [0, 1])" if name.startswith("X") else "smaller values"
     raise ValueError(
         f"{name} holds values beyond {dtype}'s range (|x| <= {top:.4g}), the network's dtype: {nbad} row(s), "
-        f"the first at index {first} (|x| up to {big:.4g}); fix: scale the features (e.g. into [0, 1]), "
-        f"or use dtype='float64'")
+        f"the first at index {first} (|x| up to {big:.4g}); fix: {fix}, or use dtype='float64'")
 
 
 def check_y(y, n_samples: int, n_out: int, name: str = "y"):

@@ -1,8 +1,8 @@
 """Callbacks for ``fit``: early stopping.
 
-A callback is called as ``cb(model, record)`` after every epoch; returning ``False`` (or
-raising ``StopIteration``) ends training after that epoch, and ``fit`` still returns the
-History of the epochs that ran.
+A callback is called as ``cb(model, record)`` after every epoch; returning ``False``
+(Python's or NumPy's) or raising ``StopIteration`` ends training after that epoch, and
+``fit`` still returns the History of the epochs that ran.
 """
 from __future__ import annotations
 

@@ -394,7 +394,7 @@ class Network(DeviceData, training.Trainable):
         verbose: 0 silent; 1 a progress bar (on a terminal) and one line per epoch; 2 one
         line per epoch (Keras's meaning). callbacks: each called as
         ``cb(network, record)`` after every epoch (``record`` is that epoch's dict); one
-        that returns ``False`` or raises ``StopIteration`` ends training after that epoch
+        that returns ``False`` (``np.False_`` too) or raises ``StopIteration`` ends training after that epoch
         (the History of the epochs run is returned).
         on_divergence: "stop" (restore the last finite weights and raise
         :class:`DivergenceError`) or "continue".
