@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
+
 from fastnet import _validate as V
 
 #: Metrics where bigger is better; every other monitored value is minimised.
@@ -108,10 +110,10 @@ class EarlyStopping:
 def as_early_stopping(value):
     """``fit``'s ``early_stopping=``: None/False (off), True (defaults), an int (patience),
     a dict of :class:`EarlyStopping` keywords, or an :class:`EarlyStopping`."""
-    if value is None or value is False:
+    if value is None:
         return None
-    if value is True:
-        return EarlyStopping()
+    if isinstance(value, (bool, np.bool_)):   # NumPy's bools too (np.True_ is not an int here)
+        return EarlyStopping() if value else None
     if isinstance(value, EarlyStopping):
         return value
     if isinstance(value, numbers.Integral):

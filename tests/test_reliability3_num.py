@@ -245,6 +245,9 @@ def test_fit_resume_no_is_a_typeerror_and_writes_nothing(tmp_path):
 
 def test_numpy_bools_are_booleans(tmp_path):
     assert fastnet.EarlyStopping(restore_best=np.False_).restore_best is False
+    h = net32().fit(X, y, epochs=2, batch_size=4, early_stopping=np.True_)
+    assert h.config["early_stopping"]["monitor"] == "loss"
+    assert "early_stopping" not in net32().fit(X, y, epochs=1, batch_size=4, early_stopping=np.False_).config
     (Xtr, _), _ = data.load("sample", as_float=np.True_, validation=np.False_)
     assert Xtr.dtype == np.float32
     net32().fit(X, y, epochs=1, batch_size=4, checkpoint=tmp_path / "c.npz", resume=np.False_)
