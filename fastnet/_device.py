@@ -4,6 +4,7 @@ model's device and dtype, validated first)."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import numpy as np
@@ -17,6 +18,55 @@ def check_seed(seed, name: str = "seed") -> None:
         raise TypeError(f"{name} must be an int or None. Actual: {seed!r}")
     if seed is not None and not 0 <= seed < 2**63:
         raise ValueError(f"{name} must be an int in [0, 2**63) or None. Actual: {seed}")
+
+
+#: The memory limit where the OS does not say how much it has (no ``os.sysconf``): 1 TiB.
+FALLBACK_MEMORY_BYTES = 2**40
+
+
+def host_memory_bytes() -> int:
+    """This machine's physical memory in bytes (``SC_PHYS_PAGES * SC_PAGE_SIZE``), or
+    :data:`FALLBACK_MEMORY_BYTES` where the OS does not say."""
+    try:
+        n = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return FALLBACK_MEMORY_BYTES
+    return n if n > 0 else FALLBACK_MEMORY_BYTES
+
+
+def check_param_memory(sizes: Sequence[int], dtype: str, k: int = 1, backend=None) -> None:
+    """Refuse, before allocating anything, parameters that cannot fit in memory: a
+    ``ValueError`` naming the parameter count, the bytes it needs and the limit.
+
+    The parameters are drawn as float64 on the host, then copied in the model's
+    ``dtype``, so the host needs ``count * (8 + itemsize)`` bytes at the peak; a device
+    that knows its free memory (CuPy) must hold ``count * itemsize`` as well.
+
+    >>> check_param_memory([10**7, 10**7], "float32")
+    Traceback (most recent call last):
+    ...
+    ValueError: sizes [10000000, 10000000] make 100,000,010,000,000 parameters, which need 1,091.4 TiB (float64 while drawn, then float32) ...
+    """
+    count = k * sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+    item = np.dtype(dtype).itemsize
+    limits = [(count * (8 + item), host_memory_bytes(), "this machine's memory")]
+    free = None if backend is None else backend.memory_free()
+    if free is not None:
+        limits.append((count * item, free, f"the free {backend.device} memory"))
+    for need, limit, where in limits:
+        if need > limit:
+            what = f"{k} networks of sizes {list(sizes)}" if k > 1 else f"sizes {list(sizes)}"
+            raise ValueError(
+                f"{what} make {count:,} parameters, which need {_bytes(need)} (float64 while drawn, then "
+                f"{dtype}) and {where} is {_bytes(limit)}; nothing was allocated. Fix: narrower or fewer layers"
+                + (", or fewer networks" if k > 1 else ""))
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,} bytes"
 
 
 def initial_params(sizes: Sequence[int], init: str, seed: int | None):
@@ -54,6 +104,18 @@ class DeviceData:
         """Host (or same-device) array -> this network's device and dtype."""
         return self.backend.asarray(a, dtype=self.dtype)
 
+    def _to_device_checked(self, a, n_features: int, name: str):
+        """Real 2-D ``a`` checked by ``V.check_X`` (finiteness included, or left to this
+        call) -> this network's device and dtype, refusing values the cast made infinite
+        (float64 data beyond float32's range): finiteness is checked after the cast, in
+        the dtype the network computes in."""
+        if not (V._numeric_kind(a, name) == "f" and V.narrows(a, self.dtype)):
+            return self._to_device(a)
+        with np.errstate(over="ignore"):   # the overflow is reported below, as an error
+            ad = self._to_device(a)
+        V.check_cast(a, ad, n_features, name)
+        return ad
+
     # --- input conversion ---------------------------------------------------------------
 
     def _check_same_device(self, a, name: str, *, allow_host: bool) -> None:
@@ -80,8 +142,8 @@ class DeviceData:
         """Validate X and return it on the device in the network's dtype (uint8 / 255)."""
         X = self._host_like(X)
         self._check_same_device(X, name, allow_host=allow_host)
-        kind = V.check_X(X, self.sizes[0], name)
-        Xd = self._to_device(X)
+        kind = V.check_X(X, self.sizes[0], name, finite=not V.narrows(X, self.dtype))
+        Xd = self._to_device_checked(X, self.sizes[0], name)
         if kind == "u" and str(X.dtype).endswith("uint8"):
             Xd *= 1.0 / 255.0  # a fresh float array here, never the caller's
         return Xd
@@ -156,5 +218,5 @@ class DeviceData:
         if len(Y.shape) == 2 and V._numeric_kind(Y, name) == "f":
             self._check_same_device(Y, name, allow_host=allow_host)
             V.check_targets(Y, n, self.sizes[-1], name)
-            return self._to_device(Y)
+            return self._to_device_checked(Y, self.sizes[-1], name)
         return self._prepare_y(Y, n, name, allow_host=allow_host)

@@ -80,10 +80,64 @@ def check_real(name: str, value, *, positive: bool = False) -> float:
     """A finite real number, > 0 when ``positive`` else >= 0."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number. Actual: {value!r} ({type(value).__name__})")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:   # an int beyond float64 (10**400): one line, not Python's OverflowError
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}. Actual: an int of "
+                         f"about 10**{int(abs(int(value)).bit_length() * math.log10(2))}, beyond float64's "
+                         f"largest (about 1.8e308)") from None
     if not math.isfinite(v) or (v <= 0 if positive else v < 0):
         raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}. Actual: {value!r}")
     return v
+
+
+def check_representable(name: str, value: float, dtype: str) -> float:
+    """``value`` (a checked finite float) must be finite in the model's ``dtype`` too:
+    ``eta=1e39`` is a float64 number but ``inf`` in a float32 network."""
+    top = float(np.finfo(dtype).max)
+    if abs(value) > top:
+        raise ValueError(f"{name} must be at most {top:.4g} (the largest {dtype}) for a {dtype} network. "
+                         f"Actual: {value!r}; fix: a smaller {name}, or dtype='float64'")
+    return value
+
+
+def check_step(eta: float, lmbda: float, n: int, dtype: str, *, eta_name: str = "eta",
+               lmbda_name: str = "lmbda", growing: bool = False) -> float:
+    """The SGD step's numbers (``eta``, ``lmbda`` checked by :func:`check_real`, ``n``
+    training samples) for a network of ``dtype``; returns the L2 decay factor
+    ``1 - eta * lmbda / n`` that multiplies W every step.
+
+    Refused up front, before any step: an ``eta`` that is not finite in ``dtype``, and a
+    decay factor outside [-1, 1] (``eta * lmbda / n > 2``), which grows the weights by
+    ``|decay|`` every step whatever the data: they overflow, and "lower eta" would be the
+    wrong advice. ``growing=True`` (a :class:`fastnet.NetworkStack`, where a net that
+    diverges is marked and the others go on) refuses only a factor beyond ``dtype``'s range.
+
+    >>> check_step(3.0, 5.0, 50000, "float32")
+    0.9997
+    """
+    check_representable(eta_name, eta, dtype)
+    r = eta * lmbda / n
+    top = float(np.finfo(dtype).max)
+    if not abs(1.0 - r) <= (top if growing else 1.0):   # inf (1e300 * 1e300) included
+        what = (f"is beyond {dtype}'s range (|x| <= {top:.4g})" if growing else
+                f"would multiply the weights by {abs(1.0 - r):.4g} every step (it must lie in [-1, 1])")
+        raise ValueError(
+            f"{lmbda_name}={lmbda!r} is too large for {eta_name}={eta!r} and n={n} training samples: the L2 "
+            f"decay factor 1 - eta*lmbda/n = {1.0 - r:.4g} {what}; fix: {lmbda_name} <= {2.0 * n / eta:.4g}")
+    return 1.0 - r
+
+
+def check_per_net(name: str, value) -> bool:
+    """True when ``value`` is a sequence of per-network values (a list, tuple, array,
+    range), False for a scalar; dicts and sets are refused (their order and keys mean
+    nothing here: ``etas={1: 0.5, 2: 2.0}`` would train with the keys)."""
+    from collections.abc import Mapping, Set
+
+    if isinstance(value, (Mapping, Set)) or hasattr(value, "keys"):
+        raise TypeError(f"{name} must be one value or a list of values (one per network), not a "
+                        f"{type(value).__name__}. Actual: {value!r}")
+    return not isinstance(value, (str, bytes)) and hasattr(value, "__len__")
 
 
 def _numeric_kind(arr, name: str) -> str:
@@ -132,6 +186,42 @@ def check_X(X, n_features: int, name: str = "X", *, finite: bool = True):
                 "fix: drop or impute those rows"
             )
     return kind
+
+
+def narrows(a, dtype: str) -> bool:
+    """True when casting float array ``a`` to ``dtype`` can overflow (float64 data for a
+    float32 network); True too when ``a``'s dtype cannot be read (then check)."""
+    dt = getattr(a, "dtype", None)
+    try:
+        src = np.dtype(getattr(dt, "name", None) or str(dt).rsplit(".", 1)[-1])
+    except TypeError:
+        return True
+    return src.kind == "f" and src.itemsize > np.dtype(dtype).itemsize
+
+
+def check_cast(X, Xd, n_features: int, name: str = "X") -> None:
+    """``Xd`` (``X`` cast to the network's narrower float dtype) must be finite: a value
+    that is finite in float64 but beyond float32's range (1e39) becomes inf in the cast,
+    and one training step would fill the weights with NaN. ``X`` went through
+    :func:`check_X` with ``finite=False``: this one pass over ``Xd`` checks both (NaN and
+    inf in ``X`` stay NaN and inf), and the error names which it was and the first row."""
+    if _all_finite_fast(Xd):
+        return
+    xp = _xp(Xd)
+    if bool(xp.all(xp.isfinite(Xd))):
+        return
+    check_X(X, n_features, name)   # NaN or inf in X itself: that message
+    bad = ~xp.all(xp.isfinite(Xd), axis=1)
+    nbad = int(xp.sum(xp.astype(bad, xp.int64)))
+    first = int(xp.argmax(xp.astype(bad, xp.int8)))
+    xpx = _xp(X)
+    big = float(xpx.max(xpx.abs(X[first, ...])))
+    dtype = str(getattr(Xd.dtype, "name", Xd.dtype)).rsplit(".", 1)[-1]
+    top = float(np.finfo(dtype).max)
+    fix = "scale the features (e.g. into [0, 1])" if name.startswith("X") else "smaller values"
+    raise ValueError(
+        f"{name} holds values beyond {dtype}'s range (|x| <= {top:.4g}), the network's dtype: {nbad} row(s), "
+        f"the first at index {first} (|x| up to {big:.4g}); fix: {fix}, or use dtype='float64'")
 
 
 def check_y(y, n_samples: int, n_out: int, name: str = "y"):

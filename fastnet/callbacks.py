@@ -1,13 +1,15 @@
 """Callbacks for ``fit``: early stopping.
 
-A callback is called as ``cb(model, record)`` after every epoch; returning ``False`` (or
-raising ``StopIteration``) ends training after that epoch, and ``fit`` still returns the
-History of the epochs that ran.
+A callback is called as ``cb(model, record)`` after every epoch; returning ``False``
+(Python's or NumPy's) or raising ``StopIteration`` ends training after that epoch, and
+``fit`` still returns the History of the epochs that ran.
 """
 from __future__ import annotations
 
 import math
 import numbers
+
+import numpy as np
 
 from fastnet import _validate as V
 
@@ -39,7 +41,7 @@ class EarlyStopping:
     def __init__(self, patience: int = 5, min_delta: float = 0.0, restore_best: bool = True, monitor=None):
         self.patience = V.check_positive_int("patience", patience)
         self.min_delta = V.check_real("min_delta", min_delta)
-        self.restore_best = bool(restore_best)
+        self.restore_best = V.check_bool("restore_best", restore_best)
         if monitor is not None and not isinstance(monitor, str):
             raise TypeError(f"monitor must be a record key such as 'val_accuracy' or 'loss'. Actual: {monitor!r}")
         self.monitor = monitor
@@ -165,10 +167,10 @@ def _check_monitor(monitor, choices, where: str) -> None:
 def as_early_stopping(value):
     """``fit``'s ``early_stopping=``: None/False (off), True (defaults), an int (patience),
     a dict of :class:`EarlyStopping` keywords, or an :class:`EarlyStopping`."""
-    if value is None or value is False:
+    if value is None:
         return None
-    if value is True:
-        return EarlyStopping()
+    if isinstance(value, (bool, np.bool_)):   # NumPy's bools too (np.True_ is not an int here)
+        return EarlyStopping() if value else None
     if isinstance(value, EarlyStopping):
         return value
     if isinstance(value, numbers.Integral):

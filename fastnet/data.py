@@ -668,6 +668,7 @@ def _locate(key: str, path, download: bool) -> dict[str, Path]:
 
 
 def _load(key: str, path, validation: bool, as_float: bool, download: bool):
+    validation, as_float, download = _flags(validation=validation, as_float=as_float, download=download)
     files = _locate(key, path, download)
     train = _load_pair(files["train_images"], files["train_labels"], as_float)
     test = _load_pair(files["test_images"], files["test_labels"], as_float)
@@ -675,6 +676,14 @@ def _load(key: str, path, validation: bool, as_float: bool, download: bool):
         train, val = _split_validation(train, files["train_images"])
         return train, val, test
     return train, test
+
+
+def _flags(**flags) -> list[bool]:
+    """The loaders' switches as bools: ``True``/``False`` (NumPy's too); a string such as
+    ``"no"`` is a ``TypeError`` naming the switch, not a true value."""
+    from fastnet import _validate as V
+
+    return [V.check_bool(name, value) for name, value in flags.items()]
 
 
 def load_mnist(path=None, *, validation=False, as_float=False, download=True):
@@ -754,6 +763,7 @@ def load_sample(*, as_float=False):
     >>> X.shape, X.dtype, y[:5].tolist()
     ((10000, 784), dtype('uint8'), [7, 2, 1, 0, 4])
     """
+    (as_float,) = _flags(as_float=as_float)
     root = importlib.resources.files("fastnet._sample")
     data = {}
     for name, expected in SAMPLE_SHA256.items():
@@ -806,6 +816,7 @@ def load(name_or_dir, **kw):
     unknown = set(kw) - allowed
     if unknown:
         raise TypeError(f"load() got unexpected keyword(s) {sorted(unknown)}; accepted: {sorted(allowed)}")
+    kw = dict(zip(kw, _flags(**kw)))   # every switch a bool, whichever loader reads it
     if isinstance(name_or_dir, str) and name_or_dir.strip().lower() in ("mnist", "fashion", "fashion-mnist",
                                                                         "fashion_mnist", "sample"):
         name = name_or_dir.strip().lower()

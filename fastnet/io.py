@@ -606,7 +606,6 @@ def _check_early_stopping(ck, settings, epoch) -> None:
 
 
 def _layout(meta) -> dict[str, tuple]:
-def _layout(meta) -> dict[str, tuple]:
     """Every array the file must hold, by name: its shape (the parameters; a checkpoint's
     early-stopping best ``best_W0`` ...; its optimizer state ``o0 .. o{4L-1}``, the first
     then the second moment of W0..W{L-1}, b0..b{L-1})."""

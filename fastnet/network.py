@@ -31,7 +31,7 @@ import numpy as np
 
 from fastnet import _validate as V
 from fastnet import activations, engines, ops, optim, training
-from fastnet._device import DeviceData, check_seed, initial_params  # noqa: F401 - NetworkStack's too
+from fastnet._device import DeviceData, check_param_memory, check_seed, initial_params  # noqa: F401 - NetworkStack's too
 from fastnet.backend import model_backend
 from fastnet.history import History
 from fastnet.training import DivergenceError, TrainingInterrupted  # noqa: F401 - fastnet re-exports them
@@ -118,6 +118,7 @@ class Network(DeviceData, training.Trainable):
         self.dtype = V.check_dtype(dtype)
         self.backend, self._auto_device = model_backend(device)
         check_seed(seed)
+        check_param_memory(self.sizes, self.dtype, backend=self.backend)   # before drawing anything
         self.seed = None if seed is None else int(seed)
         weights, biases, self._shuffle_rng = initial_params(self.sizes, self.init, self.seed)
         self._W = [self._to_device(w) for w in weights]
@@ -192,7 +193,8 @@ class Network(DeviceData, training.Trainable):
             self._check_same_device(v, f"{name}[{l}]", allow_host=True)
             flat = v.reshape(1, -1) if hasattr(v, "reshape") else _xp_of(v).reshape(v, (1, -1))
             V.check_X(flat, int(np.prod(shape)), f"{name}[{l}]")
-            out.append(self.backend.copy(self._to_device(v)))  # never alias the caller's
+            d = self._to_device_checked(flat, int(np.prod(shape)), f"{name}[{l}]")   # within the dtype's range
+            out.append(self.backend.copy(_xp_of(d).reshape(d, shape)))  # never alias the caller's
         return out
 
     @property
@@ -378,6 +380,7 @@ class Network(DeviceData, training.Trainable):
         m = Xd.shape[0]
         yd = self._prepare_target(Y, m)
         n = m if n is None else V.check_positive_int("n", n)
+        decay = V.check_step(eta, lmbda, n, self.dtype)   # the L2 decay factor, refused before any step
         state = None
         if opt.code != optim.SGD.code:
             state = self._step_state
@@ -386,7 +389,7 @@ class Network(DeviceData, training.Trainable):
             state.eta, state.l2 = eta, lmbda / n
         self._opt_state = state
         try:
-            training.one_step(self, X, Xd, yd, eta, 1.0 - eta * lmbda / n, engine, optimizer=opt)
+            training.one_step(self, X, Xd, yd, eta, decay, engine, optimizer=opt)
         finally:
             self._opt_state = None
         self._step_state = state
@@ -457,7 +460,7 @@ class Network(DeviceData, training.Trainable):
         verbose: 0 silent; 1 a progress bar (on a terminal) and one line per epoch; 2 one
         line per epoch (Keras's meaning). callbacks: each called as
         ``cb(network, record)`` after every epoch (``record`` is that epoch's dict); one
-        that returns ``False`` or raises ``StopIteration`` ends training after that epoch
+        that returns ``False`` (``np.False_`` too) or raises ``StopIteration`` ends training after that epoch
         (the History of the epochs run is returned).
         on_divergence: "stop" (restore the last finite weights and raise
         :class:`DivergenceError`) or "continue".
@@ -485,6 +488,8 @@ class Network(DeviceData, training.Trainable):
 
         stop = as_early_stopping(early_stopping)
         opt = optim.get(optimizer)
+        eta = V.check_representable("eta", V.check_real("eta", eta, positive=True), self.dtype)
+        lmbda = V.check_real("lmbda", lmbda)
         X, y, validation_data, split_seed = self._split_validation(X, y, validation_data, validation_split,
                                                                    checkpoint if resume else None)
         if stop is not None:   # a monitor the records will not hold: refused before anything changes
@@ -493,8 +498,7 @@ class Network(DeviceData, training.Trainable):
             X, y, epochs, batch_size, validation_data, callbacks, checkpoint, checkpoint_every, resume,
             "cb(network, record)")
         n = Xd.shape[0]
-        eta = V.check_real("eta", eta, positive=True)
-        lmbda = V.check_real("lmbda", lmbda)
+        V.check_step(eta, lmbda, n, self.dtype)   # the L2 decay factor, refused before any step
         on_divergence = V.check_choice("on_divergence", on_divergence, ("stop", "continue"))
         V.warn_input_scale(X, Xd)
         if self.cost != "mse":

@@ -187,6 +187,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         V.check_positive_int("max_iter", self.max_iter)
         V.check_real("tol", self.tol)
         V.check_positive_int("n_iter_no_change", self.n_iter_no_change)
+        V.check_bool("shuffle", self.shuffle)
+        V.check_bool("early_stopping", self.early_stopping)
+        if isinstance(self.verbose, str) or not isinstance(self.verbose, (numbers.Integral, np.bool_)):
+            raise TypeError(f"verbose must be True or False (or an int, as in scikit-learn). "
+                            f"Actual: {self.verbose!r} ({type(self.verbose).__name__})")
         if not (isinstance(self.batch_size, numbers.Integral) and not isinstance(self.batch_size, bool)
                 and self.batch_size >= 1) and self.batch_size != "auto":
             raise ValueError(f"batch_size must be a positive int or 'auto'. Actual: {self.batch_size!r}")
@@ -198,8 +203,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _X(self, X, reset):
         """Validated host X in the network's dtype (uint8 scaled by 1/255 first)."""
-        X = validate_data(self, self._pixels(X), reset=reset, dtype=[np.float32, np.float64])
-        return np.ascontiguousarray(X, dtype=V.check_dtype(self.dtype))
+        return self._as_dtype(validate_data(self, self._pixels(X), reset=reset, dtype=[np.float32, np.float64]))
+
+    def _as_dtype(self, X):
+        """Finite X (scikit-learn checked it) in the network's dtype, refusing values that
+        the cast makes infinite (float64 beyond float32's range: 1e39)."""
+        with np.errstate(over="ignore"):   # reported below, as an error
+            Xc = np.ascontiguousarray(X, dtype=V.check_dtype(self.dtype))
+        if V.narrows(X, self.dtype):
+            V.check_cast(X, Xc, X.shape[1], "X")
+        return Xc
 
     def _pixels(self, X):
         """fastnet's rule for uint8 input: pixels, scaled by 1/255."""
@@ -230,7 +243,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
         hidden = self._check_params()
         X, y = validate_data(self, self._pixels(X), y, dtype=[np.float32, np.float64])
-        X = np.ascontiguousarray(X, dtype=V.check_dtype(self.dtype))
+        X = self._as_dtype(X)
         check_classification_targets(y)
         classes, y_ids = np.unique(y, return_inverse=True)
         y_ids = y_ids.astype(np.int64).ravel()

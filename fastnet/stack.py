@@ -47,14 +47,14 @@ from fastnet import _validate as V
 from fastnet import activations, engines, ops, optim, training
 from fastnet.backend import model_backend
 from fastnet.history import History
-from fastnet._device import DeviceData
+from fastnet._device import DeviceData, check_param_memory
 from fastnet.network import Network, check_seed, initial_params
 
 __all__ = ["NetworkStack"]
 
 def _per_net(name: str, value, k: int, check) -> list:
     """``value`` (a scalar, or a sequence whose length the caller checked) as K checked values."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+    if not V.check_per_net(name, value):
         return [check(name, value)] * k
     return [check(f"{name}[{i}]", v) for i, v in enumerate(value)]
 
@@ -137,10 +137,11 @@ class NetworkStack(DeviceData, training.Trainable):
         self.order = V.check_choice("order", order, ("shared", "independent"))
         if k is not None:
             k = V.check_positive_int("k", k)
-        eta = lambda name, v: V.check_real(name, v, positive=True)   # noqa: E731
+        eta = lambda name, v: V.check_representable(name, V.check_real(name, v, positive=True),  # noqa: E731
+                                                    self.dtype)
         lmb = lambda name, v: V.check_real(name, v)                  # noqa: E731
         for name, value in (("seeds", seeds), ("etas", etas), ("lmbdas", lmbdas)):
-            if value is not None and not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
+            if value is not None and V.check_per_net(name, value):
                 n = len(value)
                 if n == 0:
                     raise ValueError(f"{name} must not be empty: give one value per network, or one for all")
@@ -160,6 +161,7 @@ class NetworkStack(DeviceData, training.Trainable):
             if bad:
                 raise ValueError(f"lmbdas[{bad[0]}] must be >= 0. Actual: {self.lmbdas[bad[0]]}")
         self.backend, self._auto_device = model_backend(device)
+        check_param_memory(self.sizes, self.dtype, k, backend=self.backend)   # before drawing anything
         params = [initial_params(self.sizes, self.init, s) for s in self.seeds]
         self._k = None              # the kernel table of the running fit (see _kern)
         self._metrics_with = None   # the metrics pass of the running fit
@@ -335,6 +337,8 @@ class NetworkStack(DeviceData, training.Trainable):
             X, y, epochs, batch_size, validation_data, callbacks, checkpoint, checkpoint_every, resume,
             "cb(stack, records)")
         n = Xd.shape[0]
+        for i, (e, lm) in enumerate(zip(self.etas, self.lmbdas)):   # each decay within dtype, before any step
+            V.check_step(e, lm, n, self.dtype, eta_name=f"etas[{i}]", lmbda_name=f"lmbdas[{i}]", growing=True)
         p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, y=yd, engine=engine, optimizer=opt)
         run = {"epochs": epochs, "batch_size": batch_size, "n_train": n, "shuffle": V.check_bool("shuffle", shuffle),
                "optimizer": opt.config()}

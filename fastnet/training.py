@@ -266,14 +266,17 @@ class FusedTrainer:
 # --- the epoch loop, checkpoints and Ctrl-C: written once for Network and NetworkStack -------
 
 def _callbacks_continue(callbacks, model, records) -> bool:
-    """Call every callback with the epoch's records; False when one returned ``False`` or
-    raised ``StopIteration`` (early stopping: the loop ends after this epoch; every
-    callback still sees the epoch)."""
+    """Call every callback with the epoch's records; False when one returned ``False``
+    (Python's or NumPy's, ``np.False_``) or raised ``StopIteration`` (early stopping: the
+    loop ends after this epoch; every callback still sees the epoch). Any other return
+    value, None included, goes on."""
     go_on = True
     for cb in callbacks:
         try:
-            go_on = cb(model, records) is not False and go_on
+            said = cb(model, records)
         except StopIteration:
+            said = False
+        if isinstance(said, (bool, np.bool_)) and not said:
             go_on = False
     return go_on
 
@@ -309,7 +312,7 @@ class Trainable:
         epochs = V.check_positive_int("epochs", epochs)
         batch_size = V.check_positive_int("batch_size", batch_size, upper=n, upper_name="the number of samples")
         checkpoint_every = V.check_positive_int("checkpoint_every", checkpoint_every)
-        if resume and checkpoint is None:
+        if V.check_bool("resume", resume) and checkpoint is None:
             raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
         if checkpoint is not None:   # a path fastnet can write, refused now rather than after an epoch
             from fastnet.io import check_target
