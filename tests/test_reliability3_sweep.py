@@ -135,3 +135,151 @@ def test_cli_refuses_proc_paths_before_any_work(args, monkeypatch, capsys):
 def test_the_probe_leaves_nothing_behind(tmp_path):
     fio.check_target(tmp_path / "m.npz")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- 20: the grid's product is bounded before anything runs -------------------------------------
+
+def test_a_huge_grid_is_refused_before_any_work(monkeypatch, capsys):
+    def no_work(*a, **kw):
+        raise AssertionError("work started before the grid was checked")
+
+    monkeypatch.setattr(sweep, "run_sweep", no_work)
+    monkeypatch.setattr(sweep, "_check_data", no_work)
+    etas = [str(0.01 * i) for i in range(1, 101)]
+    lmbdas = [str(0.1 * i) for i in range(100)]
+    t0 = time.perf_counter()
+    rc = main(["sweep", "--data", "sample", "--eta", *etas, "--lmbda", *lmbdas, "--seeds", "0-99"])
+    err = capsys.readouterr().err
+    assert rc == 2 and time.perf_counter() - t0 < 5
+    one_line(err, "1,000,000 configurations", "100 etas (--eta) x 100 lmbdas (--lmbda) x 100 seeds (--seeds)",
+             f"at most {sweep.MAX_CONFIGS:,}", "--limit")
+
+
+def test_expand_grid_bounds_the_product_not_only_each_list():
+    with pytest.raises(ValueError) as info:
+        sweep.expand_grid(etas=[0.1 * i for i in range(1, 1001)], seeds=range(1000))
+    one_line(info.value, "1,000,000 configurations", "at most 100,000")
+    assert len(sweep.expand_grid(etas=[0.1 * i for i in range(1, 11)], seeds=range(10_000))) == 100_000
+
+
+# --- 21: seeds beyond 2**63 are refused up front ------------------------------------------------
+
+@pytest.mark.parametrize("flag, value", [("--seeds", str(2**63)), ("--seeds", f"{2**63 - 1}-{2**63}"),
+                                         ("--order-seed", str(2**63))])
+def test_seeds_of_2_to_the_63_are_refused_before_training(flag, value, monkeypatch, capsys):
+    def no_work(*a, **kw):
+        raise AssertionError("work started before the seeds were checked")
+
+    monkeypatch.setattr(sweep, "run_sweep", no_work)
+    monkeypatch.setattr(sweep, "_check_data", no_work)
+    rc = main(["sweep", "--data", "sample", "--limit", "100", "--epochs", "1", flag, value])
+    err = capsys.readouterr().err
+    assert rc == 2
+    one_line(err, "[0, 2**63)", str(2**63))
+
+
+def test_expand_grid_refuses_a_seed_of_2_to_the_63():
+    with pytest.raises(ValueError) as info:
+        sweep.expand_grid(seeds=[0, 2**63])
+    one_line(info.value, "seeds (--seeds) must be ints in [0, 2**63)", "Actual: 9223372036854775808")
+    assert sweep.expand_grid(seeds=[2**63 - 1])[0].seed == 2**63 - 1
+
+
+# --- 22: an unreachable Ray address fails fast, in one line -------------------------------------
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]   # closed again: nothing listens there
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
+def test_an_unreachable_ray_address_is_one_line_within_seconds(address, tmp_path):
+    pytest.importorskip("ray", reason="ray is in the dev extra: pip install -e '.[dev]'")
+    address = address.format(port=_free_port())
+    t0 = time.perf_counter()
+    r = run_cli("sweep", "--data", "sample", "--limit", "100", "--sizes", "784,10", "--epochs", "1",
+                "--engine", "ray", "--address", address, "--json", str(tmp_path / "s.json"), timeout=90)
+    took = time.perf_counter() - t0
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == "" and list(tmp_path.iterdir()) == []
+    one_line(r.stderr, f"(--address) {address}: no Ray cluster answers there", "ray start --head")
+    assert took < 60, took
+
+
+def test_the_address_probe_in_python_is_bounded(monkeypatch):
+    pytest.importorskip("ray", reason="ray is in the dev extra: pip install -e '.[dev]'")
+    monkeypatch.setattr(sweep, "RAY_CONNECT_TIMEOUT", 0.5)
+    X = np.eye(4)
+    y = np.array([0, 1, 0, 1])
+    grid = sweep.expand_grid(sizes=[[4, 2]], batch_sizes=[2], epochs=1)
+    with pytest.raises(RuntimeError) as info:
+        sweep.run_sweep(grid, (X, y, X, y), engine="ray", address=f"127.0.0.1:{_free_port()}", device="cpu")
+    one_line(info.value, "no Ray cluster answers there")
+    assert sweep._host_port("auto") is None and sweep._host_port("ray://[::1]:10001") == ("::1", 10001)
+
+
+# --- 23: Ctrl-C keeps the finished rows: table, JSON, the rest "not run", exit 130 --------------
+
+def test_ctrl_c_in_a_sweep_keeps_the_finished_stacks(tmp_path):
+    out = tmp_path / "s.json"
+    # three stacks (one per shape): the first is quick, the second 100 times slower, so it is interrupted
+    args = [sys.executable, "-m", "fastnet", "sweep", "--data", "sample", "--limit", "500", "--sizes", "784,10",
+            "784,1000,10", "784,30,10", "--epochs", "20", "--device", "cpu", "--json", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != sweep.FAIL_ENV}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("stack 1 of 3 done"):
+                break
+        assert lines and lines[-1].startswith("stack 1 of 3 done"), lines
+        time.sleep(0.3)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted: raise --epochs"
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stdout = "".join(lines) + rest
+    assert proc.returncode == 130, (proc.returncode, stdout, err)
+    one_line(err, "sweep interrupted: 1 of 3 configurations ran; the other 2 are marked not run")
+    table = [line for line in stdout.splitlines() if line.startswith("784-")]
+    assert len(table) == 3, stdout
+    assert table[0].endswith(" ok") and all(line.endswith(" not run") for line in table[1:]), table
+    assert "interrupted: 1 of 3 configurations ran" in stdout and f"saved results to {out}" in stdout
+    doc = json.loads(out.read_text())
+    assert [r["status"] for r in doc["rows"]] == ["ok", "not run", "not run"]
+    assert [r["sizes"] for r in doc["rows"]] == [[784, 10], [784, 1000, 10], [784, 30, 10]]
+    assert doc["rows"][0]["final_accuracy"] > 0.1 and doc["rows"][1]["final_accuracy"] is None
+    assert doc["config"]["interrupted"] is True and doc["config"]["not_run"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_sweep_interrupted_carries_the_rows_in_python(monkeypatch):
+    X = np.eye(4)
+    y = np.array([0, 1, 0, 1])
+    grid = sweep.expand_grid(sizes=[[4, 2]], etas=[0.5, 1.0, 2.0], batch_sizes=[2], epochs=2)
+    real = sweep.run_stack
+    calls = []
+
+    def second_is_interrupted(configs, *a, **kw):
+        calls.append(configs)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(configs, *a, **kw)
+
+    monkeypatch.setattr(sweep, "run_stack", second_is_interrupted)
+    with pytest.raises(sweep.SweepInterrupted) as info:
+        sweep.run_sweep(grid, (X, y, X, y), device="cpu", max_k=1)
+    res = info.value.result
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert [r["status"] for r in res] == ["ok", "not run", "not run"] and not res.ok
+    assert res.failures == [] and len(res.not_run) == 2 and res.config["interrupted"]
+    assert sweep.format_table(res).splitlines()[-1].endswith("not run")
