@@ -189,7 +189,7 @@ def _check_value(param: str, v):
     low = 0 if param == "seeds" else 1
     what = f"an int >= {low}" if param == "epochs" else f"ints >= {low}"
     if param == "seeds":
-        what = "ints in [0, 2**63)"
+        what = "ints >= 0 and < 2**63"
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{where} must be {what}. Actual: {v!r} ({type(v).__name__})")
     if v < low or param == "seeds" and v >= SEED_LIMIT:
@@ -759,7 +759,7 @@ def _report(progress, rows) -> None:
 def _check_order_seed(order_seed) -> int:
     if (isinstance(order_seed, bool) or not isinstance(order_seed, numbers.Integral)
             or not 0 <= order_seed < SEED_LIMIT):
-        raise ValueError(f"order_seed (--order-seed) must be an int in [0, 2**63). Actual: {order_seed!r}")
+        raise ValueError(f"order_seed (--order-seed) must be an int >= 0 and < 2**63. Actual: {order_seed!r}")
     return int(order_seed)
 
 
