@@ -655,7 +655,8 @@ def _probe_address(address) -> None:
     except OSError as exc:
         why = (f"no answer within {RAY_CONNECT_TIMEOUT:g} s" if isinstance(exc, socket.timeout) else
                f"connecting to {host}:{port}: {exc.strerror or exc or type(exc).__name__}")
-        raise RuntimeError(f"{_name('address')} {address}: no Ray cluster answers there ({why}). Fix: start one with `ray start --head` and pass the "
+        raise RuntimeError(f"{_name('address')} {address}: no Ray cluster answers there ({why}). Fix: start "
+                           f"one with `ray start --head` and pass the "
                            f"address it prints, or leave out --address to run on this machine's cores") from None
 
 
