@@ -798,20 +798,50 @@ def cmd_sweep(a) -> int:
         bar = tqdm(total=len(configs), desc="configurations", unit="config", leave=False, file=sys.stderr,
                    dynamic_ncols=True)
 
+    finished = []
+
     def done(rows):
+        finished.append(rows)
         if bar is not None:
             bar.update(len(rows))
+        if a.quiet:
+            return
         failed = [r for r in rows if r["status"] != "ok"]
-        if failed and not a.quiet:  # say so now; the table repeats it
+        if failed:  # say so now; the table repeats it
             line = f"a stack of {len(rows)} failed: {failed[0]['error']}"
-            if bar is not None:
-                bar.write(line, file=sys.stdout)
-            else:
-                print(line, flush=True)
+        elif bar is None:   # no bar to show progress: one line per stack
+            n = len(rows)
+            line = (f"stack {len(finished)} of {len(stacks)} done: {n} configuration{'s' if n != 1 else ''} "
+                    f"in {rows[0]['stack_seconds']:.1f} s")
+        else:
+            return
+        if bar is not None:
+            bar.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
+
+    def save(result):
+        if a.json:
+            sweep.save_json(result, a.json, {"data": a.data, "data_description": desc, "limit": a.limit,
+                                             "command": {k: v for k, v in vars(a).items() if k != "command"}})
+            print(f"saved results to {a.json}", flush=True)
 
     try:
         result = sweep.run_sweep(configs, data, engine=engine, address=a.address, max_k=max_k, device=a.device,
                                  dtype=dtype, order=order, order_seed=a.order_seed, progress=done)
+    except sweep.SweepInterrupted as exc:   # keep what finished: the table, the JSON, then exit 130
+        if bar is not None:
+            bar.close()
+        result = exc.result
+        print(sweep.format_table(result))
+        n_failed = len(result.failures)
+        print(f"interrupted: {len(configs) - len(result.not_run) - n_failed} of {len(configs)} configurations "
+              f"ran in {result.config['wall_s']:.1f} s"
+              + (f", {n_failed} failed" if n_failed else "")
+              + f"; {len(result.not_run)} not run", flush=True)
+        save(result)
+        print(f"fastnet sweep: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         if bar is not None:
             bar.close()
@@ -819,10 +849,7 @@ def cmd_sweep(a) -> int:
     n_failed = len(result.failures)
     print(f"{len(configs) - n_failed} of {len(configs)} configurations ran in {result.config['wall_s']:.1f} s"
           + (f"; {n_failed} failed (their errors are in the table)" if n_failed else ""))
-    if a.json:
-        sweep.save_json(result, a.json, {"data": a.data, "data_description": desc, "limit": a.limit,
-                                         "command": {k: v for k, v in vars(a).items() if k != "command"}})
-        print(f"saved results to {a.json}")
+    save(result)
     if a.plot:
         try:
             fig = sweep.plot_sweep(result, a.plot)

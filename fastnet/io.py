@@ -22,14 +22,18 @@ line.
 :func:`atomic_write` is how fastnet writes any file a user names (models, checkpoints,
 histories, plots, bench and sweep JSON): :func:`check_target` first (a regular file or
 nothing: a symlink is followed to a regular target, a directory, FIFO, device or socket is
-refused), a temp file ``.NAME.XXXXXXXX.tmp`` beside the target, locked while written, the
-mode the umask gives a new file (an existing file keeps its mode), fsync, ``os.replace``;
-temp files of that naming left by a killed writer are removed after the next successful
-write.
+refused; the folder must let fastnet create a file there, which a probe file proves), a temp
+file ``.NAME.fastnet-XXXXXXXX.tmp`` beside the target, locked while written, the mode the
+umask gives a new file (an existing file keeps its mode), fsync, ``os.replace``. After the
+next successful write, a temp file that a killed writer left is removed only when fastnet can
+tell it made it: its name has the ``fastnet-`` marker, no writer holds its lock, and its
+content is empty or starts like a file fastnet writes (zip, JSON, PNG). A user's own
+``m.npz.20241207.tmp`` or ``m.npz.my_notes.tmp`` is never touched.
 """
 from __future__ import annotations
 
 import ast
+import errno
 import hashlib
 import json
 import math
@@ -63,8 +67,13 @@ MAX_LAYERS = 1000
 MAX_WIDTH = 10**8
 MAX_K = 1 << 16
 
-#: Length of the suffix a temp file adds to a name: ``.`` + NAME + ``.XXXXXXXX.tmp``.
-TEMP_EXTRA = 1 + 1 + 8 + 4
+#: The marker in the name of every temp file fastnet writes: ``.NAME.fastnet-XXXXXXXX.tmp``.
+TEMP_MARKER = "fastnet-"
+#: Length of the suffix a temp file adds to a name: ``.`` + NAME + ``.fastnet-XXXXXXXX.tmp``.
+TEMP_EXTRA = 1 + 1 + len(TEMP_MARKER) + 8 + 4
+#: How the content of a temp file fastnet writes starts (a model or checkpoint zip, JSON, a
+#: PNG); an empty one is a writer killed before its first byte. Anything else is not ours.
+TEMP_CONTENT = (b"PK\x03\x04", b"{", b"[", b"\x89PNG\r\n\x1a\n")
 
 
 class ModelFileError(ValueError):
@@ -93,15 +102,17 @@ def _what_is(mode) -> str:
     return "special file"
 
 
-def check_target(path, what: str = "output file") -> Path:
+def check_target(path, what: str = "output file", *, probe: bool = True) -> Path:
     """Refuse, before any work, a path fastnet should not write; return the path to replace.
 
     A regular file or an absent name in an existing, writable folder is accepted; a
     symlink is followed to its target, which must be a regular file. Refused: not a path
     (``TypeError``), a directory (``IsADirectoryError``), a missing folder
-    (``FileNotFoundError``), an unwritable folder (``PermissionError``), a FIFO, device,
-    socket or dangling symlink, or a name too long for the temp file
-    (:class:`OutputPathError`). ``what`` names the path in the one-line message.
+    (``FileNotFoundError``), an unwritable folder (``PermissionError``; with ``probe``, the
+    default, proven by creating and removing a temp file there, so /proc, /sys and read-only
+    mounts are refused even for root), a FIFO, device, socket or dangling symlink, or a name
+    too long for the temp file (:class:`OutputPathError`). ``what`` names the path in the
+    one-line message.
 
     >>> import os, tempfile
     >>> d = tempfile.mkdtemp()
@@ -153,8 +164,31 @@ def check_target(path, what: str = "output file") -> Path:
     n = len(os.fsencode(name))
     if n + TEMP_EXTRA > name_max:
         raise OutputPathError(f"{what} {p}: the file name is {n} bytes, at most {name_max - TEMP_EXTRA} fit "
-                              f"(its temp file .NAME.XXXXXXXX.tmp must fit in {name_max}); fix: a shorter name")
+                              f"(its temp file .NAME.{TEMP_MARKER}XXXXXXXX.tmp must fit in {name_max}); "
+                              f"fix: a shorter name")
+    if probe:
+        _probe_folder(Path(real), what, p)
     return Path(real)
+
+
+def _probe_folder(target: Path, what: str, shown: str) -> None:
+    """Create and remove a temp file beside ``target``: the only proof that the folder takes
+    new files (root passes ``os.access`` everywhere; /proc, /sys and read-only mounts refuse
+    the file itself)."""
+    try:
+        fd, tmp = _make_temp(target)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        cls = PermissionError if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else OutputPathError
+        raise cls(f"{what} {shown}: folder {target.parent} is not writable: creating a file there fails "
+                  f"({why}; a read-only or pseudo file system such as /proc or /sys?). Fix: pick a writable "
+                  f"folder") from None
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 _umask_lock = threading.Lock()
@@ -183,15 +217,23 @@ def _new_mode(target: Path) -> int:
 
 
 def _temp_name(name: str) -> re.Pattern:
-    # ours: .NAME.XXXXXXXX.tmp; older fastnet (history, sweep JSON): NAME.XXXXXXXX.tmp
-    return re.compile(r"\.?" + re.escape(name) + r"\.[a-z0-9_]{8}\.tmp\Z")
+    # ours, and only ours: .NAME.fastnet-XXXXXXXX.tmp (XXXXXXXX: tempfile's random letters).
+    # Older fastnet's .NAME.XXXXXXXX.tmp is left alone: a user's m.npz.20241207.tmp looks the same.
+    return re.compile(r"\." + re.escape(name) + r"\." + re.escape(TEMP_MARKER) + r"[a-z0-9_]{8}\.tmp\Z")
+
+
+def _ours(fd) -> bool:
+    """Whether the open temp file's content is what fastnet writes: empty, or starting like
+    one of :data:`TEMP_CONTENT` (a short head must be the start of one)."""
+    head = os.pread(fd, 8, 0) if hasattr(os, "pread") else os.read(fd, 8)
+    return not head or any(head.startswith(sig) or sig.startswith(head) for sig in TEMP_CONTENT)
 
 
 def _make_temp(target: Path):
     """``(fd, tmp)``: a new temp file beside ``target``, locked so that :func:`_remove_stale`
     of another writer never takes it for a killed writer's."""
     for _ in range(10):
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{TEMP_MARKER}", suffix=".tmp")
         if fcntl is None:
             return fd, tmp
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -205,8 +247,9 @@ def _make_temp(target: Path):
 
 
 def _remove_stale(target: Path) -> None:
-    """Remove temp files of fastnet's naming beside ``target`` whose writer is gone (no lock
-    held: it was killed), or, without ``fcntl``, older than an hour."""
+    """Remove the temp files fastnet left beside ``target`` (its ``fastnet-`` name, content
+    that :func:`_ours` recognises) whose writer is gone (no lock held: it was killed), or,
+    without ``fcntl``, older than an hour."""
     import time
 
     pattern = _temp_name(target.name)
@@ -220,17 +263,16 @@ def _remove_stale(target: Path) -> None:
         try:
             if not e.is_file(follow_symlinks=False):
                 continue
-            if fcntl is None:
-                if time.time() - e.stat(follow_symlinks=False).st_mtime > 3600:
-                    os.unlink(e.path)
+            if fcntl is None and time.time() - e.stat(follow_symlinks=False).st_mtime <= 3600:
                 continue
             fd = os.open(e.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
             try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue   # a live writer holds it
-                if os.fstat(fd).st_ino == os.lstat(e.path).st_ino:
+                if fcntl is not None:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        continue   # a live writer holds it
+                if _ours(fd) and os.fstat(fd).st_ino == os.lstat(e.path).st_ino:
                     os.unlink(e.path)
             finally:
                 os.close(fd)
@@ -246,7 +288,7 @@ def atomic_write(path, write, what: str = "output file") -> None:
     an existing file is left intact. A new file gets the mode the umask allows; an existing
     one keeps its mode. After the replace, temp files a killed writer left are removed.
     """
-    target = check_target(path, what)
+    target = check_target(path, what, probe=False)   # creating the temp file below is the probe
     mode = _new_mode(target)
     try:
         fd, tmp = _make_temp(target)

@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 
 from fastnet import _validate as V
 
-__all__ = ["ENGINES", "FAIL_ENV", "GRID_PARAMETERS", "PLOT_SIZE", "Config", "SweepResult", "default_max_k",
-           "expand_grid", "format_table", "group_stacks", "parse_int_ranges", "plot_sweep", "require_ray",
-           "run_stack", "run_sweep", "save_json"]
+__all__ = ["ENGINES", "FAIL_ENV", "GRID_PARAMETERS", "MAX_CONFIGS", "PLOT_SIZE", "RAY_CONNECT_TIMEOUT", "Config",
+           "SweepInterrupted", "SweepResult", "default_max_k", "expand_grid", "format_table", "group_stacks",
+           "parse_int_ranges", "plot_sweep", "require_ray", "run_stack", "run_sweep", "save_json"]
 
 #: Where stacks run: one after the other in this process, or as Ray tasks.
 ENGINES = ("local", "ray")
@@ -56,7 +56,8 @@ GRID_PARAMETERS = {"sizes": [[784, 30, 10]], "etas": [3.0], "lmbdas": [0.0], "se
                    "costs": ["quadratic"], "epochs": 30}
 #: The command line flag of each grid parameter, for error messages.
 _FLAGS = {"sizes": "--sizes", "etas": "--eta", "lmbdas": "--lmbda", "seeds": "--seeds",
-          "batch_sizes": "--batch-size", "costs": "--cost", "epochs": "--epochs", "max_k": "--max-stack"}
+          "batch_sizes": "--batch-size", "costs": "--cost", "epochs": "--epochs", "max_k": "--max-stack",
+          "address": "--address", "order_seed": "--order-seed"}
 #: Pixel width per panel and height of :func:`plot_sweep`'s picture.
 PLOT_SIZE = (450, 450)
 #: Minibatch orders of a stack (see :class:`fastnet.NetworkStack`).
@@ -108,6 +109,11 @@ class Config:
 
 #: Most integers :func:`parse_int_ranges` expands to (each seed is a network to train).
 MAX_SEEDS = 100_000
+#: Most configurations in one grid: the product of the values of every parameter (each one
+#: is a network to train), bounded like one list of seeds.
+MAX_CONFIGS = 100_000
+#: A seed is an int in [0, SEED_LIMIT), as for :class:`fastnet.Network`.
+SEED_LIMIT = 2**63
 
 
 def parse_int_ranges(tokens, name: str = "seeds") -> list[int]:
@@ -182,10 +188,13 @@ def _check_value(param: str, v):
     # seeds, batch_sizes, epochs: ints
     low = 0 if param == "seeds" else 1
     what = f"an int >= {low}" if param == "epochs" else f"ints >= {low}"
+    if param == "seeds":
+        what = "ints >= 0 and < 2**63"
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{where} must be {what}. Actual: {v!r} ({type(v).__name__})")
-    if v < low:
-        raise ValueError(f"{where} must be {what}. Actual: {v}")
+    if v < low or param == "seeds" and v >= SEED_LIMIT:
+        fix = ". Fix: a seed below 2**63 = 9223372036854775808" if param == "seeds" and v > 0 else ""
+        raise ValueError(f"{where} must be {what}. Actual: {v}{fix}")
     return int(v)
 
 
@@ -207,8 +216,9 @@ def expand_grid(grid=None, /, *, sizes=None, etas=None, lmbdas=None, seeds=None,
 
     Grid order: sizes outermost, then batch size, cost, eta, lmbda, and seeds innermost, so
     configurations that can share a stack are neighbours. Every value is checked before
-    anything runs: an empty list, an unknown parameter, a bad value or a value given twice
-    (which would train one configuration twice) is a one-line ``ValueError`` (``TypeError``
+    anything runs: an empty list, an unknown parameter, a bad value (a seed must be below
+    2**63), a value given twice (which would train one configuration twice) or a grid of
+    more than :data:`MAX_CONFIGS` configurations is a one-line ``ValueError`` (``TypeError``
     for a wrong type) naming the parameter and the fix.
 
     >>> from fastnet.sweep import expand_grid
@@ -251,9 +261,11 @@ def expand_grid(grid=None, /, *, sizes=None, etas=None, lmbdas=None, seeds=None,
                              f"number of epochs, or compare epochs in one run's accuracy_per_epoch")
         n_epochs = n_epochs[0]
     n_epochs = _check_value("epochs", n_epochs)
+    given_values = {param: _values(param, value) for param, value in params.items()}
+    _check_grid_size(given_values)
     checked = {}
-    for param, value in params.items():
-        values = [_check_value(param, v) for v in _values(param, value)]
+    for param, given_list in given_values.items():
+        values = [_check_value(param, v) for v in given_list]
         seen = set()
         for v in values:
             if v in seen:
@@ -267,6 +279,16 @@ def expand_grid(grid=None, /, *, sizes=None, etas=None, lmbdas=None, seeds=None,
             for e in checked["etas"] for lm in checked["lmbdas"] for seed in checked["seeds"]]
 
 
+def _check_grid_size(values: dict) -> None:
+    """Refuse a grid whose product of values exceeds :data:`MAX_CONFIGS`, before any is built."""
+    n = math.prod(len(v) for v in values.values())
+    if n > MAX_CONFIGS:
+        factors = " x ".join(f"{len(v):,} {_name(p)}" for p, v in values.items() if len(v) > 1)
+        raise ValueError(f"the grid has {n:,} configurations ({factors}); at most {MAX_CONFIGS:,} in one sweep. "
+                         f"Fix: fewer values per parameter, or several smaller sweeps (and --limit N, fewer "
+                         f"training samples, for quick trials)")
+
+
 def _check_configs(configs) -> list[Config]:
     """A non-empty list of distinct :class:`Config` (ValueError/TypeError otherwise)."""
     if isinstance(configs, Config):
@@ -274,6 +296,9 @@ def _check_configs(configs) -> list[Config]:
     configs = list(configs)
     if not configs:
         raise ValueError("no configurations to run: the grid is empty. Fix: build one with expand_grid()")
+    if len(configs) > MAX_CONFIGS:
+        raise ValueError(f"{len(configs):,} configurations; at most {MAX_CONFIGS:,} in one sweep. Fix: run "
+                         f"them as several smaller sweeps")
     for i, c in enumerate(configs):
         if not isinstance(c, Config):
             raise TypeError(f"configs[{i}] must be a fastnet.sweep.Config (see expand_grid). "
@@ -414,6 +439,11 @@ def _result_row(c: Config, history, stack_seconds: float, k: int) -> dict:
             "diverged": any(bool(r.get("diverged")) for r in records), "status": "ok", "error": None}
 
 
+def _not_run_row(c: Config, k: int) -> dict:
+    """The row of a configuration whose stack never finished (Ctrl-C)."""
+    return {**_failed_row(c, None, k), "status": "not run"}
+
+
 def _failed_row(c: Config, error: str, k: int) -> dict:
     return {"label": c.label(), **c.as_dict(), "final_accuracy": None, "best_accuracy": None, "best_epoch": None,
             "accuracy_per_epoch": [], "final_loss": None, "seconds": None, "stack_seconds": None,
@@ -503,8 +533,10 @@ class SweepResult:
     """The rows of a sweep, one per configuration in grid order, and how it was run.
 
     ``rows``: the dicts of :func:`run_stack` (failed ones: ``status`` ``"failed"``, ``error``
-    ``"Type: message"``, no accuracies), plus ``index`` (grid position) and ``stack`` (which
-    stack ran it). ``config``: engine, device, dtype, max_k, stacks, wall time.
+    ``"Type: message"``, no accuracies; after Ctrl-C, those never run: ``status``
+    ``"not run"``), plus ``index`` (grid position) and ``stack`` (which stack ran it).
+    ``config``: engine, device, dtype, max_k, stacks, counts of failed and not-run rows,
+    whether it was interrupted, wall time.
 
     >>> from fastnet.sweep import SweepResult
     >>> r = SweepResult([{"label": "a", "status": "ok"}, {"label": "b", "status": "failed", "error": "E: x"}])
@@ -518,12 +550,17 @@ class SweepResult:
     @property
     def failures(self) -> list:
         """The rows whose stack failed."""
-        return [r for r in self.rows if r.get("status") != "ok"]
+        return [r for r in self.rows if r.get("status") == "failed"]
+
+    @property
+    def not_run(self) -> list:
+        """The rows of stacks that never finished because the sweep was interrupted."""
+        return [r for r in self.rows if r.get("status") == "not run"]
 
     @property
     def ok(self) -> bool:
         """True when every configuration ran."""
-        return not self.failures
+        return all(r.get("status") == "ok" for r in self.rows)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -576,7 +613,51 @@ def _check_options(engine, address, max_k, device, dtype, order):
         raise ValueError(f"{_name('max_k')} must be an int >= 1 (networks per stack). Actual: {max_k!r}")
     if engine == "ray":
         require_ray()
+        if address is not None:
+            _probe_address(address)
     return engine, int(max_k), dtype, order
+
+
+#: Seconds to wait for a Ray cluster's address to accept a TCP connection before giving up.
+RAY_CONNECT_TIMEOUT = 5.0
+
+
+def _host_port(address: str):
+    """``(host, port)`` of ``"host:port"`` or ``"ray://host:port"``; None for other forms
+    (``"auto"``, ``"local"``), which Ray resolves itself."""
+    rest = address.strip()
+    for scheme in ("ray://", "http://", "https://"):
+        if rest.lower().startswith(scheme):
+            rest = rest[len(scheme):]
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _probe_address(address) -> None:
+    """Refuse, within :data:`RAY_CONNECT_TIMEOUT` seconds, a Ray address nothing listens on
+    (``ray.init`` would retry for minutes, printing warnings); RuntimeError, one line."""
+    import socket
+
+    if not isinstance(address, str):
+        raise TypeError(f"{_name('address')} must be a str like 'HOST:PORT'. Actual: {address!r} "
+                        f"({type(address).__name__})")
+    hp = _host_port(address)
+    if hp is None:
+        return
+    host, port = hp
+    if not 0 < port < 65536:
+        raise ValueError(f"{_name('address')} {address!r}: port {port} is not in 1..65535. Fix: the address "
+                         f"`ray start --head` printed, e.g. 127.0.0.1:6379")
+    try:
+        socket.create_connection((host, port), timeout=RAY_CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        why = (f"no answer within {RAY_CONNECT_TIMEOUT:g} s" if isinstance(exc, socket.timeout) else
+               f"connecting to {host}:{port}: {exc.strerror or exc or type(exc).__name__}")
+        raise RuntimeError(f"{_name('address')} {address}: no Ray cluster answers there ({why}). Fix: start "
+                           f"one with `ray start --head` and pass the "
+                           f"address it prints, or leave out --address to run on this machine's cores") from None
 
 
 def run_sweep(configs, data, *, engine="local", address=None, max_k=None, device="auto", dtype="float32",
@@ -599,7 +680,9 @@ def run_sweep(configs, data, *, engine="local", address=None, max_k=None, device
 
     Every argument, and the data against every configuration, is checked before anything
     runs. A stack that raises has all its rows marked ``"failed"`` with the error; the
-    other stacks still run.
+    other stacks still run. Ctrl-C raises :class:`SweepInterrupted` (a ``KeyboardInterrupt``)
+    whose ``result`` holds the rows of the stacks that finished and marks the others
+    ``"not run"``.
 
     >>> import numpy as np
     >>> from fastnet.sweep import expand_grid, run_sweep
@@ -618,20 +701,55 @@ def run_sweep(configs, data, *, engine="local", address=None, max_k=None, device
     data = _check_data(data, configs)
     stacks = group_stacks(configs, max_k)
     t0 = time.perf_counter()
-    if engine == "local":
-        results = _run_local(stacks, data, run_kw, progress)
-        cluster = None
-    else:
-        results, cluster = _run_ray(stacks, data, run_kw, progress, address)
+    results = [None] * len(stacks)   # filled as stacks finish, so that Ctrl-C keeps the finished ones
+    cluster = {}
+    try:
+        if engine == "local":
+            _run_local(stacks, data, run_kw, progress, results)
+        else:
+            _run_ray(stacks, data, run_kw, progress, address, results, cluster)
+    except KeyboardInterrupt as exc:
+        result = _gather(configs, stacks, results, engine, address, cluster, device, dtype, order, run_kw, max_k, t0)
+        result.config["interrupted"] = True
+        raise SweepInterrupted(result) from exc
+    return _gather(configs, stacks, results, engine, address, cluster, device, dtype, order, run_kw, max_k, t0)
+
+
+def _gather(configs, stacks, results, engine, address, cluster, device, dtype, order, run_kw, max_k, t0):
+    """The :class:`SweepResult` of the stacks' rows in grid order; a stack without rows (Ctrl-C
+    came first) gets rows marked ``"not run"``."""
     index = {c: i for i, c in enumerate(configs)}
     rows = [None] * len(configs)
     for s, (stack, stack_rows) in enumerate(zip(stacks, results)):
+        if stack_rows is None:
+            stack_rows = [_not_run_row(c, len(stack)) for c in stack]
         for c, row in zip(stack, stack_rows):
             rows[index[c]] = {"index": index[c], "stack": s, **row}
-    config = {"engine": engine, "address": address, "cluster": cluster, "device": device, "dtype": dtype,
-              "order": order, "order_seed": run_kw["order_seed"], "max_k": max_k, "configurations": len(configs), "stacks": len(stacks),
-              "failed": sum(r["status"] != "ok" for r in rows), "wall_s": round(time.perf_counter() - t0, 3)}
+    config = {"engine": engine, "address": address, "cluster": cluster or None, "device": device, "dtype": dtype,
+              "order": order, "order_seed": run_kw["order_seed"], "max_k": max_k, "configurations": len(configs),
+              "stacks": len(stacks), "failed": sum(r["status"] == "failed" for r in rows),
+              "not_run": sum(r["status"] == "not run" for r in rows), "interrupted": False,
+              "wall_s": round(time.perf_counter() - t0, 3)}
     return SweepResult(rows, config)
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_sweep`: ``result`` is the :class:`SweepResult` so far, the rows
+    of every stack that finished (or failed) and the others marked ``"not run"``.
+
+    A ``KeyboardInterrupt``, so code that already handles Ctrl-C keeps working:
+
+    >>> from fastnet.sweep import SweepInterrupted, SweepResult
+    >>> exc = SweepInterrupted(SweepResult([{"label": "a", "status": "ok"}, {"label": "b", "status": "not run"}]))
+    >>> isinstance(exc, KeyboardInterrupt), [r["label"] for r in exc.result.not_run]
+    (True, ['b'])
+    """
+
+    def __init__(self, result):
+        self.result = result
+        n_run = len(result) - len(result.not_run)
+        super().__init__(f"sweep interrupted: {n_run} of {len(result)} configurations ran; the other "
+                         f"{len(result.not_run)} are marked not run")
 
 
 def _report(progress, rows) -> None:
@@ -640,23 +758,23 @@ def _report(progress, rows) -> None:
 
 
 def _check_order_seed(order_seed) -> int:
-    if isinstance(order_seed, bool) or not isinstance(order_seed, int) or order_seed < 0:
-        raise ValueError(f"order_seed (--order-seed) must be an int >= 0. Actual: {order_seed!r}")
-    return order_seed
+    if (isinstance(order_seed, bool) or not isinstance(order_seed, numbers.Integral)
+            or not 0 <= order_seed < SEED_LIMIT):
+        raise ValueError(f"order_seed (--order-seed) must be an int >= 0 and < 2**63. Actual: {order_seed!r}")
+    return int(order_seed)
 
 
-def _run_local(stacks, data, run_kw, progress) -> list[list[dict]]:
-    """The local engine: the stacks one after the other; ``run_kw``: :func:`run_stack`'s keywords."""
+def _run_local(stacks, data, run_kw, progress, results) -> None:
+    """The local engine: the stacks one after the other, each one's rows into ``results[i]``
+    as it ends; ``run_kw``: :func:`run_stack`'s keywords."""
     fail = os.environ.get(FAIL_ENV, "")
-    results = []
-    for stack in stacks:
+    for i, stack in enumerate(stacks):
         try:
             rows = run_stack(stack, data, **run_kw, fail_pattern=fail)
         except Exception as exc:  # a failed stack is reported in its rows; the others still run
             rows = [_failed_row(c, _error_text(exc), len(stack)) for c in stack]
-        results.append(rows)
+        results[i] = rows
         _report(progress, rows)
-    return results
 
 
 def _stack_task(configs, data, run_kw, fail_pattern):
@@ -673,7 +791,9 @@ def _stack_task(configs, data, run_kw, fail_pattern):
     return run_stack(configs, data, **run_kw, fail_pattern=fail_pattern)
 
 
-def _run_ray(stacks, data, run_kw, progress, address):
+def _run_ray(stacks, data, run_kw, progress, address, results, cluster) -> None:
+    """The Ray engine: one task per stack; each one's rows into ``results[i]`` as it ends,
+    what the cluster has into ``cluster``. Ctrl-C cancels the tasks still running."""
     import logging
 
     ray = require_ray()
@@ -686,17 +806,17 @@ def _run_ray(stacks, data, run_kw, progress, address):
             where = f"join the Ray cluster at {address}" if address else "start a local Ray cluster"
             raise RuntimeError(f"could not {where}: {_error_text(exc)}") from exc
         started = True
+    refs = {}
     try:
         resources = ray.cluster_resources()
-        cluster = {"address": address or ("local" if started else "already initialised"),
-                   "cpus": resources.get("CPU"), "gpus": resources.get("GPU", 0)}
+        cluster.update({"address": address or ("local" if started else "already initialised"),
+                        "cpus": resources.get("CPU"), "gpus": resources.get("GPU", 0)})
         options = {"num_gpus": 1} if resources.get("GPU", 0) > 0 and run_kw["device"] != "cpu" else {}
         task = ray.remote(max_retries=1, retry_exceptions=True)(_stack_task)
         data_ref = ray.put(data)  # once: every task reads the same copy in the object store
         fail = os.environ.get(FAIL_ENV, "")
         refs = {task.options(**options).remote(stack, data_ref, run_kw, fail): i
                 for i, stack in enumerate(stacks)}
-        results = [None] * len(stacks)
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -708,7 +828,14 @@ def _run_ray(stacks, data, run_kw, progress, address):
                     rows = [_failed_row(c, _error_text(exc), len(stacks[i])) for c in stacks[i]]
                 results[i] = rows
                 _report(progress, rows)
-        return results, cluster
+    except KeyboardInterrupt:
+        for ref, i in refs.items():   # the stacks still running: stop them, they are reported "not run"
+            if results[i] is None:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - already finished or gone: nothing to stop
+                    pass
+        raise
     finally:
         if started:
             ray.shutdown()
@@ -726,7 +853,8 @@ def format_table(result) -> str:
     """The table ``fastnet sweep`` prints: one line per configuration, in grid order.
 
     ``result``: a :class:`SweepResult`, its ``to_dict()`` or a list of rows. A cost column
-    appears when the rows have more than one cost; a failed row shows its error.
+    appears when the rows have more than one cost; a failed row shows its error, a row
+    that never ran (Ctrl-C) ``not run``.
 
     >>> from fastnet.sweep import format_table
     >>> row = {"index": 0, "sizes": [784, 30, 10], "eta": 3.0, "lmbda": 0.0, "seed": 0, "batch_size": 10,
@@ -748,7 +876,8 @@ def format_table(result) -> str:
         start = (f"{'-'.join(map(str, r['sizes'])):{sizes_w}s} {r['eta']:6g} {r['lmbda']:6g} {r['seed']:5d} "
                  f"{r['batch_size']:6d} " + (f"{r['cost']:13s} " if costs else ""))
         if r.get("status") != "ok":
-            lines.append(start + f"{'-':>10s}  {'-':16s} {'-':>8s}  failed: {r.get('error')}")
+            why = f"failed: {r.get('error')}" if r.get("status") == "failed" else str(r.get("status"))
+            lines.append(start + f"{'-':>10s}  {'-':16s} {'-':>8s}  {why}")
             continue
         final = "-" if r.get("final_accuracy") is None else f"{r['final_accuracy']:.4f}"
         best = "-" if r.get("best_accuracy") is None else f"{r['best_accuracy']:.4f} ({r['best_epoch']})"

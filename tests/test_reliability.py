@@ -139,21 +139,22 @@ def test_modes_follow_the_umask_and_an_existing_file_keeps_its_mode(tmp_path):
 
 def test_stale_temp_files_are_removed_on_the_next_write_but_a_live_writers_is_kept(tmp_path):
     fcntl = pytest.importorskip("fcntl")
-    stale = [tmp_path / ".m.npz.abcd1234.tmp", tmp_path / "m.npz.zz_9yy8x.tmp"]   # now and older naming
+    stale = [tmp_path / ".m.npz.fastnet-abcd1234.tmp", tmp_path / ".m.npz.fastnet-zz_9yy8x.tmp"]
     for p in stale:
-        p.write_bytes(b"half a file")
-    other = tmp_path / ".other.npz.abcd1234.tmp"     # another target's: not ours to judge
+        p.write_bytes(b"PK\x03\x04half a file")   # a killed writer's half-written zip (issue 22: only
+    #                                                   a fastnet-marked name and content is ever removed)
+    other = tmp_path / ".other.npz.fastnet-abcd1234.tmp"     # another target's: not ours to judge
     other.write_bytes(b"x")
-    live = tmp_path / ".m.npz.live0000.tmp"          # a writer that is still running holds its lock
-    live.write_bytes(b"x")
+    live = tmp_path / ".m.npz.fastnet-live0000.tmp"          # a writer that is still running holds its lock
+    live.write_bytes(b"{")
     fd = os.open(live, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         new_net().save(tmp_path / "m.npz")
     finally:
         os.close(fd)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".m.npz.live0000.tmp", ".other.npz.abcd1234.tmp",
-                                                                  "m.npz"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".m.npz.fastnet-live0000.tmp",
+                                                                  ".other.npz.fastnet-abcd1234.tmp", "m.npz"])
 
 
 # --- category 2: every output path is checked before any work ------------------------------------
