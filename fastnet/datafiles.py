@@ -96,6 +96,9 @@ def load_file(spec, *, validation=False, as_float=False):
         Xtr, Xte = (X.astype(np.float32) / 255 if X.dtype == np.uint8 else X for X in (Xtr, Xte))
     if validation:
         cut = int(round(Xtr.shape[0] * (1 - TEST_FRACTION)))
+        if not 0 < cut < Xtr.shape[0]:
+            raise DataFileError(f"{paths[0]}: {Xtr.shape[0]} training rows are too few to hold out a validation "
+                                f"set ({TEST_FRACTION:.0%} of them); need at least {_min_rows()}")
         return (Xtr[:cut], ytr[:cut]), (Xtr[cut:], ytr[cut:]), (Xte, yte)
     return (Xtr, ytr), (Xte, yte)
 

@@ -186,6 +186,11 @@ def test_too_few_rows_message_gives_the_true_minimum(tmp_path):
     path.write_text("0,1\n1,2\n0,3\n")   # and 3 really is enough
     (X, _), (Xt, _) = data.load(str(path))
     assert (len(X), len(Xt)) == (2, 1)
+    with pytest.raises(DataFileError, match="2 training rows are too few to hold out a validation set"
+                                            r" \(20% of them\); need at least 3"):
+        data.load(str(path), validation=True)   # it was an empty validation set
+    path.write_text("".join(f"{i % 2},{i}\n" for i in range(5)))
+    assert [len(p[0]) for p in data.load(str(path), validation=True)] == [3, 1, 1]
 
 
 @pytest.mark.parametrize("label, shown", [("1e30", "max 1e+30"), ("-1e30", "min -1e+30"), ("-2", "min -2")])
