@@ -199,7 +199,7 @@ def fitted_state(clf):
     # the validation split is too small: raised after the new labels were read
     dict(params=dict(early_stopping=True, validation_fraction=0.01), exc=ValueError, match="too small"),
     # training diverges
-    dict(params=dict(learning_rate_init=1e30), exc=fastnet.DivergenceError, match="diverged"),
+    dict(params=dict(learning_rate_init=1e30, alpha=0.0), exc=fastnet.DivergenceError, match="diverged"),
 ])
 def test_a_refit_that_raises_leaves_the_estimator_as_it_was(refit):
     import warnings
