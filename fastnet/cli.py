@@ -73,8 +73,30 @@ def _lower(aliases=None):
 
 
 _COST = _lower({"crossentropy": "cross_entropy", "xent": "cross_entropy", "ce": "cross_entropy"})
-COSTS, INITS, DEVICES, DTYPES = ["quadratic", "cross_entropy"], ["nielsen", "scaled"], ["auto", "cpu", "cuda"], \
-    ["float32", "float64"]
+COSTS, INITS, DEVICES, DTYPES = ["quadratic", "cross_entropy"], ["nielsen", "scaled", "he", "glorot"], \
+    ["auto", "cpu", "cuda"], ["float32", "float64"]
+
+
+def _activations():
+    from fastnet import activations
+
+    return sorted(activations.HIDDEN)
+
+
+def _optimizers():
+    from fastnet import optim
+
+    return sorted(optim.OPTIMIZERS)
+
+
+def _activation(text):
+    """--activation: one name for every hidden layer, or a comma-separated name per hidden layer."""
+    names = [_lower()(t) for t in text.split(",")]
+    bad = [n for n in names if n not in _activations()]
+    if bad:
+        raise argparse.ArgumentTypeError(f"invalid choice: {bad[0]!r} (choose from {', '.join(_activations())}; "
+                                         "or one per hidden layer, comma-separated)")
+    return names[0] if len(names) == 1 else names
 #: --data's forms, for help and errors.
 DATA_FORMS = "mnist | fashion | sample | auto | DIR of IDX files | FILE.npz | X.npy,y.npy | FILE.csv"
 
@@ -176,8 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cost", type=_COST, choices=COSTS, default="quadratic",
                    help="the cost (default quadratic)")
     t.add_argument("--lmbda", type=_L2, default=0.0, help="L2 regularisation, >= 0 (default 0)")
-    t.add_argument("--init", type=_lower(), choices=INITS, default="nielsen",
-                   help="nielsen: N(0, 1) | scaled: N(0, 1/n_in) (default nielsen)")
+    t.add_argument("--activation", type=_activation, default="sigmoid", metavar="ACT",
+                   help="the hidden layers' activation: " + " | ".join(_activations())
+                        + " (default sigmoid; comma-separated: one per hidden layer)")
+    t.add_argument("--optimizer", type=_lower(), choices=_optimizers(), default="sgd",
+                   help="how each step applies its gradient (default sgd; --eta is its learning rate)")
+    t.add_argument("--init", type=_lower(), choices=INITS, default=None,
+                   help="nielsen: N(0, 1) | scaled: N(0, 1/n_in) | he: N(0, 2/n_in) | glorot: "
+                        "U(+-sqrt(6/(n_in+n_out))) (default: nielsen for sigmoid, he for relu, glorot else)")
     t.add_argument("--device", type=_lower(), choices=DEVICES, default="auto", help="where to compute (default auto)")
     t.add_argument("--dtype", type=_lower(), choices=DTYPES, default="float32",
                    help="default float32")
@@ -494,13 +522,16 @@ def cmd_train(a) -> int:
 
         plot.require("--plot")  # fail now, not after the training
     _check_data(a.data)
-    net = fastnet.Network(a.sizes, cost=a.cost, init=a.init, dtype=a.dtype, device=a.device, seed=a.seed)
+    net = fastnet.Network(a.sizes, activation=a.activation, cost=a.cost, init=a.init, dtype=a.dtype,
+                          device=a.device, seed=a.seed)
     (Xtr, ytr), (Xte, yte), desc = _load_data(a.data)
     _check_against_data(a, net.sizes, Xtr, ytr)
     if not a.quiet:
         _say(f"data: {desc}")
         _say(B.describe(net.backend))
-        _say(f"network: {net.sizes} cost={net.cost} dtype={net.dtype}; epochs={a.epochs} "
+        tables = (f" activation={net.activation if isinstance(net.activation, str) else ','.join(net.activation)}"
+                  if net.activation != "sigmoid" else "") + (f" optimizer={a.optimizer}" if a.optimizer != "sgd" else "")
+        _say(f"network: {net.sizes}{tables} cost={net.cost} dtype={net.dtype}; epochs={a.epochs} "
              f"batch={a.batch_size} eta={a.eta} lmbda={a.lmbda}"
              + (f" patience={a.patience}" if a.patience else ""))
     from fastnet import engines
@@ -510,7 +541,10 @@ def cmd_train(a) -> int:
         engines.say_once(why, log=False)
         if not a.quiet:
             _say(why)
-    plan = engines.plan(net, Xtr, batch_size=a.batch_size, epochs=a.epochs, engine=a.engine)
+    from fastnet import optim
+
+    plan = engines.plan(net, Xtr, batch_size=a.batch_size, epochs=a.epochs, engine=a.engine,
+                        optimizer=optim.get(a.optimizer))
     if not a.quiet:
         _say(plan.line())
     if plan.units:   # now, so that epoch 1's time is training, not compiling (or loading)
@@ -543,7 +577,8 @@ def cmd_train(a) -> int:
         with warnings.catch_warnings():   # said above, in --sizes's words
             warnings.filterwarnings("ignore", message="the output layer has")
             hist = net.fit(Xtr, ytr, epochs=a.epochs, batch_size=a.batch_size, eta=a.eta, lmbda=a.lmbda,
-                           validation_data=(Xte, yte), verbose=0, callbacks=[] if bar is None else [bar], **kw)
+                           optimizer=a.optimizer, validation_data=(Xte, yte), verbose=0,
+                           callbacks=[] if bar is None else [bar], **kw)
     except KeyboardInterrupt as exc:  # fastnet.TrainingInterrupted says where, and the checkpoint
         if bar is not None:
             bar.close()  # before the message, so the bar does not overwrite it
