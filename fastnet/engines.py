@@ -333,14 +333,17 @@ def _cache_index_files() -> list[str]:
     (compiled here or loaded from the disk cache): what a ready marker vouches for."""
     import sys
 
+    from numba.core.dispatcher import Dispatcher
+
     files = set()
     for name, module in list(sys.modules.items()):
         if not name.startswith("fastnet.kernels.") or module is None:
             continue
         for obj in list(vars(module).values()):
-            index = getattr(getattr(getattr(obj, "_cache", None), "_cache_file", None), "_index_path", None)
-            if isinstance(index, str) and getattr(obj, "overloads", None):
-                files.add(index)
+            if isinstance(obj, Dispatcher) and obj.overloads:
+                index = getattr(getattr(obj._cache, "_cache_file", None), "_index_path", None)
+                if isinstance(index, str):
+                    files.add(index)
     return sorted(files)
 
 
@@ -362,13 +365,14 @@ def _write_marker(path: str) -> None:
     """Mark a unit ready: list the cache files it relies on (relative to the cache folder),
     all of which must exist; otherwise (Numba could not save them) write nothing."""
     import json
+    import threading
 
     root = os.path.dirname(os.path.dirname(path))
     files = _cache_index_files()
     if not files or not all(os.path.isfile(p) for p in files):
         return
     rel = [os.path.relpath(p, root) if os.path.commonpath([root, p]) == root else p for p in files]
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as f:
