@@ -46,6 +46,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -365,15 +366,14 @@ def _write_marker(path: str) -> None:
     """Mark a unit ready: list the cache files it relies on (relative to the cache folder),
     all of which must exist; otherwise (Numba could not save them) write nothing."""
     import json
-    import threading
 
     root = os.path.dirname(os.path.dirname(path))
     files = _cache_index_files()
     if not files or not all(os.path.isfile(p) for p in files):
         return
-    rel = [os.path.relpath(p, root) if os.path.commonpath([root, p]) == root else p for p in files]
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
+        rel = [os.path.relpath(p, root) if os.path.commonpath([root, p]) == root else p for p in files]
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"index_files": rel}, f)
@@ -389,6 +389,8 @@ _ready_here: set = set()   # units loaded or compiled in this process, or found 
 _loaded_here: set = set()  # units whose code prepare() loaded or compiled in this process
 _cold_seen: dict = {}      # unit -> when it was last found not ready (looked at again after a while)
 _said_notes: set = set()   # cache notes already said in this process
+_moved_aside: set = set()  # unreadable cache folders this process moved aside (once each)
+_mend_lock = threading.Lock()
 
 
 def is_ready(unit: str, dtype: str, depth: int) -> bool:
@@ -490,7 +492,9 @@ def prepare(unit: str, dtype: str, depth: int) -> float:
     an earlier run compiled it) and remember that it is ready. Returns the seconds taken.
 
     A cache Numba cannot read (empty or garbled files) is moved aside and the unit compiled
-    afresh, with one ``RuntimeWarning``; so is a cache folder fastnet cannot write."""
+    afresh, with one ``RuntimeWarning``. A cache folder that cannot be written is said once
+    the same way (``fastnet.kernels.CACHE_NOTE``: the kernels are cached elsewhere). Where
+    Numba cannot compile (``fastnet.kernels.NUMBA_PROBLEM``) it raises ``RuntimeError``."""
     from fastnet import kernels
 
     depth = 0 if unit in _ANY_DEPTH else depth
@@ -512,11 +516,14 @@ def prepare(unit: str, dtype: str, depth: int) -> float:
             raise
         import warnings
 
-        aside = _move_aside(folder)
-        warnings.warn(f"Numba's cache of fastnet's kernels could not be read ({type(exc).__name__}: "
-                      f"{' '.join(str(exc).split())[:120]}); moved it to {aside} and compiling afresh",
-                      RuntimeWarning, stacklevel=2)
-        _ready_here.clear()   # the markers vouched for the cache just moved aside
+        with _mend_lock:   # threads that fail on the same folder move it aside once
+            if folder not in _moved_aside:
+                _moved_aside.add(folder)
+                aside = _move_aside(folder)
+                warnings.warn(f"Numba's cache of fastnet's kernels could not be read ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:120]}); moved it to {aside} and compiling afresh",
+                              RuntimeWarning, stacklevel=2)
+                _ready_here.clear()   # the markers vouched for the cache just moved aside
         _warmup(unit, dtype, depth)
     _loaded_here.add(key)
     _ready_here.add(key)
