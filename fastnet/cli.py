@@ -526,20 +526,23 @@ def cmd_train(a) -> int:
                           device=a.device, seed=a.seed)
     (Xtr, ytr), (Xte, yte), desc = _load_data(a.data)
     _check_against_data(a, net.sizes, Xtr, ytr)
+    from fastnet import engines
+
+    where = why = None
+    if net._auto_device:   # said here; fit then makes the same choice without logging it again
+        where, why = engines.choose_device(net, len(ytr), a.batch_size, a.epochs)
+        engines.say_once(why, log=False)
     if not a.quiet:
         _say(f"data: {desc}")
-        _say(B.describe(net.backend))
+        # device='auto': the device line below says why, so this line does not say it as well
+        _say(B.describe(net.backend) if why is None else
+             f"backend: {'cupy on cuda' if where == 'cuda' else 'numpy on cpu'} (device='auto')")
         tables = (f" activation={net.activation if isinstance(net.activation, str) else ','.join(net.activation)}"
                   if net.activation != "sigmoid" else "") + (f" optimizer={a.optimizer}" if a.optimizer != "sgd" else "")
         _say(f"network: {net.sizes}{tables} cost={net.cost} dtype={net.dtype}; epochs={a.epochs} "
              f"batch={a.batch_size} eta={a.eta} lmbda={a.lmbda}"
              + (f" patience={a.patience}" if a.patience else ""))
-    from fastnet import engines
-
-    if net._auto_device:   # said here; fit then makes the same choice without logging it again
-        _, why = engines.choose_device(net, len(ytr), a.batch_size, a.epochs)
-        engines.say_once(why, log=False)
-        if not a.quiet:
+        if why is not None:
             _say(why)
     from fastnet import optim
 
@@ -557,8 +560,10 @@ def cmd_train(a) -> int:
                   flush=True)
     later = engines.worth_compiling_later(plan)
     if later and sys.stderr.isatty() and not a.quiet:
-        engines.compile_in_background(later, net.dtype, net.n_layers)
-        print(f"compiling the {later[0]!r} engine in the background for the next runs", flush=True)
+        if engines.compile_in_background(later, net.dtype, net.n_layers) is not None:
+            print(f"compiling the {later[0]!r} engine in the background for the next runs", flush=True)
+        else:
+            print(f"another run is compiling the {later[0]!r} engine in the background", flush=True)
     # The bar prints the epoch lines (above itself) and is a fit callback: per epoch now,
     # per minibatch where fit drives fastnet.progress (see progress.for_fit).
     bar = None if a.quiet else progress.ProgressBar(
@@ -707,12 +712,18 @@ def info_lines() -> list[str]:
     from fastnet import ops
 
     lines = [f"fastnet {fastnet.__version__}, Python {platform.python_version()}, NumPy {np.__version__}"]
-    try:
+    from fastnet import kernels
+
+    if kernels.NUMBA_PROBLEM is None:
         import numba
 
         lines.append(f"numba {numba.__version__}")
-    except ImportError:
-        lines.append("numba: not installed (kernels fall back to plain xp)")
+    else:
+        lines.append(f"numba: not used: {kernels.NUMBA_PROBLEM} (kernels fall back to plain xp)")
+    if kernels.CACHE_NOTE:
+        lines.append(f"compiled-kernel cache: {kernels.CACHE_NOTE}")
+    elif kernels.numba_cache_dir():
+        lines.append(f"compiled-kernel cache: {kernels.numba_cache_dir()}")
     be = B.get_backend("auto")
     lines.append(B.describe(be))
     lines.append(f"kernel path on NumPy arrays: {ops.kernel_path(np.zeros(1))}")

@@ -46,6 +46,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -173,6 +174,10 @@ def _macs(model, m: int) -> int:
 
 
 def _numba_missing(r: _Request):
+    from fastnet import kernels
+
+    if r.path != "njit" and kernels.NUMBA_PROBLEM is not None and r.model.backend.name == "numpy":
+        return f"it runs Numba's compiled CPU kernels, which cannot run here: {kernels.NUMBA_PROBLEM}"
     if r.path != "njit":
         return (f"it runs on NumPy arrays with Numba's CPU kernels; this {type(r.model).__name__} "
                 f"uses the {r.path} kernels on {r.model.backend.name}")
@@ -250,6 +255,10 @@ def _no_step(r):
 
 
 def _no_fused(r):
+    from fastnet import kernels
+
+    if kernels.NUMBA_PROBLEM is not None:
+        return f"it is a Numba CUDA kernel, and Numba cannot compile here: {kernels.NUMBA_PROBLEM}"
     if r.path != "cuda" and r.model.backend.name != "cupy":   # a CuPy model, or choose_device's what-if
         return f"it runs on a CUDA GPU: this model is on {r.model.backend.name}"
     if r.stack and r.model.order != "shared":
@@ -334,6 +343,8 @@ _PROCESS_ONLY = ("fused",)
 
 
 def _marker(unit: str, dtype: str, depth: int) -> str | None:
+    """The ready marker of ``unit``: a small JSON file in the cache folder listing the Numba
+    cache index files (``.nbi``) that hold the unit's code; None where nothing is cached."""
     from fastnet.kernels import numba_cache_dir
 
     root = numba_cache_dir()
@@ -342,18 +353,81 @@ def _marker(unit: str, dtype: str, depth: int) -> str | None:
     return os.path.join(root, "fastnet-ready", f"{unit}-{dtype}-{depth}-{_cache_key()}")
 
 
-_ready_here: set = set()   # units compiled (or loaded) in this process, or found ready on disk
+def _cache_index_files() -> list[str]:
+    """The Numba cache index file of every fastnet kernel that has code in this process
+    (compiled here or loaded from the disk cache): what a ready marker vouches for."""
+    import sys
+
+    from numba.core.dispatcher import Dispatcher
+
+    files = set()
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("fastnet.kernels.") or module is None:
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, Dispatcher) and obj.overloads:
+                index = getattr(getattr(obj._cache, "_cache_file", None), "_index_path", None)
+                if isinstance(index, str):
+                    files.add(index)
+    return sorted(files)
+
+
+def _marker_valid(path: str) -> bool:
+    """Whether the marker at ``path`` exists and every cache file it lists is still there
+    (a marker whose cache was deleted or moved aside vouches for nothing)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            files = json.load(f)["index_files"]
+        root = os.path.dirname(os.path.dirname(path))
+        return bool(files) and all(os.path.getsize(os.path.join(root, p)) > 0 for p in files)
+    except (OSError, ValueError, KeyError, TypeError):   # absent, unreadable, an older empty marker
+        return False
+
+
+def _write_marker(path: str) -> None:
+    """Mark a unit ready: list the cache files it relies on (relative to the cache folder),
+    all of which must exist; otherwise (Numba could not save them) write nothing."""
+    import json
+
+    root = os.path.dirname(os.path.dirname(path))
+    files = _cache_index_files()
+    if not files or not all(os.path.isfile(p) for p in files):
+        return
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        rel = [os.path.relpath(p, root) if os.path.commonpath([root, p]) == root else p for p in files]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"index_files": rel}, f)
+        os.replace(tmp, path)   # whole or not at all: a reader never sees half a list
+    except (OSError, ValueError):  # a read-only cache: the next run loads (or compiles) again
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+
+
+_ready_here: set = set()   # units loaded or compiled in this process, or found ready on disk
+_loaded_here: set = set()  # units whose code prepare() loaded or compiled in this process
 _cold_seen: dict = {}      # unit -> when it was last found not ready (looked at again after a while)
+_said_notes: set = set()   # cache notes already said in this process
+_moved_aside: set = set()  # unreadable cache folders this process moved aside (once each)
+_mend_lock = threading.Lock()
 
 
 def is_ready(unit: str, dtype: str, depth: int) -> bool:
     """Whether ``unit`` (a key of :data:`COMPILE_SECONDS`) is compiled for ``dtype`` and
-    ``depth`` weight layers: in this process, or in Numba's disk cache by an earlier run."""
+    ``depth`` weight layers: in this process, or in Numba's disk cache by an earlier run
+    (its marker is there and so is every cache file the marker lists)."""
+    from fastnet import kernels
+
     depth = 0 if unit in _ANY_DEPTH else depth
     key = (unit, dtype, depth)
     if key in _ready_here:
         return True
-    if unit in _PROCESS_ONLY:
+    if unit in _PROCESS_ONLY or kernels.NUMBA_PROBLEM is not None:
         return False
     if time.monotonic() - _cold_seen.get(key, -1e9) < 2.0:   # a background compile may finish
         return False
@@ -361,21 +435,14 @@ def is_ready(unit: str, dtype: str, depth: int) -> bool:
         path = _marker(unit, dtype, depth)
     except ImportError:
         return False
-    if path is not None and os.path.exists(path):
+    if path is not None and _marker_valid(path):
         _ready_here.add(key)
         return True
     _cold_seen[key] = time.monotonic()
     return False
 
 
-def prepare(unit: str, dtype: str, depth: int) -> float:
-    """Compile ``unit`` for ``dtype`` and ``depth`` now (loaded from Numba's disk cache when
-    an earlier run compiled it) and remember that it is ready. Returns the seconds taken."""
-    depth = 0 if unit in _ANY_DEPTH else depth
-    key = (unit, dtype, depth)
-    if key in _ready_here:
-        return 0.0
-    t0 = time.perf_counter()
+def _warmup(unit: str, dtype: str, depth: int) -> None:
     if unit == "kernels":
         from fastnet.kernels import cpu
 
@@ -396,17 +463,97 @@ def prepare(unit: str, dtype: str, depth: int) -> float:
         from fastnet.kernels import epoch_cuda
 
         epoch_cuda.warmup(dtype)
-    else:
+
+
+def _unreadable_cache(exc: BaseException) -> str | None:
+    """The Numba cache folder whose files ``exc`` came from reading (an empty or garbled
+    index or data file), or None when ``exc`` is not a failure to read Numba's cache."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if (frame.f_code.co_filename.replace("\\", "/").endswith("numba/core/caching.py")
+                and frame.f_code.co_name in ("load_overload", "_load_overload", "load", "_load_index", "_load_data")):
+            folder = getattr(frame.f_locals.get("self"), "_cache_path", None)
+            if isinstance(folder, str):
+                return folder
+        tb = tb.tb_next
+    return None
+
+
+def _move_aside(folder: str) -> str:
+    """Rename an unreadable cache folder to ``<folder>.unreadable`` (replacing an older one)
+    and make ``folder`` afresh, so that Numba compiles into an empty one. Returns the new name."""
+    import shutil
+
+    aside = folder + ".unreadable"
+    shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.replace(folder, aside)
+    except OSError:   # another process moved it first, or it cannot be moved: empty it instead
+        for name in os.listdir(folder) if os.path.isdir(folder) else ():
+            if name.endswith((".nbi", ".nbc")):
+                try:
+                    os.remove(os.path.join(folder, name))
+                except OSError:
+                    pass
+    os.makedirs(folder, exist_ok=True)
+    return aside
+
+
+def _say_cache_note() -> None:
+    import warnings
+
+    from fastnet import kernels
+
+    note = kernels.CACHE_NOTE
+    if note and note not in _said_notes:
+        _said_notes.add(note)
+        warnings.warn(note, RuntimeWarning, stacklevel=3)
+
+
+def prepare(unit: str, dtype: str, depth: int) -> float:
+    """Compile ``unit`` for ``dtype`` and ``depth`` now (loaded from Numba's disk cache when
+    an earlier run compiled it) and remember that it is ready. Returns the seconds taken.
+
+    A cache Numba cannot read (empty or garbled files) is moved aside and the unit compiled
+    afresh, with one ``RuntimeWarning``. A cache folder that cannot be written is said once
+    the same way (``fastnet.kernels.CACHE_NOTE``: the kernels are cached elsewhere). Where
+    Numba cannot compile (``fastnet.kernels.NUMBA_PROBLEM``) it raises ``RuntimeError``."""
+    from fastnet import kernels
+
+    depth = 0 if unit in _ANY_DEPTH else depth
+    key = (unit, dtype, depth)
+    if key in _loaded_here:
+        return 0.0
+    if unit not in COMPILE_SECONDS:
         raise ValueError(f"unit must be one of {sorted(COMPILE_SECONDS)}. Actual: {unit!r}")
+    if kernels.NUMBA_PROBLEM is not None:
+        raise RuntimeError(f"cannot compile fastnet's {unit!r} kernels: {kernels.NUMBA_PROBLEM}. "
+                           "Fix: engine='xp' (or 'auto', which picks it here), or unset that setting")
+    _say_cache_note()
+    t0 = time.perf_counter()
+    try:
+        _warmup(unit, dtype, depth)
+    except Exception as exc:
+        folder = _unreadable_cache(exc)
+        if folder is None:
+            raise
+        import warnings
+
+        with _mend_lock:   # threads that fail on the same folder move it aside once
+            if folder not in _moved_aside:
+                _moved_aside.add(folder)
+                aside = _move_aside(folder)
+                warnings.warn(f"Numba's cache of fastnet's kernels could not be read ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:120]}); moved it to {aside} and compiling afresh",
+                              RuntimeWarning, stacklevel=2)
+                _ready_here.clear()   # the markers vouched for the cache just moved aside
+        _warmup(unit, dtype, depth)
+    _loaded_here.add(key)
     _ready_here.add(key)
     path = None if unit in _PROCESS_ONLY else _marker(unit, dtype, depth)
     if path is not None:
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w"):
-                pass
-        except OSError:  # a read-only cache: the next run compiles (or loads) again
-            pass
+        _write_marker(path)
     return time.perf_counter() - t0
 
 
@@ -460,6 +607,7 @@ def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=Tr
     Returns a :class:`Plan`; ``plan.rejected`` says why every other engine was not chosen.
     """
     from fastnet import _validate as V
+    from fastnet import kernels
 
     batch_size = V.check_positive_int("batch_size", batch_size)
     epochs = V.check_positive_int("epochs", epochs)
@@ -491,6 +639,8 @@ def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=Tr
         ready = [e for e in applicable if _cost(e, r, dtype, depth) == 0]
         base = ready[0]   # "xp" always applies and never compiles
         chosen, why = base, ""
+        if kernels.NUMBA_PROBLEM is not None and r.path == "xp" and model.backend.name == "numpy":
+            why = f"the plain xp kernels: Numba's compiled engines are off, because {kernels.NUMBA_PROBLEM}"
         base_s = r.epochs * _epoch_seconds(base.name, model, r.n, r.m)
         for e in applicable:
             if e is base:
@@ -549,8 +699,10 @@ def kernels_path(model) -> str:
     from fastnet import ops
 
     path = ops.kernel_path(model._W[0])
-    if path == "njit" and not is_ready("kernels", model.dtype, len(model.sizes) - 1):
-        return "xp"
+    if path == "njit":
+        if not is_ready("kernels", model.dtype, len(model.sizes) - 1):
+            return "xp"
+        prepare("kernels", model.dtype, 0)   # loaded here, where an unreadable cache is mended
     return path
 
 
@@ -639,18 +791,60 @@ def worth_compiling_later(p: Plan) -> list[str]:
             and not all(u in _PROCESS_ONLY for u in get(name).needs)]   # another process cannot help
 
 
+def _lock_unit(unit: str, dtype: str, depth: int):
+    """An open file holding an exclusive ``flock`` on ``unit``'s lock file (next to its ready
+    marker), or None when another process holds it (a background compile of the unit is
+    running). The kernel drops the lock when its last holder exits, killed or not, so a lock
+    is never stale. True where there is nothing to lock with (no cache folder, no flock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock, as before
+        return True
+    depth = 0 if unit in _ANY_DEPTH else depth
+    path = _marker(unit, dtype, depth)
+    if path is None:
+        return True
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        f = open(path + ".lock", "a")
+    except OSError:
+        return True
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
 def compile_in_background(engine_names, dtype: str, depth: int):
     """Compile what ``engine_names`` need for ``dtype`` and ``depth`` in a separate, detached
     process (its own interpreter, so training here keeps both the GIL and its speed); the
-    next run finds it in Numba's disk cache. Returns the ``subprocess.Popen``."""
+    next run finds it in Numba's disk cache. Returns the ``subprocess.Popen``, or None when
+    other processes are compiling every one of those units already: a lock per unit (held
+    by the child until it exits) lets one background compile per unit run at a time."""
     import subprocess
     import sys
 
-    units = sorted({u for name in engine_names for u in get(name).needs})
+    units, locks = [], []
+    for u in sorted({u for name in engine_names for u in get(name).needs}):
+        lock = _lock_unit(u, dtype, depth)
+        if lock is None:
+            continue
+        units.append(u)
+        if lock is not True:
+            locks.append(lock)
+    if not units:
+        return None
     code = ("import fastnet.engines as e\n"
             f"for u in {units!r}: e.prepare(u, {dtype!r}, {int(depth)})")
-    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True,
+                                pass_fds=[f.fileno() for f in locks])
+    finally:
+        for f in locks:   # the child holds the locks now
+            f.close()
 
 
 def describe(dtype: str = "float32", depth: int = 2) -> list[str]:

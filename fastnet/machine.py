@@ -70,6 +70,8 @@ def machine_info() -> dict:
         info["numba_threads"] = numba.get_num_threads()
     except ImportError:
         info["numba"] = None
+    except Exception as exc:  # a Numba that fails to start (e.g. NUMBA_NUM_THREADS=0)
+        info["numba"] = f"unusable: {type(exc).__name__}: {exc}"
     from fastnet import backend
 
     ok, why = backend.cuda_status()

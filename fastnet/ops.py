@@ -6,7 +6,8 @@ array arguments and calls
 - the ``@njit`` twin in :mod:`fastnet.kernels.cpu` for NumPy arrays,
 - the ``@cuda.jit`` twin in :mod:`fastnet.kernels.cuda` for CuPy arrays,
 - the plain-``xp`` reference in :mod:`fastnet.kernels.reference` otherwise, when Numba
-  is missing, or when the environment variable ``FASTNET_KERNELS=xp`` is set.
+  is missing or cannot compile (``NUMBA_DISABLE_JIT=1``, a Numba that fails to start), or
+  when the environment variable ``FASTNET_KERNELS=xp`` is set.
 
 All results are equal to the reference (float64 to 1e-12 relative). Callers always use
 the returned array: in-place namespaces return the output argument itself, others
@@ -86,7 +87,12 @@ def kernel_mode() -> str:
 
 
 def _twin_module(kind: str):
-    """The kernel module for ``kind`` ("cpu" or "cuda"), or None when it cannot load."""
+    """The kernel module for ``kind`` ("cpu" or "cuda"), or None when it cannot load or
+    Numba cannot compile here (``fastnet.kernels.NUMBA_PROBLEM``: e.g. NUMBA_DISABLE_JIT=1)."""
+    from fastnet import kernels
+
+    if kernels.NUMBA_PROBLEM is not None:
+        return None
     try:
         if kind == "cpu":
             from fastnet.kernels import cpu as mod
