@@ -66,7 +66,8 @@ class Optimizer:
     def factors(self, t: int) -> tuple[float, float]:
         """Per-step factors at step ``t`` (Adam's bias corrections); see ``_math.opt_factors``."""
         h = self.hyper()
-        return _math.opt_factors(self.code, h[0], h[1], t)
+        factors = getattr(_math.opt_factors, "py_func", _math.opt_factors)   # no compile for a scalar
+        return factors(self.code, h[0], h[1], t)
 
     def xp_step(self, P, g, S1, S2, lr, f0, f1, xp):
         """The rule on arrays: ``(P, S1, S2)`` after one step. g: the mean gradient (plus

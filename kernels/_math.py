@@ -26,7 +26,11 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
+try:
+    from numba import njit
+except Exception:  # noqa: BLE001 - Numba missing or unable to start (NUMBA_NUM_THREADS=0): plain
+    def njit(fn=None, **_):   # functions, so the tables' codes and the xp path still import
+        return fn if fn is not None else (lambda f: f)
 
 
 @njit
