@@ -58,7 +58,8 @@ __all__ = [
 THREADS_PER_BLOCK = 256
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-COSTS = ("quadratic", "cross_entropy")
+#: The costs output_delta takes; "mse" (identity output) has cross-entropy's delta, a - t.
+COSTS = ("quadratic", "cross_entropy", "mse")
 
 
 # =====================================================================================
@@ -313,7 +314,7 @@ def output_delta_cuda(a, y, cost, out):
     """
     fn = "output_delta_cuda"
     if cost not in COSTS:
-        raise ValueError(f"{fn}: cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}.")
+        raise ValueError(f"{fn}: cost must be one of {list(COSTS)}. Actual: {cost!r}.")
     aa, oo = _arrays(fn, [("a", a, 2, False, True), ("out", out, 2, True, True)])
     _check_shape(fn, oo, aa.shape, "the shape of a")
     yy = _Arg(fn, "y", y)
@@ -522,7 +523,7 @@ def output_delta_stacked_cuda(a, y, cost, out):
     """
     fn = "output_delta_stacked_cuda"
     if cost not in COSTS:
-        raise ValueError(f"{fn}: cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}.")
+        raise ValueError(f"{fn}: cost must be one of {list(COSTS)}. Actual: {cost!r}.")
     aa, oo = _arrays(fn, [("a", a, 3, False, True), ("out", out, 3, True, True)])
     _check_shape(fn, oo, aa.shape, "the shape of a")
     yy = _Arg(fn, "y", y)

@@ -3,7 +3,8 @@
 ``bias_act_cuda``, ``backward_act_cuda``, ``opt_update_cuda`` and ``bias_act_stacked_cuda``
 (kernels/cuda.py) for every activation code (fastnet/activations.py) and every optimizer
 (fastnet/optim.py), float32 and float64, equal ``kernels/reference.py`` (float64 to 1e-12,
-float32 to 1e-5).
+float32 to 1e-5); and ``output_delta_cuda``/``output_delta_stacked_cuda`` take the table's
+regression cost ``"mse"`` (identity output, ``a - t``) as the CPU twins do.
 
 As in test_kernels_cuda.py: without a GPU, Numba's CUDA simulator runs the same kernels on
 NumPy arrays in a subprocess started with ``NUMBA_ENABLE_CUDASIM=1`` (the simulator must be
@@ -77,6 +78,14 @@ def table_parity_checks(K, to_dev, to_host, shapes, stacked_shapes, exact,
                     check(f"backward_act code={code} shape={shape} {tag}", to_host(g).reshape(m, n),
                           R.backward_act(G.copy(), a, code), dtype)
 
+            # cost="mse" (identity output, regression): a - t, from targets or labels
+            y = rng.integers(0, n, m).astype(np.int64)
+            for Y in (G, y):
+                out = to_dev(np.zeros_like(Z))
+                assert K.output_delta_cuda(to_dev(Z), to_dev(Y), "mse", out) is out
+                check(f"output_delta mse Y{Y.shape} {tag}", out,
+                      R.output_delta(Z, Y, "mse", np.empty_like(Z)), dtype)
+
             # optimizer steps on a weight matrix (with and without L2) and a bias vector;
             # three steps in a row, so the state and Adam's step factors carry over
             for opt in _optimizers():
@@ -100,6 +109,11 @@ def table_parity_checks(K, to_dev, to_host, shapes, stacked_shapes, exact,
             Z = (4 * rng.standard_normal((nk, m, n))).astype(dtype)
             b = rng.standard_normal((nk, n)).astype(dtype)
             tag = f"{name} {nk}x{m}x{n}"
+            y = rng.integers(0, n, m).astype(np.int64)
+            out = to_dev(np.zeros_like(Z))
+            assert K.output_delta_stacked_cuda(to_dev(Z), to_dev(y), "mse", out) is out
+            check(f"output_delta_stacked mse {tag}", out, R.output_delta_stacked(Z, y, "mse", np.empty_like(Z)),
+                  dtype)
             for code in act_codes:
                 d = to_dev(Z.copy())
                 assert K.bias_act_stacked_cuda(d, to_dev(b), code) is d
