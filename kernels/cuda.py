@@ -46,6 +46,10 @@ __all__ = [
     "output_delta_stacked_cuda",
     "bias_grad_stacked_cuda",
     "sgd_update_stacked_cuda",
+    "bias_act_cuda",
+    "backward_act_cuda",
+    "opt_update_cuda",
+    "bias_act_stacked_cuda",
     "THREADS_PER_BLOCK",
 ]
 
@@ -54,7 +58,8 @@ __all__ = [
 THREADS_PER_BLOCK = 256
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-COSTS = ("quadratic", "cross_entropy")
+#: The costs output_delta takes; "mse" (identity output) has cross-entropy's delta, a - t.
+COSTS = ("quadratic", "cross_entropy", "mse")
 
 
 # =====================================================================================
@@ -309,7 +314,7 @@ def output_delta_cuda(a, y, cost, out):
     """
     fn = "output_delta_cuda"
     if cost not in COSTS:
-        raise ValueError(f"{fn}: cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}.")
+        raise ValueError(f"{fn}: cost must be one of {list(COSTS)}. Actual: {cost!r}.")
     aa, oo = _arrays(fn, [("a", a, 2, False, True), ("out", out, 2, True, True)])
     _check_shape(fn, oo, aa.shape, "the shape of a")
     yy = _Arg(fn, "y", y)
@@ -518,7 +523,7 @@ def output_delta_stacked_cuda(a, y, cost, out):
     """
     fn = "output_delta_stacked_cuda"
     if cost not in COSTS:
-        raise ValueError(f"{fn}: cost must be 'quadratic' or 'cross_entropy'. Actual: {cost!r}.")
+        raise ValueError(f"{fn}: cost must be one of {list(COSTS)}. Actual: {cost!r}.")
     aa, oo = _arrays(fn, [("a", a, 3, False, True), ("out", out, 3, True, True)])
     _check_shape(fn, oo, aa.shape, "the shape of a")
     yy = _Arg(fn, "y", y)
@@ -568,3 +573,177 @@ def sgd_update_stacked_cuda(P, grad, scales, decays):
         _launch(_sgd_stacked_k, n, p.handle.reshape(n), g.handle.reshape(n), s.handle,
                 d.handle, n // p.shape[0])
     return P
+
+
+# =====================================================================================
+# The activation and optimizer tables' kernels (fastnet/activations.py, fastnet/optim.py),
+# twins of cpu.py's bias_act_cpu, backward_act_cpu, opt_update_cpu and
+# bias_act_stacked_cpu. The activation or optimizer arrives as its code
+# (kernels/_math.py), one int64 for the whole launch: every thread takes the same branch
+# of _math.act / act_grad / opt_step, so the switch costs no divergence. Sigmoid and
+# softmax layers launch the kernels above (sigmoid's own formula; softmax by rows).
+# =====================================================================================
+
+#: The codes each wrapper takes (softmax has no backward Hadamard step: its delta is
+#: output_delta's).
+_ACT_CODES = (_math.SIGMOID, _math.TANH, _math.RELU, _math.IDENTITY, _math.SOFTMAX)
+_ACT_GRAD_CODES = (_math.SIGMOID, _math.TANH, _math.RELU, _math.IDENTITY)
+_OPT_CODES = (_math.OPT_SGD, _math.OPT_MOMENTUM, _math.OPT_NESTEROV, _math.OPT_ADAM)
+
+
+@cuda.jit
+def _bias_act_k(Z, b, code, one):
+    k = cuda.grid(1)
+    n = Z.shape[1]
+    if k < Z.shape[0] * n:
+        i = k // n
+        j = k - i * n
+        Z[i, j] = _math.act(Z[i, j] + b[j], code, one)
+
+register_ptx(_bias_act_k, "({f}[:, ::1], {f}[::1], int64, {f})")
+
+
+@cuda.jit
+def _backward_act_k(g, a, code, one):
+    k = cuda.grid(1)                     # g, a: flat 1-D views
+    if k < g.shape[0]:
+        g[k] = _math.act_grad(g[k], a[k], code, one)
+
+register_ptx(_backward_act_k, "({f}[::1], {f}[::1], int64, {f})")
+
+
+@cuda.jit
+def _opt_k(p, G, s1, s2, code, lr, h0, h1, h2, f0, f1, scale, l2, decay):
+    k = cuda.grid(1)                     # p, G, s1, s2: flat 1-D views
+    if k < p.shape[0]:
+        # g = scale * G (+ l2 * p for a weight); without decay nothing is added, as in
+        # the reference (adding 0 * p would turn an infinite p's step into NaN)
+        g = scale * G[k] + l2 * p[k] if decay else scale * G[k]
+        p[k], s1[k], s2[k] = _math.opt_step(p[k], g, s1[k], s2[k], code, lr, h0, h1, h2, f0, f1)
+
+register_ptx(_opt_k, "({f}[::1], {f}[::1], {f}[::1], {f}[::1], int64, "
+                     "{f}, {f}, {f}, {f}, {f}, {f}, {f}, {f}, boolean)")
+
+
+@cuda.jit
+def _bias_act_stacked_k(Z, b, code, one):
+    t = cuda.grid(1)
+    n = Z.shape[2]
+    mn = Z.shape[1] * n
+    if t < Z.shape[0] * mn:
+        k = t // mn
+        r = t - k * mn
+        i = r // n
+        j = r - i * n
+        Z[k, i, j] = _math.act(Z[k, i, j] + b[k, j], code, one)
+
+register_ptx(_bias_act_stacked_k, "({f}[:, :, ::1], {f}[:, ::1], int64, {f})")
+
+
+def _code(fn, name, code, allowed, table):
+    """``code`` checked against ``allowed`` (kernels/_math.py's codes), as a Python int."""
+    if isinstance(code, (bool, np.bool_)) or not isinstance(code, (int, np.integer)):
+        raise TypeError(f"{fn}: {name} must be an integer code of {table}. "
+                        f"Actual: {_type_name(code)} {code!r}.")
+    if int(code) not in allowed:
+        raise ValueError(f"{fn}: {name} must be one of {list(allowed)} ({table}). Actual: {code!r}.")
+    return int(code)
+
+
+def bias_act_cuda(Z, b, code):
+    """Forward step of a layer of activation ``code`` in place: ``Z <- f(Z + b)``.
+
+    Z: (m, n) float32/float64 CuPy array, C-contiguous, overwritten. b: (n,), same dtype.
+    code: the activation's code (``fastnet.activations``; ``kernels/_math.py``): sigmoid
+    and softmax (by rows) launch their own kernels, the others one thread per element.
+    Returns Z.
+    """
+    fn = "bias_act_cuda"
+    code = _code(fn, "code", code, _ACT_CODES, "fastnet.activations")
+    z, bb = _arrays(fn, [("Z", Z, 2, True, True), ("b", b, 1, False, True)])
+    _check_shape(fn, bb, (z.shape[1],), "one bias per column of Z")
+    t = z.dtype.type
+    if code == _math.SOFTMAX:
+        _launch(_bias_softmax_k, z.shape[0], z.handle, bb.handle, t(-np.inf), t(0))
+    elif code == _math.SIGMOID:
+        _launch(_bias_sigmoid_k, z.shape[0] * z.shape[1], z.handle, bb.handle, t(1))
+    else:
+        _launch(_bias_act_k, z.shape[0] * z.shape[1], z.handle, bb.handle, code, t(1))
+    return Z
+
+
+def backward_act_cuda(G, a, code):
+    """Backward Hadamard step of a layer of activation ``code`` in place: ``G <- G * f'(z)``,
+    the derivative written from the layer's output ``a``; one thread per element.
+
+    G, a: float32/float64 CuPy arrays of one shape (any), C-contiguous, one dtype; G
+    overwritten. code: a hidden activation's code (not softmax). Returns G.
+    """
+    fn = "backward_act_cuda"
+    code = _code(fn, "code", code, _ACT_GRAD_CODES, "fastnet.activations, hidden layers")
+    g, aa = _arrays(fn, [("G", G, None, True, True), ("a", a, None, False, True)])
+    _check_shape(fn, aa, g.shape, "the shape of G")
+    n = math.prod(g.shape)
+    if n:
+        t = g.dtype.type
+        if code == _math.SIGMOID:
+            _launch(_backward_delta_k, n, g.handle.reshape(1, n), aa.handle.reshape(1, n), t(1))
+        else:
+            _launch(_backward_act_k, n, g.handle.reshape(n), aa.handle.reshape(n), code, t(1))
+    return G
+
+
+def opt_update_cuda(P, G, S1, S2, opt, lr, f0, f1, scale, l2):
+    """One optimizer step of one parameter array in place (``reference.opt_update``):
+    ``g = scale * G + l2 * P``, then ``opt``'s rule (``kernels/_math.py`` ``opt_step``);
+    one thread per element.
+
+    P, G, S1, S2: float32/float64 CuPy arrays of one shape (any), C-contiguous, one dtype;
+    P, S1, S2 overwritten (S1, S2: the optimizer's state, :class:`fastnet.optim.State`).
+    opt: a :mod:`fastnet.optim` optimizer. lr: eta. f0, f1: ``opt.factors(t)`` of this
+    step. scale: ``1 / m``. l2: ``lmbda / n`` for a weight, 0 for a bias. Every scalar is
+    cast to P's dtype once. Returns ``(P, S1, S2)``.
+    """
+    fn = "opt_update_cuda"
+    hyper = getattr(opt, "hyper", None)
+    if not callable(hyper) or not isinstance(getattr(opt, "code", None), (int, np.integer)):
+        raise TypeError(f"{fn}: opt must be a fastnet.optim optimizer (e.g. "
+                        f"fastnet.optim.get('adam')). Actual: {_type_name(opt)} {opt!r}.")
+    code = _code(fn, "opt.code", opt.code, _OPT_CODES, "fastnet.optim")
+    h0, h1, h2 = (float(h) for h in hyper())   # checked by the optimizer's constructor
+    lr, f0, f1 = _real(fn, "lr", lr), _real(fn, "f0", f0), _real(fn, "f1", f1)
+    scale, l2 = _real(fn, "scale", scale), _real(fn, "l2", l2)
+    p, g, s1, s2 = _arrays(fn, [("P", P, None, True, True), ("G", G, None, False, True),
+                                ("S1", S1, None, True, True), ("S2", S2, None, True, True)])
+    for other in (g, s1, s2):
+        _check_shape(fn, other, p.shape, "the shape of P")
+    n = math.prod(p.shape)
+    if n:
+        t = p.dtype.type
+        _launch(_opt_k, n, p.handle.reshape(n), g.handle.reshape(n), s1.handle.reshape(n),
+                s2.handle.reshape(n), code, t(lr), t(h0), t(h1), t(h2), t(f0), t(f1), t(scale),
+                t(l2), l2 != 0.0)
+    return P, S1, S2
+
+
+def bias_act_stacked_cuda(Z, b, code):
+    """Forward step of K layers of activation ``code`` in place: ``Z[k] <- f(Z[k] + b[k])``.
+
+    Z: (K, m, n) float32/float64 CuPy array, C-contiguous, overwritten. b: (K, n).
+    Sigmoid and softmax (one thread per (net, row)) launch their own kernels, the others
+    one thread per element. Returns Z.
+    """
+    fn = "bias_act_stacked_cuda"
+    code = _code(fn, "code", code, _ACT_CODES, "fastnet.activations")
+    z, bb = _arrays(fn, [("Z", Z, 3, True, True), ("b", b, 2, False, True)])
+    _check_shape(fn, bb, (z.shape[0], z.shape[2]),
+                 "one bias row per net, one entry per column of Z")
+    t = z.dtype.type
+    if code == _math.SOFTMAX:
+        _launch(_bias_softmax_stacked_k, z.shape[0] * z.shape[1], z.handle, bb.handle,
+                t(-np.inf), t(0))
+    elif code == _math.SIGMOID:
+        _launch(_bias_sigmoid_stacked_k, math.prod(z.shape), z.handle, bb.handle, t(1))
+    else:
+        _launch(_bias_act_stacked_k, math.prod(z.shape), z.handle, bb.handle, code, t(1))
+    return Z
