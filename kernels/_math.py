@@ -100,12 +100,16 @@ TANH = 1
 RELU = 2
 IDENTITY = 3
 SOFTMAX = -1
+#: Every hidden-layer activation code the kernels know.
+HIDDEN_CODES = (SIGMOID, TANH, RELU, IDENTITY)
 
 #: Optimizer codes (fastnet/optim.py).
 OPT_SGD = 0
 OPT_MOMENTUM = 1
 OPT_NESTEROV = 2
 OPT_ADAM = 3
+#: Every optimizer code the kernels know.
+OPT_CODES = (OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM)
 
 
 @njit

@@ -586,9 +586,9 @@ def sgd_update_stacked_cuda(P, grad, scales, decays):
 
 #: The codes each wrapper takes (softmax has no backward Hadamard step: its delta is
 #: output_delta's).
-_ACT_CODES = (_math.SIGMOID, _math.TANH, _math.RELU, _math.IDENTITY, _math.SOFTMAX)
-_ACT_GRAD_CODES = (_math.SIGMOID, _math.TANH, _math.RELU, _math.IDENTITY)
-_OPT_CODES = (_math.OPT_SGD, _math.OPT_MOMENTUM, _math.OPT_NESTEROV, _math.OPT_ADAM)
+_ACT_CODES = _math.HIDDEN_CODES + (_math.SOFTMAX,)
+_ACT_GRAD_CODES = _math.HIDDEN_CODES
+_OPT_CODES = _math.OPT_CODES
 
 
 @cuda.jit

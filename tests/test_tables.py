@@ -16,7 +16,7 @@ from fastnet import activations, engines, optim
 from reference import forward_general, random_data, train_general
 
 ACTS = sorted(activations.HIDDEN)
-OPTS = ["sgd", "momentum", "nesterov", "adam"]
+OPTS = sorted(optim.OPTIMIZERS)
 COSTS = ["quadratic", "cross_entropy", "mse"]
 
 
@@ -36,7 +36,7 @@ def _orders(rng_state, n, epochs):
 
 # --- the oracle against PyTorch -----------------------------------------------------------
 
-@pytest.mark.parametrize("opt", OPTS + ["rmsprop"])
+@pytest.mark.parametrize("opt", sorted(set(OPTS) | {"rmsprop"}))
 @pytest.mark.parametrize("cost", COSTS)
 @pytest.mark.parametrize("act", ACTS)
 def test_oracle_matches_torch(act, cost, opt):

@@ -28,7 +28,7 @@ def _optimizers():
     """Every row of the optimizer table, with its defaults and with other hyperparameters."""
     from fastnet import optim
 
-    return [optim.get(name) for name in ("sgd", "momentum", "nesterov", "adam")] + [
+    return [optim.get(name) for name in sorted(optim.OPTIMIZERS)] + [
         optim.Momentum(0.5), optim.Momentum(0.3, nesterov=True), optim.Adam(0.8, 0.99, 1e-6)]
 
 
@@ -40,7 +40,7 @@ def table_parity_checks(K, to_dev, to_host, shapes, stacked_shapes, exact,
     from fastnet.kernels import _math
     from fastnet.kernels import reference as R
 
-    act_codes = (_math.SIGMOID, _math.TANH, _math.RELU, _math.IDENTITY, _math.SOFTMAX)
+    act_codes = _math.HIDDEN_CODES + (_math.SOFTMAX,)
     grad_codes = act_codes[:-1]
     failures = []
     count = 0
