@@ -69,12 +69,32 @@ def _private_temp_dir() -> str | None:
     return path if _writable_dir(path) is None else None
 
 
+def source_tag() -> str:
+    """``src-`` and a hash of every kernel file's contents: the name of the cache folder.
+
+    Numba checks a cached kernel against its own source file only, not against the
+    helpers it inlines from other files (``_math.py``, ``simd.py``): after such a helper
+    changes (an upgrade of fastnet, an edit) the old machine code would load and compute
+    the old formula. A folder per version of the kernel sources rules that out."""
+    import hashlib
+
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for name in sorted(_os.listdir(here)):
+        if name.endswith(".py"):
+            with open(_os.path.join(here, name), "rb") as f:
+                h.update(name.encode() + b"\0" + f.read())
+    return "src-" + h.hexdigest()[:16]
+
+
 def _choose_cache_dir() -> str | None:
     """The folder for Numba's cache of fastnet's kernels (see :func:`numba_cache_dir`);
     sets :data:`CACHE_NOTE` when it is the temporary fallback or nothing."""
     global CACHE_NOTE
     wanted = _os.environ.get("NUMBA_CACHE_DIR", "").strip()
-    if not wanted:
+    if wanted:
+        wanted = _os.path.join(wanted, "fastnet-" + source_tag())
+    else:
         root = _os.environ.get("FASTNET_CACHE", "").strip()
         if not root:
             try:
@@ -82,11 +102,14 @@ def _choose_cache_dir() -> str | None:
             except ImportError:  # pragma: no cover - a dependency of fastnet
                 platformdirs = None
             root = platformdirs.user_cache_dir("fastnet") if platformdirs else ""
-        wanted = _os.path.join(_os.path.expanduser(root), "numba") if root else ""
+        wanted = _os.path.join(_os.path.expanduser(root), "numba", source_tag()) if root else ""
     why = _writable_dir(wanted) if wanted else "no user cache folder"
     if why is None:
         return wanted
     fallback = _private_temp_dir()
+    fallback = fallback and _os.path.join(fallback, source_tag())
+    if fallback is not None and _writable_dir(fallback) is not None:
+        fallback = None
     if fallback is not None:
         CACHE_NOTE = (f"cannot write Numba's cache folder {wanted} ({why}); caching fastnet's compiled "
                       f"kernels in {fallback} instead")
@@ -97,10 +120,11 @@ def _choose_cache_dir() -> str | None:
 
 
 def numba_cache_dir() -> str | None:
-    """Where Numba keeps fastnet's compiled kernels: ``$NUMBA_CACHE_DIR`` when the user set
-    it, else ``<user cache>/fastnet/numba`` (``$FASTNET_CACHE/numba`` when that is set);
-    when that folder cannot be written, ``<temp>/fastnet-numba-<uid>`` (said once, see
-    :data:`CACHE_NOTE`). Decided once, when ``fastnet.kernels`` is imported: Numba fixes
+    """Where Numba keeps fastnet's compiled kernels: ``$NUMBA_CACHE_DIR/fastnet-<tag>`` when
+    the user set it, else ``<user cache>/fastnet/numba/<tag>`` (``$FASTNET_CACHE/numba/<tag>``
+    when that is set); when that folder cannot be written, ``<temp>/fastnet-numba-<uid>/<tag>``
+    (said once, see :data:`CACHE_NOTE`). ``<tag>`` is :func:`source_tag`: one folder per
+    version of the kernel sources. Decided once, when ``fastnet.kernels`` is imported: Numba fixes
     each kernel's cache folder when its module loads.
 
     Never inside the installed package: cache files left in ``site-packages/fastnet/kernels``

@@ -71,7 +71,7 @@ def test_an_unreadable_cache_is_moved_aside_and_recompiled_with_one_line(tmp_pat
     src = glob.glob(os.path.join(kernels.numba_cache_dir(), "kernels_*"))
     src = [d for d in src if os.path.isdir(d) and not d.endswith(".unreadable")]
     assert len(src) == 1, src
-    root = tmp_path / "xdg" / "fastnet" / "numba"
+    root = tmp_path / "xdg" / "fastnet" / "numba" / kernels.source_tag()
     folder = root / os.path.basename(src[0])
     shutil.copytree(src[0], folder)
     damaged = 0
@@ -114,7 +114,7 @@ def test_an_unwritable_cache_falls_back_to_a_private_temp_folder_never_the_packa
     said = r.stdout.splitlines()
     assert len(said) == 1 and "cannot write Numba's cache folder" in said[0], r.stdout
     assert str(blocker / "cache") in said[0] and "fastnet-numba-" in said[0]
-    fallback = glob.glob(str(temp / "fastnet-numba-*" / "kernels_*" / "split_cpu.*.nbi"))
+    fallback = glob.glob(str(temp / "fastnet-numba-*" / "src-*" / "kernels_*" / "split_cpu.*.nbi"))
     assert fallback, "the kernels are cached in the private temporary folder"
 
 
@@ -214,7 +214,7 @@ def test_one_background_compiler_per_unit(own_cache):
 @pytest.mark.parametrize("setting", ["NUMBA_DISABLE_JIT=1", "NUMBA_NUM_THREADS=0"])
 def test_train_runs_the_xp_kernels_when_numba_is_off_and_says_so_once(tmp_path, setting):
     # a warm cache as an earlier run leaves it: auto would take the compiled engine
-    root = tmp_path / "xdg" / "fastnet" / "numba"
+    root = tmp_path / "xdg" / "fastnet" / "numba" / kernels.source_tag()
     (root / "fastnet-ready").mkdir(parents=True)
     (root / "kernels_x.nbi").write_bytes(b"index")
     for unit, depth in (("compiled", 2), ("kernels", 0)):
