@@ -10,7 +10,7 @@ Adding an activation: a row here and a branch in ``kernels/_math.py`` (plus its 
 
 >>> from fastnet import activations
 >>> sorted(activations.HIDDEN)
-['identity', 'relu', 'sigmoid', 'tanh']
+['identity', 'leaky_relu', 'relu', 'sigmoid', 'tanh']
 >>> activations.output_for("cross_entropy").name, activations.output_for("mse").name
 ('softmax', 'identity')
 """
@@ -56,6 +56,8 @@ HIDDEN: dict[str, Activation] = {a.name: a for a in (
     Activation("tanh", _math.TANH, lambda z, xp: xp.tanh(z), lambda a, xp: 1 - a * a, "glorot"),
     Activation("relu", _math.RELU, _relu, lambda a, xp: xp.astype(a > 0, a.dtype), "he"),
     Activation("identity", _math.IDENTITY, lambda z, xp: z, lambda a, xp: xp.ones_like(a), "glorot"),
+    Activation("leaky_relu", _math.LEAKY_RELU, lambda z, xp: xp.where(z < 0, z * _math.LEAKY_SLOPE, z),
+               lambda a, xp: xp.where(a > 0, xp.ones_like(a), xp.full_like(a, _math.LEAKY_SLOPE)), "he"),
 )}
 
 #: The output layer each cost implies: sigmoid (quadratic, Nielsen's), softmax

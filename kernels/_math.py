@@ -99,9 +99,12 @@ SIGMOID = 0
 TANH = 1
 RELU = 2
 IDENTITY = 3
+LEAKY_RELU = 4
 SOFTMAX = -1
 #: Every hidden-layer activation code the kernels know.
-HIDDEN_CODES = (SIGMOID, TANH, RELU, IDENTITY)
+HIDDEN_CODES = (SIGMOID, TANH, RELU, IDENTITY, LEAKY_RELU)
+#: leaky_relu's slope for z < 0 (PyTorch's and Keras's default).
+LEAKY_SLOPE = 0.01
 
 #: Optimizer codes (fastnet/optim.py).
 OPT_SGD = 0
@@ -123,6 +126,8 @@ def act(z, code, one):
         return math.tanh(z)
     if code == RELU:
         return zero if z < zero else z          # NaN stays NaN
+    if code == LEAKY_RELU:
+        return z * (one * LEAKY_SLOPE) if z < zero else z
     return z                                    # IDENTITY
 
 
@@ -137,6 +142,8 @@ def act_grad(g, a, code, one):
         return g * (one - a * a)
     if code == RELU:
         return g * (one if a > zero else zero)
+    if code == LEAKY_RELU:                      # a > 0 exactly where z > 0
+        return g * (one if a > zero else one * LEAKY_SLOPE)
     return g                                    # IDENTITY
 
 
