@@ -29,7 +29,7 @@ import math
 
 from fastnet.kernels import _math
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "OPTIMIZERS", "get", "State"]
+__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "RMSprop", "OPTIMIZERS", "get", "State"]
 
 
 def _real(owner: str, name: str, value, lo: float, lo_ok: bool, hi: float | None = None) -> float:
@@ -158,14 +158,40 @@ class Adam(Optimizer):
         return P - (lr / f0) * (S1 / denom), S1, S2
 
 
+class RMSprop(Optimizer):
+    """RMSprop, ``v = alpha v + (1 - alpha) g^2; p -= eta * g / (sqrt(v) + eps)``
+    (``torch.optim.RMSprop`` without momentum or centering).
+
+    >>> RMSprop()
+    RMSprop(alpha=0.99, eps=1e-08)
+    """
+    name = "rmsprop"
+    code = _math.OPT_RMSPROP
+
+    def __init__(self, alpha: float = 0.99, eps: float = 1e-8):
+        self.alpha = _real("RMSprop", "alpha", alpha, 0.0, True, 1.0)
+        self.eps = _real("RMSprop", "eps", eps, 0.0, False)
+
+    def hyper(self):
+        return (self.alpha, self.eps, 0.0)
+
+    def config(self):
+        return {"name": self.name, "alpha": self.alpha, "eps": self.eps}
+
+    def xp_step(self, P, g, S1, S2, lr, f0, f1, xp):
+        S2 = S2 * self.alpha + (1 - self.alpha) * (g * g)
+        return P - lr * (g / (xp.sqrt(S2) + self.eps)), S1, S2
+
+
 #: The names ``fit(optimizer=...)`` takes, each with its default instance.
 OPTIMIZERS = {
     "sgd": SGD,
     "momentum": Momentum,
     "nesterov": lambda: Momentum(0.9, nesterov=True),
     "adam": Adam,
+    "rmsprop": RMSprop,
 }
-_CLASSES = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
+_CLASSES = {"sgd": SGD, "momentum": Momentum, "adam": Adam, "rmsprop": RMSprop}
 
 
 def get(spec) -> Optimizer:

@@ -111,8 +111,9 @@ OPT_SGD = 0
 OPT_MOMENTUM = 1
 OPT_NESTEROV = 2
 OPT_ADAM = 3
+OPT_RMSPROP = 4
 #: Every optimizer code the kernels know.
-OPT_CODES = (OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM)
+OPT_CODES = (OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM, OPT_RMSPROP)
 
 
 @njit
@@ -176,4 +177,7 @@ def opt_step(p, g, s1, s2, code, lr, h0, h1, h2, f0, f1):
         s2 = s2 * h1 + (one - h1) * (g * g)
         denom = math.sqrt(s2) / f1 + h2
         return p - (lr / f0) * (s1 / denom), s1, s2
+    if code == OPT_RMSPROP:                             # h0: alpha, h1: eps
+        s2 = s2 * h0 + (one - h0) * (g * g)
+        return p - lr * (g / (math.sqrt(s2) + h1)), s1, s2
     return p - lr * g, s1, s2                           # OPT_SGD
