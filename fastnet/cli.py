@@ -298,18 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="PATH",
                    help="draw samples/s against batch size per path and peer here (PNG; needs fastnet[plot])")
 
-    sw = sub.add_parser("sweep", help="train a grid of sizes, etas, lmbdas, seeds, activations, optimizers as network stacks",
+    sw = sub.add_parser("sweep", help="train a grid of sizes, etas, lmbdas, seeds, activations, optimizers as "
+                                      "network stacks",
                         description="Train every combination of the values given (sizes x batch sizes x costs x "
                                     "activations x optimizers x etas x lmbdas x seeds) and print one row per "
-                                    "configuration: final and best test accuracy, seconds, status. "
-                                    "Configurations that differ only in eta, lmbda and seed train together as "
-                                    "one NetworkStack (at most --max-stack networks; one stack has one shape, "
-                                    "activation and optimizer); stacks run one after the other (--engine local) or as Ray tasks "
-                                    "(--engine ray, on this machine's cores or the cluster at --address; needs "
-                                    "fastnet[ray]). A failed stack marks its rows 'failed' with the error and the "
-                                    "others still run. Exit code 0 when every configuration ran, 1 when some "
-                                    "failed, 2 for bad input (before any training). A progress bar on a "
-                                    "terminal.")
+                                    "configuration: final and best test accuracy, seconds, status. Configurations "
+                                    "that differ only in eta, lmbda and seed train together as one NetworkStack (at "
+                                    "most --max-stack networks; one stack has one shape, activation and optimizer); "
+                                    "stacks run one after the other (--engine local) or as Ray tasks (--engine ray, "
+                                    "on this machine's cores or the cluster at --address; needs fastnet[ray]). A "
+                                    "failed stack marks its rows 'failed' with the error and the others still run. "
+                                    "Exit code 0 when every configuration ran, 1 when some failed, 2 for bad input "
+                                    "(before any training). A progress bar on a terminal.")
     sw.add_argument("--sizes", type=_sizes, nargs="+", default=[[784, 30, 10]], metavar="SIZES",
                     help="one or more network shapes (default 784,30,10)")
     sw.add_argument("--eta", type=_positive(float), nargs="+", default=[3.0], metavar="ETA",

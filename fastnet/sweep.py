@@ -4,10 +4,11 @@ A sweep is a list of :class:`Config` (one network each: sizes, eta, lmbda, seed,
 cost, hidden activation, optimizer, epochs), usually the grid :func:`expand_grid` makes.
 Configurations that differ only in eta, lmbda and seed share one stack (:func:`group_stacks`),
 so K of them train in one pass (one NetworkStack has one activation and one optimizer, so
-those are part of what a stack shares, like the shape); :func:`run_stack` trains one stack, :func:`run_sweep` all of them, one after the
-other (``engine="local"``) or as Ray tasks (``engine="ray"``: the cores of this machine,
-or a cluster's). Every configuration gets one result row, in grid order; a stack that
-fails marks its rows ``"failed"`` with the error and the others still run.
+those are part of what a stack shares, like the shape); :func:`run_stack` trains one stack,
+:func:`run_sweep` all of them, one after the other (``engine="local"``) or as Ray tasks
+(``engine="ray"``: the cores of this machine, or a cluster's). Every configuration gets one
+result row, in grid order; a stack that fails marks its rows ``"failed"`` with the error and
+the others still run.
 ``fastnet sweep`` is the command line for it.
 
 >>> from fastnet import sweep

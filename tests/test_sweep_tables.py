@@ -94,7 +94,8 @@ def test_per_layer_activations():
     ({"optimizers": []}, ValueError, "optimizers (--optimizer) is empty"),
     ({"activations": [ACTS[1], ACTS[1].upper()]}, ValueError, f"lists {ACTS[1]} twice"),
     ({"optimizers": [OPTS[1], OPTS[1]]}, ValueError, f"lists {OPTS[1]} twice"),
-    ({"activations": [f"{ACTS[1]},{ACTS[1]}"]}, ValueError, "names 2 hidden layers, but sizes (--sizes) 784,8,10 has 1"),
+    ({"activations": [f"{ACTS[1]},{ACTS[1]}"]}, ValueError,
+     "names 2 hidden layers, but sizes (--sizes) 784,8,10 has 1"),
     ({"sizes": [[784, 8, 8, 10]], "activations": [ACTS[1], f"{ACTS[1]},{ACTS[1]}"]}, ValueError,
      "the same layers for 784,8,8,10"),
 ])
