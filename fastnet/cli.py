@@ -298,17 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="PATH",
                    help="draw samples/s against batch size per path and peer here (PNG; needs fastnet[plot])")
 
-    sw = sub.add_parser("sweep", help="train a grid of sizes, etas, lmbdas and seeds as network stacks; one table",
+    sw = sub.add_parser("sweep", help="train a grid of sizes, etas, lmbdas, seeds, activations, optimizers as "
+                                      "network stacks",
                         description="Train every combination of the values given (sizes x batch sizes x costs x "
-                                    "etas x lmbdas x seeds) and print one row per configuration: final and best "
-                                    "test accuracy, seconds, status. Configurations that differ only in eta, "
-                                    "lmbda and seed train together as one NetworkStack (at most --max-stack "
-                                    "networks); stacks run one after the other (--engine local) or as Ray tasks "
-                                    "(--engine ray, on this machine's cores or the cluster at --address; needs "
-                                    "fastnet[ray]). A failed stack marks its rows 'failed' with the error and the "
-                                    "others still run. Exit code 0 when every configuration ran, 1 when some "
-                                    "failed, 2 for bad input (before any training). A progress bar on a "
-                                    "terminal.")
+                                    "activations x optimizers x etas x lmbdas x seeds) and print one row per "
+                                    "configuration: final and best test accuracy, seconds, status. Configurations "
+                                    "that differ only in eta, lmbda and seed train together as one NetworkStack (at "
+                                    "most --max-stack networks; one stack has one shape, activation and optimizer); "
+                                    "stacks run one after the other (--engine local) or as Ray tasks (--engine ray, "
+                                    "on this machine's cores or the cluster at --address; needs fastnet[ray]). A "
+                                    "failed stack marks its rows 'failed' with the error and the others still run. "
+                                    "Exit code 0 when every configuration ran, 1 when some failed, 2 for bad input "
+                                    "(before any training). A progress bar on a terminal.")
     sw.add_argument("--sizes", type=_sizes, nargs="+", default=[[784, 30, 10]], metavar="SIZES",
                     help="one or more network shapes (default 784,30,10)")
     sw.add_argument("--eta", type=_positive(float), nargs="+", default=[3.0], metavar="ETA",
@@ -321,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="minibatch sizes (default 10)")
     sw.add_argument("--cost", nargs="+", default=["quadratic"], metavar="COST",
                     help="the cost (default quadratic)")
+    sw.add_argument("--activation", type=_activation, nargs="+", default=["sigmoid"], metavar="ACT",
+                    help="hidden-layer activations: " + " | ".join(_activations()) + "; each one may be a "
+                         "comma-separated list, one per hidden layer (default sigmoid)")
+    sw.add_argument("--optimizer", type=_lower(), choices=_optimizers(), nargs="+", default=["sgd"], metavar="OPT",
+                    help="optimizers: " + " | ".join(_optimizers()) + "; --eta is each one's learning rate "
+                         "(default sgd)")
     sw.add_argument("--epochs", type=_positive(int), default=30, help="for every configuration (default 30)")
     sw.add_argument("--data", default="auto", help="as for train (default auto)")
     sw.add_argument("--limit", type=_top_n("--limit"), metavar="N",
@@ -815,7 +822,7 @@ def cmd_sweep(a) -> int:
     _check_json_plot(a)
     configs = sweep.expand_grid(sizes=a.sizes, etas=a.eta, lmbdas=a.lmbda,
                                 seeds=sweep.parse_int_ranges(a.seeds), batch_sizes=a.batch_size,
-                                costs=a.cost, epochs=a.epochs)
+                                costs=a.cost, activations=a.activation, optimizers=a.optimizer, epochs=a.epochs)
     engine, max_k, dtype, order = sweep._check_options(a.engine, a.address, a.max_stack, a.device, a.dtype,
                                                        a.order)
     sweep._check_order_seed(a.order_seed)

@@ -1,12 +1,14 @@
 """Hyperparameter sweeps: a grid of configurations trained as :class:`fastnet.NetworkStack` s.
 
 A sweep is a list of :class:`Config` (one network each: sizes, eta, lmbda, seed, batch size,
-cost, epochs), usually the grid :func:`expand_grid` makes. Configurations that differ only
-in eta, lmbda and seed share one stack (:func:`group_stacks`), so K of them train in one
-pass; :func:`run_stack` trains one stack, :func:`run_sweep` all of them, one after the
-other (``engine="local"``) or as Ray tasks (``engine="ray"``: the cores of this machine,
-or a cluster's). Every configuration gets one result row, in grid order; a stack that
-fails marks its rows ``"failed"`` with the error and the others still run.
+cost, hidden activation, optimizer, epochs), usually the grid :func:`expand_grid` makes.
+Configurations that differ only in eta, lmbda and seed share one stack (:func:`group_stacks`),
+so K of them train in one pass (one NetworkStack has one activation and one optimizer, so
+those are part of what a stack shares, like the shape); :func:`run_stack` trains one stack,
+:func:`run_sweep` all of them, one after the other (``engine="local"``) or as Ray tasks
+(``engine="ray"``: the cores of this machine, or a cluster's). Every configuration gets one
+result row, in grid order; a stack that fails marks its rows ``"failed"`` with the error and
+the others still run.
 ``fastnet sweep`` is the command line for it.
 
 >>> from fastnet import sweep
@@ -43,7 +45,8 @@ from dataclasses import dataclass, field
 
 from fastnet import _validate as V
 
-__all__ = ["ENGINES", "FAIL_ENV", "GRID_PARAMETERS", "MAX_CONFIGS", "PLOT_SIZE", "RAY_CONNECT_TIMEOUT", "Config",
+__all__ = ["ENGINES", "FAIL_ENV", "GRID_PARAMETERS", "MAX_CONFIGS", "PLOT_SIZE", "RAY_CONNECT_TIMEOUT", "ROW_DEFAULTS",
+           "STACK_KEY", "Config",
            "SweepInterrupted", "SweepResult", "default_max_k", "expand_grid", "format_table", "group_stacks",
            "parse_int_ranges", "plot_sweep", "require_ray", "run_stack", "run_sweep", "save_json"]
 
@@ -53,10 +56,11 @@ ENGINES = ("local", "ray")
 FAIL_ENV = "FASTNET_SWEEP_FAIL"
 #: The parameters of :func:`expand_grid`, and their defaults (Nielsen's recipe).
 GRID_PARAMETERS = {"sizes": [[784, 30, 10]], "etas": [3.0], "lmbdas": [0.0], "seeds": [0], "batch_sizes": [10],
-                   "costs": ["quadratic"], "epochs": 30}
+                   "costs": ["quadratic"], "activations": ["sigmoid"], "optimizers": ["sgd"], "epochs": 30}
 #: The command line flag of each grid parameter, for error messages.
 _FLAGS = {"sizes": "--sizes", "etas": "--eta", "lmbdas": "--lmbda", "seeds": "--seeds",
-          "batch_sizes": "--batch-size", "costs": "--cost", "epochs": "--epochs", "max_k": "--max-stack",
+          "batch_sizes": "--batch-size", "costs": "--cost", "activations": "--activation",
+          "optimizers": "--optimizer", "epochs": "--epochs", "max_k": "--max-stack",
           "address": "--address", "order_seed": "--order-seed"}
 #: Pixel width per panel and height of :func:`plot_sweep`'s picture.
 PLOT_SIZE = (450, 450)
@@ -76,8 +80,15 @@ class Config:
     >>> c = Config((784, 30, 10), eta=0.5, lmbda=0.0, seed=3, batch_size=10, cost="quadratic", epochs=30)
     >>> c.label()
     '784-30-10 eta=0.5 lmbda=0 seed=3 batch=10 quadratic epochs=30'
-    >>> c.as_dict()["sizes"]
-    [784, 30, 10]
+    >>> c.as_dict()["sizes"], c.as_dict()["activation"], c.as_dict()["optimizer"]
+    ([784, 30, 10], 'sigmoid', 'sgd')
+    >>> Config((784, 30, 10), 0.01, 0.0, 3, 10, "cross_entropy", 30, "relu", "adam").label()
+    '784-30-10 eta=0.01 lmbda=0 seed=3 batch=10 cross_entropy relu adam epochs=30'
+
+    ``activation``: the hidden layers' activation, a name of :data:`fastnet.activations.HIDDEN`,
+    or one name per hidden layer joined by commas (``"relu,tanh"``); ``optimizer``: a name of
+    :data:`fastnet.optim.OPTIMIZERS`. The label names them only when they are not the
+    defaults (sigmoid, sgd), so the labels of sigmoid/SGD sweeps read as before.
     """
 
     sizes: tuple
@@ -87,21 +98,38 @@ class Config:
     batch_size: int
     cost: str
     epochs: int
+    activation: str = "sigmoid"
+    optimizer: str = "sgd"
 
     def label(self) -> str:
         """Short text naming the configuration (what ``FASTNET_SWEEP_FAIL`` is matched against)."""
+        extra = "".join(f" {v}" for v, default in ((self.activation, "sigmoid"), (self.optimizer, "sgd"))
+                        if v != default)
         return (f"{'-'.join(map(str, self.sizes))} eta={self.eta:g} lmbda={self.lmbda:g} seed={self.seed} "
-                f"batch={self.batch_size} {self.cost} epochs={self.epochs}")
+                f"batch={self.batch_size} {self.cost}{extra} epochs={self.epochs}")
 
     def as_dict(self) -> dict:
         """The fields as a JSON-ready dict (``sizes`` a list)."""
         return {"sizes": list(self.sizes), "eta": self.eta, "lmbda": self.lmbda, "seed": self.seed,
-                "batch_size": self.batch_size, "cost": self.cost, "epochs": self.epochs}
+                "batch_size": self.batch_size, "cost": self.cost, "activation": self.activation,
+                "optimizer": self.optimizer, "epochs": self.epochs}
+
+    @property
+    def hidden_activation(self):
+        """``activation`` as :class:`fastnet.NetworkStack` takes it: one name, or a list of
+        one name per hidden layer."""
+        names = self.activation.split(",")
+        return names[0] if len(names) == 1 else names
 
     @property
     def stack_key(self) -> tuple:
-        """What configurations sharing one NetworkStack must have in common."""
-        return (self.sizes, self.batch_size, self.cost, self.epochs)
+        """What configurations sharing one NetworkStack must have in common (see :data:`STACK_KEY`)."""
+        return tuple(getattr(self, name) for name in STACK_KEY)
+
+
+#: The fields configurations sharing one NetworkStack must agree on: its shape and its
+#: recipe (one stack has one batch size, cost, activation, optimizer and epoch count).
+STACK_KEY = ("sizes", "batch_size", "cost", "activation", "optimizer", "epochs")
 
 
 # --- the grid ---------------------------------------------------------------------------------
@@ -176,6 +204,15 @@ def _check_value(param: str, v):
             return V.check_choice("cost", v, V.COSTS)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{where}: {exc}") from None
+    if param == "activations":
+        return _check_activation(v)
+    if param == "optimizers":
+        from fastnet import optim
+
+        try:
+            return V.check_choice("optimizer", v, tuple(sorted(optim.OPTIMIZERS)))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
     if param in ("etas", "lmbdas"):
         what = "learning rates > 0" if param == "etas" else "L2 strengths >= 0"
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
@@ -198,8 +235,51 @@ def _check_value(param: str, v):
     return int(v)
 
 
+def _check_activation(v) -> str:
+    """One value of the activation axis: a name of :data:`fastnet.activations.HIDDEN`, or one
+    per hidden layer (a list, or names joined by commas); returned as one string, names
+    lower-cased and joined by commas (``"relu,tanh"``)."""
+    from fastnet import activations
+
+    where = _name("activations")
+    choices = tuple(sorted(activations.HIDDEN))
+    if isinstance(v, str):
+        names = v.split(",")
+    elif isinstance(v, (list, tuple)) and v and all(isinstance(n, str) for n in v):
+        names = list(v)
+    else:
+        raise TypeError(f"{where}: activation must be one of {choices}, or a list with one per hidden layer. "
+                        f"Actual: {v!r} ({type(v).__name__})")
+    try:
+        return ",".join(V.check_choice("activation", n, choices) for n in names)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+
+
+def _check_depths(sizes, acts) -> None:
+    """Every activation value must fit every network shape (a per-layer list names one
+    activation per hidden layer), and no two values may give one shape the same layers
+    (``relu`` and ``relu,relu`` on two hidden layers would train one configuration twice)."""
+    for s in sizes:
+        n_hidden = len(s) - 2
+        seen = {}
+        for a in acts:
+            names = a.split(",")
+            if len(names) > 1 and len(names) != n_hidden:
+                raise ValueError(f"{_name('activations')} {a!r} names {len(names)} hidden layers, but "
+                                 f"{_name('sizes')} {','.join(map(str, s))} has {n_hidden}. Fix: one name for "
+                                 f"every hidden layer, or one per hidden layer of every shape (run shapes of "
+                                 f"other depths as another sweep)")
+            layers = tuple(names * n_hidden if len(names) == 1 else names)
+            if layers in seen:
+                raise ValueError(f"{_name('activations')} lists {seen[layers]!r} and {a!r}, the same layers for "
+                                 f"{','.join(map(str, s))}: that configuration would be trained twice. Fix: give "
+                                 f"each activation once")
+            seen[layers] = a
+
+
 def expand_grid(grid=None, /, *, sizes=None, etas=None, lmbdas=None, seeds=None, batch_sizes=None, costs=None,
-                epochs=None) -> list[Config]:
+                activations=None, optimizers=None, epochs=None) -> list[Config]:
     """Every combination of the values given: a list of :class:`Config`, in grid order.
 
     Parameters (each a list of values, or one value; left out: the default)
@@ -210,12 +290,17 @@ def expand_grid(grid=None, /, *, sizes=None, etas=None, lmbdas=None, seeds=None,
     seeds : ints >= 0, the initial parameters (default ``[0]``)
     batch_sizes : minibatch sizes >= 1 (default ``[10]``)
     costs : ``"quadratic"`` / ``"cross_entropy"`` (default ``["quadratic"]``)
+    activations : the hidden layers' activation, names of :data:`fastnet.activations.HIDDEN`
+        (default ``["sigmoid"]``); a value may give one name per hidden layer, as a list or
+        joined by commas (``"relu,tanh"``), and must then match every shape's depth
+    optimizers : names of :data:`fastnet.optim.OPTIMIZERS` (default ``["sgd"]``); eta is
+        each one's learning rate
     epochs : int >= 1, one value for the whole grid (default 30)
     grid : dict, optional
         The same parameters as a dict (``{"etas": [0.5, 3.0], ...}``); unknown names are refused.
 
-    Grid order: sizes outermost, then batch size, cost, eta, lmbda, and seeds innermost, so
-    configurations that can share a stack are neighbours. Every value is checked before
+    Grid order: sizes outermost, then batch size, cost, activation, optimizer, eta, lmbda,
+    and seeds innermost, so configurations that can share a stack are neighbours. Every value is checked before
     anything runs: an empty list, an unknown parameter, a bad value (a seed must be below
     2**63), a value given twice (which would train one configuration twice) or a grid of
     more than :data:`MAX_CONFIGS` configurations is a one-line ``ValueError`` (``TypeError``
@@ -236,7 +321,8 @@ def expand_grid(grid=None, /, *, sizes=None, etas=None, lmbdas=None, seeds=None,
     ValueError: seeds (--seeds) lists 1 twice: that configuration would be trained twice. Fix: give each value once
     """
     given = {k: v for k, v in dict(sizes=sizes, etas=etas, lmbdas=lmbdas, seeds=seeds, batch_sizes=batch_sizes,
-                                   costs=costs, epochs=epochs).items() if v is not None}
+                                   costs=costs, activations=activations, optimizers=optimizers,
+                                   epochs=epochs).items() if v is not None}
     if grid is not None:
         if not isinstance(grid, dict):
             raise TypeError(f"grid must be a dict of parameter -> values. Actual: {type(grid).__name__}")
@@ -274,8 +360,10 @@ def expand_grid(grid=None, /, *, sizes=None, etas=None, lmbdas=None, seeds=None,
                                  f"twice. Fix: give each value once")
             seen.add(v)
         checked[param] = values
-    return [Config(s, e, lm, seed, b, c, n_epochs)
+    _check_depths(checked["sizes"], checked["activations"])
+    return [Config(s, e, lm, seed, b, c, n_epochs, act, opt)
             for s in checked["sizes"] for b in checked["batch_sizes"] for c in checked["costs"]
+            for act in checked["activations"] for opt in checked["optimizers"]
             for e in checked["etas"] for lm in checked["lmbdas"] for seed in checked["seeds"]]
 
 
@@ -303,6 +391,17 @@ def _check_configs(configs) -> list[Config]:
         if not isinstance(c, Config):
             raise TypeError(f"configs[{i}] must be a fastnet.sweep.Config (see expand_grid). "
                             f"Actual: {type(c).__name__}")
+    for i, c in enumerate(configs):  # made by hand, a Config's activation and optimizer are checked here
+        try:
+            for param, v in (("activations", c.activation), ("optimizers", c.optimizer)):
+                if not isinstance(v, str):
+                    raise TypeError(f"{_name(param)} must be a str in a Config (expand_grid makes one from a "
+                                    f"list). Actual: {v!r} ({type(v).__name__})")
+                if _check_value(param, v) != v:
+                    raise ValueError(f"{_name(param)}: write {v!r} as {_check_value(param, v)!r}")
+            _check_depths([c.sizes], [c.activation])
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"configs[{i}] ({c.label()}): {exc}") from None
     seen = {}
     for i, c in enumerate(configs):
         if c in seen:
@@ -313,13 +412,13 @@ def _check_configs(configs) -> list[Config]:
 
 
 def _check_stack(configs) -> list[Config]:
-    """The configurations of one stack: they must agree on sizes, batch size, cost and epochs."""
+    """The configurations of one stack: they must agree on :data:`STACK_KEY` (sizes, batch size,
+    cost, activation, optimizer and epochs)."""
     configs = _check_configs(configs)
     first = configs[0]
     for c in configs[1:]:
         if c.stack_key != first.stack_key:
-            fields = [n for n, a, b in zip(("sizes", "batch_size", "cost", "epochs"), first.stack_key, c.stack_key)
-                      if a != b]
+            fields = [n for n, a, b in zip(STACK_KEY, first.stack_key, c.stack_key) if a != b]
             raise ValueError(f"one NetworkStack trains networks of one shape and recipe, but this one mixes "
                              f"{' and '.join(fields)}: {first.label()!r} and {c.label()!r}. "
                              f"Fix: group the configurations with group_stacks()")
@@ -327,7 +426,8 @@ def _check_stack(configs) -> list[Config]:
 
 
 def group_stacks(configs, max_k) -> list[list[Config]]:
-    """Split configurations into stacks: same sizes, batch size, cost and epochs, at most ``max_k`` each.
+    """Split configurations into stacks: same sizes, batch size, cost, activation, optimizer and
+    epochs (:data:`STACK_KEY`), at most ``max_k`` each.
 
     Groups keep the order of their first configuration, and each group is cut into the
     fewest stacks of at most ``max_k``, as equal in size as possible (10 with ``max_k=8``:
@@ -456,9 +556,10 @@ def run_stack(configs, data, device="auto", dtype="float32", *, order="shared", 
 
     Parameters
     ----------
-    configs : list of :class:`Config` agreeing on sizes, batch size, cost and epochs
-        (ValueError otherwise); they become ``NetworkStack(sizes, seeds=..., etas=...,
-        lmbdas=...)``, fitted with the test split as validation data.
+    configs : list of :class:`Config` agreeing on :data:`STACK_KEY` (sizes, batch size, cost,
+        activation, optimizer, epochs; ValueError otherwise); they become
+        ``NetworkStack(sizes, seeds=..., etas=..., lmbdas=..., activation=...)``, fitted with
+        their optimizer and the test split as validation data.
     data : ``(X_train, y_train, X_test, y_test)`` host arrays
     device, dtype : as for :class:`fastnet.NetworkStack`
     order : ``"shared"`` (one minibatch order for all nets, the one ``order_seed`` draws:
@@ -494,10 +595,10 @@ def run_stack(configs, data, device="auto", dtype="float32", *, order="shared", 
     t0 = time.perf_counter()
     stack = fastnet.NetworkStack(list(c0.sizes), len(configs), seeds=[c.seed for c in configs],
                                  etas=[c.eta for c in configs], lmbdas=[c.lmbda for c in configs], cost=c0.cost,
-                                 dtype=dtype, device=device, order=order,
+                                 activation=c0.hidden_activation, dtype=dtype, device=device, order=order,
                                  order_seed=order_seed if order == "shared" else None)
-    histories = stack.fit(Xtr, ytr, epochs=c0.epochs, batch_size=c0.batch_size, validation_data=(Xte, yte),
-                          verbose=0)
+    histories = stack.fit(Xtr, ytr, epochs=c0.epochs, batch_size=c0.batch_size, optimizer=c0.optimizer,
+                          validation_data=(Xte, yte), verbose=0)
     stack_seconds = time.perf_counter() - t0
     return [_result_row(c, h, stack_seconds, len(configs)) for c, h in zip(configs, histories)]
 
@@ -852,9 +953,10 @@ def _rows(result) -> list:
 def format_table(result) -> str:
     """The table ``fastnet sweep`` prints: one line per configuration, in grid order.
 
-    ``result``: a :class:`SweepResult`, its ``to_dict()`` or a list of rows. A cost column
-    appears when the rows have more than one cost; a failed row shows its error, a row
-    that never ran (Ctrl-C) ``not run``.
+    ``result``: a :class:`SweepResult`, its ``to_dict()`` or a list of rows. A cost, an
+    activation and an optimizer column each appear when the rows have more than one value
+    of it (a row without ``activation``/``optimizer``, from before they were swept, means
+    sigmoid/sgd); a failed row shows its error, a row that never ran (Ctrl-C) ``not run``.
 
     >>> from fastnet.sweep import format_table
     >>> row = {"index": 0, "sizes": [784, 30, 10], "eta": 3.0, "lmbda": 0.0, "seed": 0, "batch_size": 10,
@@ -866,15 +968,19 @@ def format_table(result) -> str:
     784-30-10      3      0     0     10     0.9125  0.9140 (2)           0.50  ok
     """
     rows = sorted(_rows(result), key=lambda r: r.get("index", 0))
-    costs = len({r.get("cost") for r in rows}) > 1
+    # the columns shown only when they vary: (title, row key, width)
+    varying = [(title, key, max([w] + [len(str(_field(r, key))) for r in rows]))
+               for title, key, w in (("cost", "cost", 13), ("activation", "activation", 10),
+                                     ("optimizer", "optimizer", 9))
+               if len({str(_field(r, key)) for r in rows}) > 1]
     sizes_w = max([5] + [len("-".join(map(str, r["sizes"]))) for r in rows])
     head = (f"{'sizes':{sizes_w}s} {'eta':>6s} {'lmbda':>6s} {'seed':>5s} {'batch':>6s} "
-            + (f"{'cost':13s} " if costs else "") + f"{'final acc':>10s}  {'best acc (epoch)':16s} "
+            + "".join(f"{title:{w}s} " for title, _, w in varying) + f"{'final acc':>10s}  {'best acc (epoch)':16s} "
             f"{'seconds':>8s}  status")
     lines = [head, "-" * len(head)]
     for r in rows:
         start = (f"{'-'.join(map(str, r['sizes'])):{sizes_w}s} {r['eta']:6g} {r['lmbda']:6g} {r['seed']:5d} "
-                 f"{r['batch_size']:6d} " + (f"{r['cost']:13s} " if costs else ""))
+                 f"{r['batch_size']:6d} " + "".join(f"{str(_field(r, key)):{w}s} " for _, key, w in varying))
         if r.get("status") != "ok":
             why = f"failed: {r.get('error')}" if r.get("status") == "failed" else str(r.get("status"))
             lines.append(start + f"{'-':>10s}  {'-':16s} {'-':>8s}  {why}")
@@ -884,6 +990,16 @@ def format_table(result) -> str:
         status = "ok, diverged" if r.get("diverged") else "ok"
         lines.append(start + f"{final:>10s}  {best:16s} {r['seconds']:8.2f}  {status}")
     return "\n".join(lines)
+
+
+#: What a row without the key means: rows written before activations and optimizers were
+#: swept trained sigmoid nets with SGD.
+ROW_DEFAULTS = {"activation": "sigmoid", "optimizer": "sgd"}
+
+
+def _field(row: dict, key: str):
+    """``row[key]``, or its :data:`ROW_DEFAULTS` value for a row written before the key existed."""
+    return row.get(key, ROW_DEFAULTS.get(key))
 
 
 def save_json(result, path, extra_config=None) -> None:
@@ -923,7 +1039,8 @@ def _clean(x):
 
 #: Parameters :func:`plot_sweep` can put on an x axis: (row key, axis label, log scale).
 _PLOT_PARAMS = (("sizes", "sizes", False), ("eta", "eta (learning rate)", True), ("lmbda", "lmbda (L2)", False),
-                ("batch_size", "batch size", True), ("cost", "cost", False), ("seed", "seed", False))
+                ("batch_size", "batch size", True), ("cost", "cost", False), ("activation", "activation", False),
+                ("optimizer", "optimizer", False), ("seed", "seed", False))
 
 
 def plot_sweep(result, path=None, *, size=None):
@@ -932,8 +1049,8 @@ def plot_sweep(result, path=None, *, size=None):
     Seeds are repeats, so they get a panel only when nothing else varies; each panel shows
     every configuration as a dot and the mean over the other parameters as a line.
     Parameters with numbers (eta, lmbda, batch size) are drawn on their own scale, a log
-    one for eta and batch size when they span a factor of 10 or more; sizes and costs as
-    categories. Failed configurations are left out. Needs ``fastnet[plot]``.
+    one for eta and batch size when they span a factor of 10 or more; sizes, costs,
+    activations and optimizers as categories. Failed configurations are left out. Needs ``fastnet[plot]``.
 
     Returns the matplotlib Figure; with ``path``, writes a PNG: 450 px high and 450 px
     wide per panel (or ``size`` = (width, height)).
@@ -955,7 +1072,7 @@ def plot_sweep(result, path=None, *, size=None):
         raise ValueError("no configuration finished with an accuracy: nothing to plot")
 
     def value(r, key):
-        return "-".join(map(str, r["sizes"])) if key == "sizes" else r[key]
+        return "-".join(map(str, r["sizes"])) if key == "sizes" else _field(r, key)
 
     varied = [p for p in _PLOT_PARAMS if p[0] != "seed" and len({value(r, p[0]) for r in rows}) > 1]
     if not varied:
