@@ -91,7 +91,14 @@ class Engine:
     name: what ``fit(engine=...)`` takes. unit: ``"epoch"`` (runs many steps per call,
     no Python per step) or ``"step"``. models: the classes it trains. backends: the
     array libraries it runs on (``"any"``: every backend). needs: the compiled units it
-    uses (keys of :data:`COMPILE_SECONDS`). doc: one line for ``fastnet info``."""
+    uses (keys of :data:`COMPILE_SECONDS`). doc: one line for ``fastnet info``.
+    why_not(request): None, or why it cannot (or would not pay to) serve a request.
+    make_trainer(model, Xd, yd, run, engine): the object the epoch loop drives
+    (``chunk``, ``steps``, ``sync``). step(net): a Network step engine's
+    ``one(X, y, ws, m, eta, decay)`` (None: the step path's ``Network._sgd_step``).
+    chunked: its steps run in row chunks (the workspace holds one chunk). checks_input:
+    it checks ``train_step``'s X for NaN/inf itself. flat_data: it reads X and y by flat
+    index (C-contiguous copies are made once per fit)."""
     name: str
     unit: str
     models: tuple
@@ -99,6 +106,15 @@ class Engine:
     needs: tuple
     doc: str
     why_not: Callable = field(repr=False, default=None)
+    make_trainer: Callable = field(repr=False, default=None)
+    step: Callable = field(repr=False, default=None)
+    chunked: bool = False
+    checks_input: bool = False
+    flat_data: bool = False
+
+    def trainer(self, model, Xd, yd, run):
+        """The trainer of this engine for ``model``'s fit (see ``make_trainer``)."""
+        return self.make_trainer(model, Xd, yd, run, self)
 
 
 @dataclass
@@ -273,21 +289,69 @@ def _no_fused(r):
     return None if cfg.fits else cfg.reason
 
 
+# --- trainers: what each row runs -------------------------------------------------------------
+
+def _compiled_trainer(model, Xd, yd, run, engine):
+    """The compiled epoch loop over the model seen as K stacked nets (a Network: K = 1)."""
+    from fastnet.training import CompiledTrainer
+
+    return CompiledTrainer(Xd=Xd, yd=yd, run=run, **model._stack_view(run))
+
+
+def _fused_trainer(model, Xd, yd, run, engine):
+    """The fused CUDA epoch over the model seen as K stacked nets."""
+    from fastnet.training import FusedTrainer
+
+    v = model._stack_view(run)
+    return FusedTrainer(v["Ws"], v["bs"], v["etas"], v["decays"], v["quadratic"], Xd, yd, run)
+
+
+def _step_trainer(model, Xd, yd, run, engine):
+    """One Python-level step at a time, as the model's step path computes it."""
+    return model._step_trainer(engine, Xd, yd, run)
+
+
+def _rows_step(net):
+    from fastnet.kernels.batch_cpu import large_step
+
+    quadratic = net.cost == "quadratic"
+    return lambda X, y, ws, m, eta, decay: large_step(X, y, net._W, net._b, eta, decay, quadratic)
+
+
+def _split_step(net):
+    from fastnet.kernels import split_cpu
+
+    def split(X, y, ws, m, eta, decay):
+        threads = split_cpu.split_threads(m)
+        if m < 2 or threads < 2:   # a one-row leftover batch: the plain step
+            return net._sgd_step(X, y, ws, m, eta, decay)
+        split_cpu.SplitStep(threads).run(
+            X, y, net._W, net._b, ws.rows(ws.a, m), ws.rows(ws.d, m), ws.gW, ws.gb, eta, decay,
+            quadratic=net.cost == "quadratic", softmax=net.cost == "cross_entropy")
+    return split
+
+
 ENGINES: tuple[Engine, ...] = (
     Engine("fused", "epoch", ("Network", "NetworkStack"), ("cupy",), ("fused",),
-           "whole epochs in one CUDA launch, one thread block per net (small nets)", _no_fused),
+           "whole epochs in one CUDA launch, one thread block per net (small nets)", _no_fused,
+           _fused_trainer),
     Engine("compiled", "epoch", ("Network", "NetworkStack"), ("numpy",), ("compiled",),
-           "whole epochs in one compiled CPU loop (FMA, SIMD), no Python per step", _no_compiled),
+           "whole epochs in one compiled CPU loop (FMA, SIMD), no Python per step", _no_compiled,
+           _compiled_trainer, flat_data=True),
     Engine("rows", "step", ("Network",), ("numpy",), ("rows",),
-           "large batches of narrow nets: FMA loops, the rows split over the cores", _no_rows),
+           "large batches of narrow nets: FMA loops, the rows split over the cores", _no_rows,
+           _step_trainer, step=_rows_step, checks_input=True),
     Engine("chunked", "step", ("Network",), ("numpy",), ("kernels",),
-           "huge host batches: BLAS steps on row chunks that stay in cache", _no_chunked),
+           "huge host batches: BLAS steps on row chunks that stay in cache", _no_chunked,
+           _step_trainer, chunked=True, checks_input=True),
     Engine("split", "step", ("Network",), ("numpy",), ("split",),
-           "wide layers: the rows split over threads, one-thread OpenBLAS each", _no_split),
+           "wide layers: the rows split over threads, one-thread OpenBLAS each", _no_split,
+           _step_trainer, step=_split_step),
     Engine("step", "step", ("Network", "NetworkStack"), ("any",), ("kernels",),
-           "one step at a time: BLAS/cuBLAS GEMMs and the Numba kernel twins", _no_step),
+           "one step at a time: BLAS/cuBLAS GEMMs and the Numba kernel twins", _no_step, _step_trainer),
     Engine("xp", "step", ("Network", "NetworkStack"), ("any",), (),
-           "one step at a time: GEMMs and the plain array-namespace kernels (no compile)", _no_step),
+           "one step at a time: GEMMs and the plain array-namespace kernels (no compile)", _no_step,
+           _step_trainer),
 )
 _BY_NAME = {e.name: e for e in ENGINES}
 

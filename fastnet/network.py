@@ -563,19 +563,18 @@ class Network(DeviceData, training.Trainable):
             return [xp.arange(n, dtype=xp.int64)]
         return [self.backend.asarray(self._shuffle_rng.permutation(n), dtype=xp.int64)]
 
-    def _trainer(self, engine, Xd, yd, run):
-        decay = 1.0 - run["eta"] * run["lmbda"] / run["n_train"]
-        if engine == "compiled":   # a stack of one
-            st = self._opt_state
-            return training.CompiledTrainer([W[None, ...] for W in self._W], [b[None, ...] for b in self._b],
-                                            [run["eta"]], [decay], self.cost == "quadratic", Xd, yd, run,
-                                            threads=1, codes=self._codes,
-                                            state=None if st is None else training.StackOfOne(st),
-                                            l2s=[run["lmbda"] / run["n_train"]])
-        if engine == "fused":
-            return training.FusedTrainer([W[None, ...] for W in self._W], [b[None, ...] for b in self._b],
-                                         [run["eta"]], [decay], self.cost == "quadratic", Xd, yd, run)
-        return training.StepTrainer(self, engine, Xd, yd, run, decay)
+    def _stack_view(self, run) -> dict:
+        """This network as a stack of one, for the epoch engines: ``(1, ...)`` views of its
+        parameters (and of its optimizer's state), its eta, decay and L2 as lists of one."""
+        st = self._opt_state
+        return {"Ws": [W[None, ...] for W in self._W], "bs": [b[None, ...] for b in self._b],
+                "etas": [run["eta"]], "decays": [1.0 - run["eta"] * run["lmbda"] / run["n_train"]],
+                "quadratic": self.cost == "quadratic", "threads": 1, "codes": self._codes,
+                "state": None if st is None else training.StackOfOne(st), "l2s": [run["lmbda"] / run["n_train"]]}
+
+    def _step_trainer(self, engine, Xd, yd, run):
+        """The step engines' trainer (``engine``: an :class:`fastnet.engines.Engine` row)."""
+        return training.StepTrainer(self, engine, Xd, yd, run, 1.0 - run["eta"] * run["lmbda"] / run["n_train"])
 
     def _end_epoch(self, epoch, seconds, Xd, yd, val, run, saved, history, on_divergence):
         """Score the epoch, record it; on a NaN/inf loss or weights with

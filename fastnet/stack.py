@@ -369,17 +369,20 @@ class NetworkStack(DeviceData, training.Trainable):
             return [xp.arange(n, dtype=xp.int64)] * len(rngs)
         return [self.backend.asarray(r.permutation(n), dtype=xp.int64) for r in rngs]
 
-    def _trainer(self, engine, Xd, yd, run):
+    def _decays(self, n):
+        return [1.0 - e * lm / n for e, lm in zip(self.etas, self.lmbdas)]
+
+    def _stack_view(self, run) -> dict:
+        """The stack as the epoch engines take it: its ``(K, ...)`` parameters, etas, decays,
+        L2 strengths, activation codes and optimizer state."""
         n = run["n_train"]
-        decays = [1.0 - e * lm / n for e, lm in zip(self.etas, self.lmbdas)]
-        if engine == "compiled":
-            return training.CompiledTrainer(self._W, self._b, self.etas, decays, self.cost == "quadratic",
-                                            Xd, yd, run, codes=self._codes, state=self._opt_state,
-                                            l2s=[lm / n for lm in self.lmbdas])
-        if engine == "fused":
-            return training.FusedTrainer(self._W, self._b, self.etas, decays, self.cost == "quadratic",
-                                         Xd, yd, run)
-        return _StackSteps(self, Xd, yd, run, decays)
+        return {"Ws": self._W, "bs": self._b, "etas": self.etas, "decays": self._decays(n),
+                "quadratic": self.cost == "quadratic", "threads": None, "codes": self._codes,
+                "state": self._opt_state, "l2s": [lm / n for lm in self.lmbdas]}
+
+    def _step_trainer(self, engine, Xd, yd, run):
+        """The step engines' trainer: batched GEMMs and the stacked kernels."""
+        return _StackSteps(self, Xd, yd, run, self._decays(run["n_train"]))
 
     def _end_epoch(self, epoch, seconds, Xd, yd, val, run, saved, hist, on_divergence):
         """Score every net; a net whose loss is not finite is marked ``diverged`` (for good)

@@ -117,15 +117,17 @@ class Workspace:
 # --- trainers -------------------------------------------------------------------------------
 
 class StepTrainer:
-    """Step engines (``rows``, ``split``, ``chunked``, ``step``, ``xp``): one Python-level
-    step at a time; the engine decides how a step on a gathered batch is computed."""
+    """Step engines (``rows``, ``split``, ``chunked``, ``step``, ``xp``) of a Network: one
+    Python-level step at a time; the engine's row (:class:`fastnet.engines.Engine`) says how
+    a step on a gathered batch is computed (its ``step``, else ``Network._sgd_step``) and
+    whether the step runs in row chunks."""
 
     chunk = 1
 
-    def __init__(self, net, engine: str, Xd, yd, run, decay):
+    def __init__(self, net, engine, Xd, yd, run, decay):
         self.net, self.Xd, self.yd = net, Xd, yd
         self.B, self.n, self.eta, self.decay = run["batch_size"], run["n_train"], run["eta"], decay
-        self.ws = net._workspace(self.B, chunked=engine == "chunked")
+        self.ws = net._workspace(self.B, chunked=engine.chunked)
         self.one = step_function(net, engine)
 
     def steps(self, orders, s0, s1) -> None:
@@ -147,25 +149,10 @@ class StepTrainer:
         """Step engines update the network's own parameters: nothing to write back."""
 
 
-def step_function(net, engine: str):
-    """``one(X, y, ws, m, eta, decay)``: one SGD step of ``net`` on a batch, as ``engine`` runs it."""
-    if engine == "rows":
-        from fastnet.kernels.batch_cpu import large_step
-
-        quadratic = net.cost == "quadratic"
-        return lambda X, y, ws, m, eta, decay: large_step(X, y, net._W, net._b, eta, decay, quadratic)
-    if engine == "split":
-        from fastnet.kernels import split_cpu
-
-        def split(X, y, ws, m, eta, decay):
-            threads = split_cpu.split_threads(m)
-            if m < 2 or threads < 2:   # a one-row leftover batch: the plain step
-                return net._sgd_step(X, y, ws, m, eta, decay)
-            split_cpu.SplitStep(threads).run(
-                X, y, net._W, net._b, ws.rows(ws.a, m), ws.rows(ws.d, m), ws.gW, ws.gb, eta, decay,
-                quadratic=net.cost == "quadratic", softmax=net.cost == "cross_entropy")
-        return split
-    return net._sgd_step   # step, xp, chunked (the workspace's chunk says how many pieces)
+def step_function(net, engine):
+    """``one(X, y, ws, m, eta, decay)``: one step of ``net`` on a batch, as the engine row
+    ``engine`` runs it (its own ``step``, else the step path's ``Network._sgd_step``)."""
+    return engine.step(net) if engine.step is not None else net._sgd_step
 
 
 def one_step(net, X, Xd, yd, eta, decay, engine, optimizer=None) -> None:
@@ -180,15 +167,16 @@ def one_step(net, X, Xd, yd, eta, decay, engine, optimizer=None) -> None:
 
     m = Xd.shape[0]
     p = engines.plan(net, Xd, batch_size=m, epochs=1, y=yd, engine=engine, unit="step", optimizer=optimizer)
-    if Xd is X and p.engine not in ("chunked", "rows"):
+    row = engines.get(p.engine)
+    if Xd is X and not row.checks_input:
         Xd = net._prepare_X(X)   # the full check (and nothing else: same dtype)
     with net._running(p):
-        ws = net._workspace(m, chunked=p.engine == "chunked")
-        if p.engine == "chunked" and Xd is X:
+        ws = net._workspace(m, chunked=row.chunked)
+        if row.chunked and Xd is X:
             net._sgd_step(X, yd, ws, m, eta, decay, check=X)
             return
-        step = step_function(net, p.engine)
-        saved = [q.copy() for q in net._W + net._b] if p.engine == "rows" and Xd is X else None
+        step = step_function(net, row)
+        saved = [q.copy() for q in net._W + net._b] if row.checks_input and Xd is X else None
         step(Xd, yd, ws, m, eta, decay)
         if saved is not None and not all(np.isfinite(q).all() for q in net._W + net._b):
             try:
@@ -285,7 +273,8 @@ class Trainable:
     """What :class:`fastnet.Network` and :class:`fastnet.NetworkStack` share: ``fit``'s run
     (:meth:`_fit`), the epoch loop, Ctrl-C and checkpoints. A model provides the hooks:
     ``_draw_orders(n)`` (a list of index arrays: one shared order, or one per net),
-    ``_trainer(engine, Xd, yd, run)``, ``_end_epoch(...)`` (score, divergence, records),
+    ``_stack_view(run)`` (the model as K stacked nets, for the epoch engines),
+    ``_step_trainer(engine, Xd, yd, run)``, ``_end_epoch(...)`` (score, divergence, records),
     ``_rng_state()`` / ``_set_rng_state(state)``, ``_history_state(hist)`` /
     ``_set_history_state(hist, state)``, ``_set_params(weights, biases)`` and
     ``_CHECK_KEYS`` (the config a checkpoint must match)."""
@@ -492,8 +481,11 @@ class Trainable:
         its state (and that it stopped), the other callbacks after it."""
         n, B = run["n_train"], run["batch_size"]
         n_steps = -(-n // B)
+        from fastnet import engines
+
+        row = engines.get(engine)
         orders = None
-        if engine == "compiled":   # the compiled loop reads rows by flat index
+        if row.flat_data:   # the compiled loop reads rows by flat index
             Xd, yd = np.ascontiguousarray(Xd), np.ascontiguousarray(yd)
         for epoch in range(start_epoch, run["epochs"] + 1):
             t0 = time.perf_counter()
@@ -503,7 +495,7 @@ class Trainable:
                 orders = self._draw_orders(n, run["shuffle"])
             bar.start_epoch(epoch, n_steps)
             first = start_step if epoch == start_epoch else 0
-            trainer = self._trainer(engine, Xd, yd, run)   # per epoch: a callback may set new weights
+            trainer = row.trainer(self, Xd, yd, run)   # per epoch: a callback may set new weights
             s = -(-first // B)
             try:
                 while s < n_steps:

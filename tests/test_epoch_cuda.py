@@ -224,7 +224,9 @@ def sim_trainers():
     net = fastnet.Network(sizes, cost="cross_entropy", dtype="float64", device="cpu", seed=2)
     W0, b0 = [w.copy() for w in net.weights], [b.copy() for b in net.biases]
     run = {"batch_size": B, "n_train": n, "eta": 0.7, "lmbda": 0.2}
-    tr = net._trainer("fused", X, y.astype(np.int64), run)
+    from fastnet import engines
+
+    tr = engines.get("fused").trainer(net, X, y.astype(np.int64), run)
     assert isinstance(tr, training.FusedTrainer)
     order = np.random.default_rng(0).permutation(n).astype(np.int64)
     tr.steps([order], 0, 5)
@@ -235,7 +237,7 @@ def sim_trainers():
     stack = fastnet.NetworkStack(sizes, seeds=[1, 2], etas=[0.5, 2.0], lmbdas=[0.0, 0.3], dtype="float64",
                                  device="cpu")
     starts = [(list(m.weights), list(m.biases)) for m in stack]
-    tr = stack._trainer("fused", X, y.astype(np.int64), run)
+    tr = engines.get("fused").trainer(stack, X, y.astype(np.int64), run)
     tr.steps([order], 0, 5)
     tr.sync()
     for i, (Ws, bs) in enumerate(starts):
