@@ -81,7 +81,7 @@ def test_a_wider_output_layer_is_one_warning_line_and_training_runs():
 
 def test_help_lists_the_choices_and_header_lines_fit_100_columns():
     r = run("train", "--help")
-    assert "--cost {quadratic,cross_entropy}" in r.stdout and "--init {nielsen,scaled}" in r.stdout
+    assert "--cost {quadratic,cross_entropy}" in r.stdout and "--init {nielsen,scaled,he,glorot}" in r.stdout
     assert "--device {auto,cpu,cuda}" in r.stdout and "--dtype {float32,float64}" in r.stdout
     r = run("train", "--data", "sample", "--epochs", "2", "--seed", "0", "--patience", "1")
     assert r.returncode == 0, r.stderr
