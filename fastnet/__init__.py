@@ -49,7 +49,8 @@ from fastnet.backend import get_backend  # noqa: E402
 from fastnet._validate import InputScaleWarning  # noqa: E402
 from fastnet.callbacks import EarlyStopping  # noqa: E402
 from fastnet.history import History  # noqa: E402
-from fastnet.io import ModelFileError, load  # noqa: E402
+from fastnet.io import ModelFileError  # noqa: E402
+from fastnet.models import load  # noqa: E402
 from fastnet.network import DivergenceError, Network, TrainingInterrupted  # noqa: E402
 from fastnet.stack import NetworkStack  # noqa: E402
 

@@ -43,7 +43,6 @@ import stat
 import struct
 import tempfile
 import threading
-import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -762,43 +761,6 @@ def nonfinite(weights, biases) -> list[str]:
             + [f"b{l}" for l, b in enumerate(biases) if not np.isfinite(b).all()])
 
 
-def load(path, *, device="auto"):
-    """Load a network saved with :meth:`fastnet.Network.save` onto ``device`` (a stack's
-    checkpoint loads as a :class:`fastnet.NetworkStack`).
-
-    A model whose weights are not finite (saved after training diverged with
-    ``on_divergence="continue"``) loads with a ``RuntimeWarning`` so that it can be
-    inspected; its ``diverged`` is True.
-
-    >>> import fastnet, tempfile, os
-    >>> net = fastnet.Network([3, 2], device="cpu", seed=1)
-    >>> p = os.path.join(tempfile.mkdtemp(), "m.npz"); net.save(p)
-    >>> fastnet.load(p, device="cpu").sizes
-    [3, 2]
-    """
-    from fastnet.network import Network
-
-    meta, weights, biases = read_model(path)
-    bad = nonfinite(weights, biases)
-    if bad:
-        warnings.warn(f"{os.fsdecode(os.fspath(path))}: the weights are not finite (NaN or inf in "
-                      f"{', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}): training diverged before it was "
-                      "saved; loaded for inspection, its outputs are meaningless", RuntimeWarning, stacklevel=2)
-    if meta.get("k") is not None:
-        from fastnet.stack import NetworkStack
-
-        stack = NetworkStack(meta["sizes"], seeds=meta["seeds"], etas=meta["etas"], lmbdas=meta["lmbdas"],
-                             activation=meta.get("activation", "sigmoid"), cost=meta["cost"], init=meta["init"], dtype=meta["dtype"], device=device,
-                             order=meta["order"],
-                             order_seed=meta["order_seed"] if meta["order"] == "shared" else None)
-        stack._set_params(weights, biases)
-        return stack
-    net = Network(meta["sizes"], activation=meta.get("activation", "sigmoid"), cost=meta["cost"],
-                  init=meta.get("init", "nielsen"), dtype=meta["dtype"], device=device, seed=meta.get("seed"))
-    net._set_params(weights, biases)
-    return net
-
-
 def fingerprint(X, y) -> str:
     """A cheap fingerprint of training data: shapes, dtypes and CRC-32 of the bytes of
     ``X`` and ``y`` (host copies; about 3 GB/s, once per fit with a checkpoint)."""
@@ -816,5 +778,5 @@ def fingerprint(X, y) -> str:
     return "crc32 " + " ".join(parts)
 
 
-__all__ = ["ModelFileError", "OutputPathError", "atomic_write", "check_target", "fingerprint", "load",
+__all__ = ["ModelFileError", "OutputPathError", "atomic_write", "check_target", "fingerprint",
            "read_model", "save_model"]
