@@ -276,3 +276,41 @@ def test_resume_with_an_optimizer_is_bit_for_bit(tmp_path, opt, engine):
     with pytest.raises(ValueError, match="optimizer"):
         other = fastnet.Network(sizes, activation="relu", cost="cross_entropy", device="cpu", seed=2)
         other.fit(X, y, epochs=4, batch_size=8, eta=0.01, optimizer="sgd", checkpoint=ck, resume=True)
+
+
+def test_chunked_engine_runs_the_tables():
+    """The chunked step (row chunks of a huge batch) sums every chunk's gradient before the
+    optimizer's pass: the same as the oracle's one-batch step."""
+    sizes, n = [4096, 5, 3], 600
+    X, y = _data(n, sizes, "mse", seed=3)
+    net = fastnet.Network(sizes, activation="leaky_relu", cost="mse", dtype="float64", device="cpu", seed=1)
+    W0, b0 = [w.copy() for w in net.weights], [v.copy() for v in net.biases]
+    for _ in range(2):
+        net.train_step(X, y, eta=1e-3, lmbda=0.1, n=n, optimizer="adam", engine="chunked")
+    W, b = train_general(W0, b0, X, y, hidden=["leaky_relu"], cost="mse", optimizer="adam", epochs=2,
+                         batch_size=n, eta=1e-3, lmbda=0.1, orders=[np.arange(n)] * 2)
+    for got, want in zip(net.weights + net.biases, W + b):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("opt", ["adam", "momentum"])
+def test_compiled_stack_results_do_not_depend_on_the_thread_count(opt):
+    from fastnet.kernels.epoch_cpu import StackRunner
+
+    sizes, n, B = [9, 6, 4], 37, 5
+    X, y = random_data(n, sizes[0], sizes[-1], seed=8)
+    results = []
+    for threads in (1, 2, 3):
+        stack = fastnet.NetworkStack(sizes, seeds=[1, 2, 3], etas=[0.01, 0.02, 0.03], lmbdas=[0.0, 0.1, 0.2],
+                                     activation="tanh", cost="cross_entropy", device="cpu")
+        st = optim.State(optim.get(opt), stack._W + stack._b, np)
+        runner = StackRunner(stack._W, stack._b, stack.etas, [1.0] * 3, B, False, threads=threads,
+                             codes=stack._codes, optimizer=st.optimizer, state=st, l2s=[0.0, 0.1 / n, 0.2 / n])
+        order = np.random.default_rng(0).permutation(n).astype(np.int64)
+        runner.run(np.ascontiguousarray(X, np.float32), y.astype(np.int64), order, 0, -(-n // B))
+        runner.store(stack._W, stack._b)
+        assert st.t == -(-n // B)
+        results.append([a.copy() for a in stack._W + stack._b + st.s1 + st.s2])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
