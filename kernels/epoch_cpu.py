@@ -117,20 +117,45 @@ def _colsum_into(S, out, m):
             out[c] += S[i, c]
 
 
+@njit(inline="always")
+def _flush(x, tiny):
+    """x, or 0 where |x| is below the smallest normal number: optimizer state decaying
+    towards 0 (a gradient that stays 0) would otherwise pass through the subnormals, which
+    cost some CPUs a hundred times an ordinary operation (effect on the rule: < 1e-38)."""
+    return x if abs(x) >= tiny else x - x
+
+
 @njit(cache=True, error_model="numpy")
-def _opt_rows(P, G, S1, S2, rows, cols, lrc, l2c, code, h0, h1, h2, f0, f1):
-    """One optimizer step of a (rows, cols) block of flat P (and its gradient G, state S1,
-    S2), column c with learning rate ``lrc[c]`` and L2 ``l2c[c]``. G holds the mean
-    gradient; ``_math.opt_step`` the rule."""
+def _opt_flat(P, G, S1, S2, n, lr, l2, code, h0, h1, h2, f0, f1, tiny):
+    """One optimizer step of n flat elements of P (gradient G, state S1, S2), one learning
+    rate and L2 for all: a loop LLVM vectorizes (the code's branch is taken once).
+    G holds the mean gradient; ``_math.opt_step`` the rule. A padding element (gradient
+    0, state 0, value 0) stays 0."""
     t = P.dtype.type
-    h0_, h1_, h2_, f0_, f1_ = t(h0), t(h1), t(h2), t(f0), t(f1)
+    lr_, l2_, h0_, h1_, h2_, f0_, f1_, tiny_ = t(lr), t(l2), t(h0), t(h1), t(h2), t(f0), t(f1), t(tiny)
+    for k in range(n):
+        p = P[k]
+        p, s1, s2 = _math.opt_step(p, G[k] + l2_ * p, S1[k], S2[k], code, lr_, h0_, h1_, h2_, f0_, f1_)
+        P[k] = p
+        S1[k] = _flush(s1, tiny_)
+        S2[k] = _flush(s2, tiny_)
+
+
+@njit(cache=True, error_model="numpy")
+def _opt_cols(P, G, S1, S2, rows, cols, lrc, l2c, code, h0, h1, h2, f0, f1, tiny):
+    """:func:`_opt_flat` over a (rows, cols) block whose column c has its own learning rate
+    ``lrc[c]`` and L2 ``l2c[c]`` (both in P's dtype: several nets side by side)."""
+    t = P.dtype.type
+    h0_, h1_, h2_, f0_, f1_, tiny_ = t(h0), t(h1), t(h2), t(f0), t(f1), t(tiny)
     for r in range(rows):
         base = r * cols
-        for c in range(cols):   # a padding column (lr 0, gradient 0, state 0) stays as it is
+        for c in range(cols):
             k = base + c
             p = P[k]
-            P[k], S1[k], S2[k] = _math.opt_step(p, G[k] + l2c[c] * p, S1[k], S2[k], code, t(lrc[c]), h0_,
-                                                h1_, h2_, f0_, f1_)
+            p, s1, s2 = _math.opt_step(p, G[k] + l2c[c] * p, S1[k], S2[k], code, lrc[c], h0_, h1_, h2_, f0_, f1_)
+            P[k] = p
+            S1[k] = _flush(s1, tiny_)
+            S2[k] = _flush(s2, tiny_)
 
 
 @njit(cache=True)
@@ -173,7 +198,7 @@ def _activate(Z, b, m, g, width, code):
 @njit(cache=True, nogil=True)
 def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, ecols, nscs, acts,
                  deltas, sdeltas, rows, acc, WT, xrows, yb, codes, opt, gW0, gWs, gbs, st0, sts, sbs,
-                 l2s, zdv):
+                 l2s, zdv, lrs):
     """Steps ``s0 .. s1 - 1`` of an epoch for one group of g nets, in place; returns the
     samples done per net.
 
@@ -191,8 +216,9 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
 
     The tables: codes (L,) int64, each layer's activation code (``_math``: the output's
     is SIGMOID, SOFTMAX or IDENTITY); T (n, n_L) float targets, read instead of y when
-    ``T.shape[0] == n`` (cost="mse": delta = a - t). opt (5,) float64: the optimizer's
-    code, h0, h1, h2 and its step count t (advanced here). For plain SGD (code 0) the
+    ``T.shape[0] == n`` (cost="mse": delta = a - t). opt (6,) float64: the optimizer's
+    code, h0, h1, h2, its step count t (advanced here) and the dtype's smallest normal
+    number (state below it is flushed to 0); lrs: per-column eta in X's dtype. For plain SGD (code 0) the
     update is fused into the products as above; for any other the products write the
     mean gradients into gW0 / gWs / gbs (zdv: zeros, the "decay" that overwrites) and
     ``_opt_rows`` applies the rule afterwards with state st0 / sts / sbs (pairs (S1, S2)
@@ -298,20 +324,23 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
         # another optimizer: its rule over every parameter, after the whole gradient
         opt[4] += 1.0
         f0, f1 = _math.opt_factors(ocode, opt[1], opt[2], opt[4])
-        h0, h1, h2 = opt[1], opt[2], opt[3]
-        _opt_rows(W0.ravel(), gW0.ravel(), st0[0].ravel(), st0[1].ravel(), n0, C0, ecols[0], l2s[0],
-                  ocode, h0, h1, h2, f0, f1)
+        h0, h1, h2, tiny = opt[1], opt[2], opt[3], opt[5]
+        if g == 1:   # one net: one eta and L2 for all of W0 (its padding columns stay 0)
+            _opt_flat(W0.ravel(), gW0.ravel(), st0[0].ravel(), st0[1].ravel(), n0 * C0, ecols[0][0],
+                      l2s[0][0], ocode, h0, h1, h2, f0, f1, tiny)
+        else:
+            _opt_cols(W0.ravel(), gW0.ravel(), st0[0].ravel(), st0[1].ravel(), n0, C0, lrs[0], l2s[0],
+                      ocode, h0, h1, h2, f0, f1, tiny)
         for l in range(n_layers):
             C = bs[l].shape[0]
-            _opt_rows(bs[l], gbs[l], sbs[l][0], sbs[l][1], 1, C, ecols[l], zdv[l],   # no L2 on biases
-                      ocode, h0, h1, h2, f0, f1)
+            _opt_cols(bs[l], gbs[l], sbs[l][0], sbs[l][1], 1, C, lrs[l], zdv[l],   # no L2 on biases
+                      ocode, h0, h1, h2, f0, f1, tiny)
         for l in range(1, n_layers):
             nin = sizes[l]
             nout = sizes[l + 1]
             for j in range(g):
-                _opt_rows(Ws[l][j].ravel(), gWs[l][j].ravel(), sts[l][0][j].ravel(), sts[l][1][j].ravel(),
-                          nin, nout, ecols[l][j * nout:(j + 1) * nout], l2s[l][j * nout:(j + 1) * nout],
-                          ocode, h0, h1, h2, f0, f1)
+                _opt_flat(Ws[l][j].ravel(), gWs[l][j].ravel(), sts[l][0][j].ravel(), sts[l][1][j].ravel(),
+                          nin * nout, ecols[l][j * nout], l2s[l][j * nout], ocode, h0, h1, h2, f0, f1, tiny)
     return min(s1 * B, n) - s0 * B
 
 
@@ -370,6 +399,7 @@ class _Group:
             dvs.append(dv)
             ecols.append(ec)
         self.dvs, self.ecols = tuple(dvs), tuple(ecols)
+        self.lrs = tuple(ec.astype(dt) for ec in ecols)   # the optimizer pass's per-column eta
         self.nscs = tuple(np.zeros(c, dt) for c in widths)
         self.acts = tuple(np.zeros((B, c), dt) for c in widths)
         self.deltas = tuple(np.zeros((B, c), dt) for c in widths)
@@ -412,7 +442,8 @@ class _Group:
         return _group_steps(X, y, T, order, s0, s1, quadratic, self.sizes, self.g, self.W0, self.Ws,
                             self.bs, self.dvs, self.ecols, self.nscs, self.acts, self.deltas,
                             self.sdeltas, self.rows, self.acc, self.WT, self.xrows, self.yb, codes, opt,
-                            self.gW0, self.gWs, self.gbs, self.st0, self.sts, self.sbs, self.l2s, self.zdv)
+                            self.gW0, self.gWs, self.gbs, self.st0, self.sts, self.sbs, self.l2s, self.zdv,
+                            self.lrs)
 
 
 class StackRunner:
@@ -488,7 +519,8 @@ class StackRunner:
             raise ValueError("StackRunner: an optimizer other than SGD needs its state (2 L arrays per moment)")
         self.state = state if stateful else None
         h = optimizer.hyper() if stateful else (0.0, 0.0, 0.0)
-        self.opt = np.array([optimizer.code if stateful else 0, *h, state.t if stateful else 0], np.float64)
+        self.opt = np.array([optimizer.code if stateful else 0, *h, state.t if stateful else 0,
+                             np.finfo(dt).tiny], np.float64)
         self._groups = [_Group(t * K // threads, (t + 1) * K // threads, sizes, dt, batch_size,
                                etas, decays, l2s, stateful) for t in range(threads)]
         self._T0 = np.zeros((1, 1), dt)     # "no target matrix"
