@@ -11,6 +11,7 @@ records its time per epoch and the ratio to sigmoid + SGD of the same shape
         --benchmark-only --benchmark-json bench/results/tables-cpu.json
 """
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ SHAPES = [([784, 30, 10], 10), ([784, 100, 10], 32)]
 RECIPES = [("sigmoid", "sgd", "quadratic", 3.0), ("relu", "adam", "cross_entropy", 1e-3),
            ("tanh", "momentum", "cross_entropy", 0.01), ("sigmoid", "adam", "cross_entropy", 1e-3)]
 BASE = {}   # shape -> sigmoid + SGD seconds per epoch
+RELU_ADAM = {}   # shape -> ReLU + Adam seconds per epoch
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,47 @@ def bench_compiled_epoch(benchmark, fashion, sizes, batch, act, opt, cost, eta):
     key = (tuple(sizes), batch)
     if act == "sigmoid" and opt == "sgd":
         BASE[key] = per_epoch
+    if act == "relu" and opt == "adam":
+        RELU_ADAM[key] = per_epoch
     benchmark.extra_info.update(seconds_per_epoch=per_epoch, engine=h.engine, train_accuracy=h["accuracy"][-1],
                                 compile_seconds=h.config["compile_seconds"])
     if key in BASE:
         benchmark.extra_info["ratio_to_sigmoid_sgd"] = per_epoch / BASE[key]
+
+
+TORCH = {}
+
+
+@pytest.mark.parametrize("sizes, batch", SHAPES, ids=[f"{s[1]}h-b{b}" for s, b in SHAPES])
+def bench_torch_relu_adam(benchmark, fashion, sizes, batch):
+    """The peer: PyTorch eager, ``nn.Linear`` + ReLU, ``CrossEntropyLoss``, autograd and
+    ``torch.optim.Adam(lr=1e-3)``, its default threads; ``fastnet_faster_by`` compares it
+    with the relu-adam row of the same shape above."""
+    torch = pytest.importorskip("torch")
+    X, y = fashion
+    Xt, yt = torch.tensor(X, dtype=torch.float32) / 255, torch.tensor(y)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(sizes[0], sizes[1]), torch.nn.ReLU(),
+                                torch.nn.Linear(sizes[1], sizes[2]))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss = torch.nn.CrossEntropyLoss()
+    times = []
+
+    def epoch():
+        perm = torch.randperm(len(yt))
+        t0 = time.perf_counter()
+        for k in range(0, len(yt), batch):
+            idx = perm[k:k + batch]
+            opt.zero_grad()
+            loss(model(Xt[idx]), yt[idx]).backward()
+            opt.step()
+        times.append(time.perf_counter() - t0)
+
+    benchmark.group = f"compiled epoch fashion {sizes} mb{batch}"
+    benchmark.pedantic(epoch, rounds=2, iterations=1, warmup_rounds=0)
+    per_epoch = min(times)
+    benchmark.extra_info.update(seconds_per_epoch=per_epoch, threads=torch.get_num_threads(),
+                                torch=torch.__version__)
+    mine = RELU_ADAM.get((tuple(sizes), batch))
+    if mine:
+        benchmark.extra_info["fastnet_faster_by"] = per_epoch / mine
