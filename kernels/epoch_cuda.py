@@ -3,10 +3,13 @@
 On a GPU a Python-driven step costs ~15 launches (0.35-0.5 ms) whatever its size, so at
 minibatch 10 (6,000 steps an epoch) the host, not the GPU, sets the pace. Here one kernel
 launch runs steps ``[s0, s1)`` of an epoch -- gather, forward, output delta, backward,
-SGD update, step after step -- for K same-shape networks that share the minibatch order
+update, step after step -- for K same-shape networks that share the minibatch order
 (:class:`fastnet.NetworkStack`; a :class:`fastnet.Network` is K = 1). The host does
 nothing per step. :class:`FusedEpoch` mirrors :class:`fastnet.kernels.epoch_cpu.StackRunner`
-(``run`` / ``store`` / ``load``).
+(``run`` / ``store`` / ``load``), tables included: a per-layer activation code, float
+targets for cost="mse", and every optimizer of :mod:`fastnet.optim`. The codes, the
+optimizer and the cost are run-time arguments: one compiled kernel per dtype runs them
+all.
 
 Design (see :func:`launch_config`, which plans it from the layer sizes)
 
@@ -26,8 +29,12 @@ Design (see :func:`launch_config`, which plans it from the layer sizes)
   ``l >= 1`` for one minibatch (``2 * B * sum(n_1..n_L)`` values) and ``threads`` values
   of scratch for split dot products. The input layer is not copied: X rows are read in
   place through ``order`` (global memory, L1/L2-cached).
+- Optimizer state (an optimizer other than SGD): two buffers per parameter, ``(K, 2P)``
+  (S1 then S2, laid out like the parameters), copied into shared memory beside the
+  parameters when all of it fits, else read and written in place in global memory.
 - Registers: loop counters, one accumulator, scalars of the step; nothing indexed.
-  :func:`launch_config` plans at most ``65536 / threads`` per thread (128 at 512 threads).
+  :func:`launch_config` plans at most ``65536 / threads`` per thread (128 at 512 threads;
+  ptxas sm_90 with numba-cuda 0.30.4: 102 float32 / 120 float64, no spills).
 - Static shared memory: none (all sizes depend on the net and the minibatch, so all of it
   is dynamic: ``cuda.shared.array(0, dtype)`` carved by offsets).
 
@@ -37,19 +44,31 @@ A step (all threads of the block; ``__syncthreads`` between the phases):
    m * n_out dot products go one per thread, or, when there are fewer of them than
    threads (m * n_out = 300 for layer 0 of Nielsen's net at minibatch 10), each is split
    into ``threads // (m * n_out)`` slices of p whose partial sums go to the scratch and
-   are added after a barrier. Then sigmoid (``_math.sigmoid``), or softmax by rows (one
-   thread per row) on the output layer for the cross-entropy cost.
-2. Output delta, one thread per element (labels read through ``order``; no one-hot).
-3. Backward, top layer down: ``delta_(l-1) = (delta_l @ W_l.T) * a (1 - a)`` one thread
-   per element, from the OLD weights (no weight has been touched yet in this step).
-4. Update, every layer at once (one thread per weight, then per bias):
+   are added after a barrier. Then the layer's activation, its code read once per layer
+   (``codes[l]``): sigmoid (``_math.sigmoid``), any other hidden one (``_math.act``),
+   softmax by rows (one thread per row) or the identity on the output layer.
+2. Output delta, one thread per element: labels read through ``order`` (no one-hot), or,
+   for cost="mse", ``a - t`` with the targets ``T`` gathered by row (a (1, 1) stand-in
+   when there are labels).
+3. Backward, top layer down: ``delta_(l-1) = (delta_l @ W_l.T) * f'(z)`` one thread
+   per element (``_math.backward_delta`` for sigmoid, else ``_math.act_grad`` with the
+   layer's code), from the OLD weights (no weight has been touched yet in this step).
+4. Update, every layer at once (one thread per weight, then per bias). Plain SGD:
    ``W <- decay * W - (eta / m) * sum_i a_prev[i, p] delta[i, j]`` and
    ``b <- b - (eta / m) * sum_i delta[i, j]``; m is the step's row count (the last
    minibatch may be short), ``eta / m`` rounded once to the dtype on the host, as in the
-   compiled CPU loop.
+   compiled CPU loop. Another optimizer: the same thread that summed a parameter's
+   gradient applies ``_math.opt_step`` to it at once, with the mean gradient (``1 / m``
+   from the host) plus ``l2 * W`` on weights, the net's eta, and the step's factors
+   (``_math.opt_factors`` of step count t, float64 on the host and rounded to the dtype,
+   one row per step of the launch: the kernel does no float64 pow). Every delta is known
+   before the update starts and each parameter's rule reads only its own gradient and
+   state, so this equals a separate pass over a gradient buffer (epoch_cpu's
+   ``_opt_rows``), without the buffer. The host advances t by the launch's steps.
 
-Equal to the per-sample oracle (``tests/reference.sgd``) to rounding: float64 to 1e-10
-on the tests' shapes (``tests/test_epoch_cuda.py``, under Numba's CUDA simulator).
+Equal to the per-sample oracles (``tests/reference.sgd``, ``train_general``) to rounding:
+float64 to 1e-10 on the tests' shapes (``tests/test_epoch_cuda.py``,
+``tests/test_epoch_cuda_tables.py``, under Numba's CUDA simulator).
 
 Importing this module imports neither ``numba.cuda`` nor CuPy: :func:`launch_config` is
 plain Python; the kernels are built (through :mod:`fastnet.kernels._cuda_api`) on first
@@ -606,7 +625,7 @@ class FusedEpoch:
         # per net: eta, l2, then the optimizer's h0..h2, in the dtype (the optimizer's rule)
         hyp = [[e, l2, *self._hyper] for e, l2 in zip(etas, l2s)] if stateful else [[0.0] * 5]
         self._hyp = xp.asarray(np.asarray(hyp, np.float64).astype(dt))
-        self._scales = {}                  # n -> (K, 2) device array: eta/B, eta/m_last (another optimizer: 1/B, 1/m_last)
+        self._scales = {}   # n -> (K, 2) device array: eta/B, eta/m_last (another optimizer: 1/B, 1/m_last)
         self._T0 = xp.zeros((1, 1), dtype=Ws[0].dtype)    # "no target matrix"
         self._y0 = xp.zeros(1, dtype=xp.int64)             # "no labels" (a target matrix's run)
         self._f0 = xp.ones((1, 2), dtype=Ws[0].dtype)      # no optimizer factors (SGD)
