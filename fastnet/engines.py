@@ -159,6 +159,7 @@ class _Request:
     labels: bool    # integer labels (not a float target matrix)
     contiguous: bool
     tables: str = ""   # "" for Nielsen's net (sigmoid layers, plain SGD), else what differs
+    stateful: bool = False   # the optimizer keeps state (not plain SGD)
 
 
 def _tables_used(model, optimizer=None) -> str:
@@ -279,13 +280,11 @@ def _no_fused(r):
         return f"it runs on a CUDA GPU: this model is on {r.model.backend.name}"
     if r.stack and r.model.order != "shared":
         return "each net draws its own minibatch order (order='independent')"
-    if not r.labels:
+    if not r.labels and r.model.cost != "mse":   # a target matrix: only as cost="mse"'s (a - t)
         return "it takes integer labels, not a target matrix"
-    if r.tables:
-        return _sgd_sigmoid_only(r)
     from fastnet.kernels.epoch_cuda import launch_config
 
-    cfg = launch_config(r.model.sizes, r.m, r.model.dtype, getattr(r.model, "k", 1))
+    cfg = launch_config(r.model.sizes, r.m, r.model.dtype, getattr(r.model, "k", 1), stateful=r.stateful)
     return None if cfg.fits else cfg.reason
 
 
@@ -303,7 +302,8 @@ def _fused_trainer(model, Xd, yd, run, engine):
     from fastnet.training import FusedTrainer
 
     v = model._stack_view(run)
-    return FusedTrainer(v["Ws"], v["bs"], v["etas"], v["decays"], v["quadratic"], Xd, yd, run)
+    return FusedTrainer(v["Ws"], v["bs"], v["etas"], v["decays"], v["quadratic"], Xd, yd, run, codes=v["codes"],
+                        state=v["state"], l2s=v["l2s"])
 
 
 def _step_trainer(model, Xd, yd, run, engine):
@@ -638,7 +638,8 @@ def _request(model, X, batch_size, epochs, y=None, optimizer=None) -> _Request:
     return _Request(model=model, n=int(X.shape[0]), m=int(batch_size), epochs=int(epochs), stack=stack,
                     path=ops.kernel_path(model._W[0]), labels=labels,
                     contiguous=all(type(p) is np.ndarray and p.flags.c_contiguous for p in params),
-                    tables=_tables_used(model, optimizer))
+                    tables=_tables_used(model, optimizer),
+                    stateful=optimizer is not None and optimizer.name != "sgd")
 
 
 def _cost(engine: Engine, r: _Request, dtype: str, depth: int) -> float:
@@ -819,7 +820,7 @@ def choose_device(model, n: int, batch_size: int, epochs: int) -> tuple[str, str
 
 def _gpu_request(r: _Request) -> _Request:
     return _Request(model=r.model, n=r.n, m=r.m, epochs=r.epochs, stack=r.stack, path="cuda", labels=r.labels,
-                    tables=r.tables,
+                    tables=r.tables, stateful=r.stateful,
                     contiguous=True)
 
 

@@ -230,19 +230,25 @@ class StackOfOne:
 class FusedTrainer:
     """The ``fused`` engine: a :class:`fastnet.kernels.epoch_cuda.FusedEpoch` holding a device
     copy of the K nets' parameters (``Ws``/``bs`` with a leading K axis: a Network passes
-    ``(1, ...)`` views of its own), written back in place by :meth:`sync`. One kernel
-    launch per chunk of about an epoch; nothing on the host per step."""
+    ``(1, ...)`` views of its own) and of the optimizer's state, written back in place by
+    :meth:`sync`. One kernel launch per chunk of about an epoch; nothing on the host per
+    step. codes, state, l2s: the tables, as for :class:`CompiledTrainer`; yd: integer
+    labels, or the float targets of cost="mse"."""
 
-    def __init__(self, Ws, bs, etas, decays, quadratic, Xd, yd, run):
+    def __init__(self, Ws, bs, etas, decays, quadratic, Xd, yd, run, *, codes=None, state=None, l2s=None):
         from fastnet.kernels.epoch_cuda import CHUNK_SAMPLES, FusedEpoch
 
         B = run["batch_size"]
         self.chunk = max(1, CHUNK_SAMPLES // B)
         xp = array_namespace(Xd)
         self.Xd = Xd if Xd.flags.c_contiguous else xp.asarray(Xd, copy=True)
-        self.yd = xp.astype(yd, xp.int64, copy=False)
+        if len(yd.shape) == 2:   # cost="mse": the targets, C-contiguous in X's dtype
+            self.yd = xp.asarray(xp.astype(yd, Xd.dtype, copy=False), copy=not yd.flags.c_contiguous)
+        else:
+            self.yd = xp.astype(yd, xp.int64, copy=False)
         self.Ws, self.bs = Ws, bs
-        self.runner = FusedEpoch(Ws, bs, etas, decays, B, quadratic)
+        self.runner = FusedEpoch(Ws, bs, etas, decays, B, quadratic, codes=codes,
+                                 optimizer=None if state is None else state.optimizer, state=state, l2s=l2s)
 
     def steps(self, orders, s0, s1) -> None:
         self.runner.run(self.Xd, self.yd, orders[0], s0, s1)

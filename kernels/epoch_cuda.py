@@ -3,10 +3,13 @@
 On a GPU a Python-driven step costs ~15 launches (0.35-0.5 ms) whatever its size, so at
 minibatch 10 (6,000 steps an epoch) the host, not the GPU, sets the pace. Here one kernel
 launch runs steps ``[s0, s1)`` of an epoch -- gather, forward, output delta, backward,
-SGD update, step after step -- for K same-shape networks that share the minibatch order
+update, step after step -- for K same-shape networks that share the minibatch order
 (:class:`fastnet.NetworkStack`; a :class:`fastnet.Network` is K = 1). The host does
 nothing per step. :class:`FusedEpoch` mirrors :class:`fastnet.kernels.epoch_cpu.StackRunner`
-(``run`` / ``store`` / ``load``).
+(``run`` / ``store`` / ``load``), tables included: a per-layer activation code, float
+targets for cost="mse", and every optimizer of :mod:`fastnet.optim`. The codes, the
+optimizer and the cost are run-time arguments: one compiled kernel per dtype runs them
+all.
 
 Design (see :func:`launch_config`, which plans it from the layer sizes)
 
@@ -26,8 +29,12 @@ Design (see :func:`launch_config`, which plans it from the layer sizes)
   ``l >= 1`` for one minibatch (``2 * B * sum(n_1..n_L)`` values) and ``threads`` values
   of scratch for split dot products. The input layer is not copied: X rows are read in
   place through ``order`` (global memory, L1/L2-cached).
+- Optimizer state (an optimizer other than SGD): two buffers per parameter, ``(K, 2P)``
+  (S1 then S2, laid out like the parameters), copied into shared memory beside the
+  parameters when all of it fits, else read and written in place in global memory.
 - Registers: loop counters, one accumulator, scalars of the step; nothing indexed.
-  :func:`launch_config` plans at most ``65536 / threads`` per thread (128 at 512 threads).
+  :func:`launch_config` plans at most ``65536 / threads`` per thread (128 at 512 threads;
+  ptxas sm_90 with numba-cuda 0.30.4: 102 float32 / 120 float64, no spills).
 - Static shared memory: none (all sizes depend on the net and the minibatch, so all of it
   is dynamic: ``cuda.shared.array(0, dtype)`` carved by offsets).
 
@@ -37,19 +44,31 @@ A step (all threads of the block; ``__syncthreads`` between the phases):
    m * n_out dot products go one per thread, or, when there are fewer of them than
    threads (m * n_out = 300 for layer 0 of Nielsen's net at minibatch 10), each is split
    into ``threads // (m * n_out)`` slices of p whose partial sums go to the scratch and
-   are added after a barrier. Then sigmoid (``_math.sigmoid``), or softmax by rows (one
-   thread per row) on the output layer for the cross-entropy cost.
-2. Output delta, one thread per element (labels read through ``order``; no one-hot).
-3. Backward, top layer down: ``delta_(l-1) = (delta_l @ W_l.T) * a (1 - a)`` one thread
-   per element, from the OLD weights (no weight has been touched yet in this step).
-4. Update, every layer at once (one thread per weight, then per bias):
+   are added after a barrier. Then the layer's activation, its code read once per layer
+   (``codes[l]``): sigmoid (``_math.sigmoid``), any other hidden one (``_math.act``),
+   softmax by rows (one thread per row) or the identity on the output layer.
+2. Output delta, one thread per element: labels read through ``order`` (no one-hot), or,
+   for cost="mse", ``a - t`` with the targets ``T`` gathered by row (a (1, 1) stand-in
+   when there are labels).
+3. Backward, top layer down: ``delta_(l-1) = (delta_l @ W_l.T) * f'(z)`` one thread
+   per element (``_math.backward_delta`` for sigmoid, else ``_math.act_grad`` with the
+   layer's code), from the OLD weights (no weight has been touched yet in this step).
+4. Update, every layer at once (one thread per weight, then per bias). Plain SGD:
    ``W <- decay * W - (eta / m) * sum_i a_prev[i, p] delta[i, j]`` and
    ``b <- b - (eta / m) * sum_i delta[i, j]``; m is the step's row count (the last
    minibatch may be short), ``eta / m`` rounded once to the dtype on the host, as in the
-   compiled CPU loop.
+   compiled CPU loop. Another optimizer: the same thread that summed a parameter's
+   gradient applies ``_math.opt_step`` to it at once, with the mean gradient (``1 / m``
+   from the host) plus ``l2 * W`` on weights, the net's eta, and the step's factors
+   (``_math.opt_factors`` of step count t, float64 on the host and rounded to the dtype,
+   one row per step of the launch: the kernel does no float64 pow). Every delta is known
+   before the update starts and each parameter's rule reads only its own gradient and
+   state, so this equals a separate pass over a gradient buffer (epoch_cpu's
+   ``_opt_rows``), without the buffer. The host advances t by the launch's steps.
 
-Equal to the per-sample oracle (``tests/reference.sgd``) to rounding: float64 to 1e-10
-on the tests' shapes (``tests/test_epoch_cuda.py``, under Numba's CUDA simulator).
+Equal to the per-sample oracles (``tests/reference.sgd``, ``train_general``) to rounding:
+float64 to 1e-10 on the tests' shapes (``tests/test_epoch_cuda.py``,
+``tests/test_epoch_cuda_tables.py``, under Numba's CUDA simulator).
 
 Importing this module imports neither ``numba.cuda`` nor CuPy: :func:`launch_config` is
 plain Python; the kernels are built (through :mod:`fastnet.kernels._cuda_api`) on first
@@ -97,7 +116,9 @@ class LaunchConfig:
     max-dynamic-shared-memory attribute). params_on_chip: the parameters live in shared
     memory during the launch (else in global memory / L2). registers_per_thread: the most
     a thread may use for ``threads`` to fit one SM's register file. layout: what lives
-    where, in bytes."""
+    where, in bytes. state_on_chip: an optimizer other than SGD keeps its two state
+    buffers per parameter in shared memory too (they fit beside the parameters on chip),
+    else in global memory."""
     fits: bool
     reason: str | None
     grid: int
@@ -108,21 +129,29 @@ class LaunchConfig:
     params_on_chip: bool
     registers_per_thread: int
     layout: dict = field(default_factory=dict)
+    state_on_chip: bool = False
 
 
 def _param_count(sizes) -> int:
     return sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
 
 
-def launch_config(sizes, batch_size, dtype="float32", K=1, *, threads=None, on_chip=None) -> LaunchConfig:
+def launch_config(sizes, batch_size, dtype="float32", K=1, *, threads=None, on_chip=None, stateful=False,
+                  state_on_chip=None) -> LaunchConfig:
     """Plan the fused launch for nets of layer ``sizes`` (``[n_0, ..., n_L]``, L >= 1),
     minibatches of ``batch_size`` rows, ``dtype`` (float32/float64) and ``K`` nets.
 
     threads: None plans one thread per weight of the largest layer (at least one warp, at
     most :data:`MAX_THREADS`, a multiple of 32); a number forces it (the simulator tests
     use a few). on_chip: None plans where the parameters live; False keeps them in global
-    memory (the tests run both placements on small nets). A plan that does not fit the H100/H200 limits has ``fits=False`` and the
-    reason (the ``fused`` engine then passes it over with that reason).
+    memory (the tests run both placements on small nets). stateful: the fit's optimizer
+    is not plain SGD, so every parameter has two state buffers (velocity, moments): they
+    go to shared memory when they fit there beside the parameters on chip (state_on_chip
+    None), else (or with state_on_chip False) they stay in global memory and are read and
+    written in place by the update. (The gradient needs no buffer: the thread that sums a
+    parameter's gradient applies the optimizer's rule to it at once.) A plan that does not
+    fit the H100/H200 limits has ``fits=False`` and the reason (the ``fused`` engine then
+    passes it over with that reason).
 
     >>> c = launch_config([784, 30, 10], 10, "float32")
     >>> c.fits, c.threads, c.params_on_chip, c.opt_in, c.dynamic_shared
@@ -145,12 +174,17 @@ def launch_config(sizes, batch_size, dtype="float32", K=1, *, threads=None, on_c
     params = _param_count(sizes) * item
     step_bufs = 2 * B * H * item           # activations + deltas, layers 1..L, one minibatch
     scratch = threads * item               # partial sums of split dot products
+    state = 2 * params if stateful else 0  # an optimizer's two buffers per parameter
     fits_on_chip = params + step_bufs + scratch <= SMEM_OPTIN_MAX
     on_chip = fits_on_chip if on_chip is None else bool(on_chip) and fits_on_chip
-    dynamic = (params if on_chip else 0) + step_bufs + scratch
+    state_fits = bool(stateful) and on_chip and params + state + step_bufs + scratch <= SMEM_OPTIN_MAX
+    state_on_chip = state_fits if state_on_chip is None else bool(state_on_chip) and state_fits
+    dynamic = (params if on_chip else 0) + (state if state_on_chip else 0) + step_bufs + scratch
     regs = min(255, REGISTERS_PER_SM // threads)
     layout = {"params": params, "params_in": "shared" if on_chip else "global (L2-resident)",
               "activations_and_deltas": step_bufs, "scratch": scratch, "X": "global, read by index"}
+    if stateful:
+        layout |= {"optimizer_state": state, "state_in": "shared" if state_on_chip else "global"}
     reason = None
     if threads > THREADS_LIMIT or threads < 1:
         reason = f"{threads} threads per block: a block has 1 to {THREADS_LIMIT}"
@@ -162,7 +196,7 @@ def launch_config(sizes, batch_size, dtype="float32", K=1, *, threads=None, on_c
         reason = f"{K:,} nets: a grid has fewer than 2**31 blocks"
     return LaunchConfig(fits=reason is None, reason=reason, grid=K, threads=threads, static_shared=0,
                         dynamic_shared=dynamic, opt_in=dynamic > SMEM_STATIC_MAX, params_on_chip=on_chip,
-                        registers_per_thread=regs, layout=layout)
+                        registers_per_thread=regs, layout=layout, state_on_chip=state_on_chip)
 
 
 # =====================================================================================
@@ -187,23 +221,28 @@ def _build(dtype):
 
     nbt = types.float32 if np.dtype(dtype) == np.float32 else types.float64
     sigmoid = _math.sigmoid
+    act = _math.act
+    act_grad = _math.act_grad
     quadratic_delta = _math.quadratic_delta
     cross_entropy_delta = _math.cross_entropy_delta
     backward_delta = _math.backward_delta
     sgd_step = _math.sgd_step
+    opt_step = _math.opt_step
+    SIGMOID, SOFTMAX, OPT_SGD = _math.SIGMOID, _math.SOFTMAX, _math.OPT_SGD
 
     @cuda.jit(device=True)
-    def steps(X, y, order, s0, s1, B, Wp, dyn, base, sizes, woff, boff, aoff, scale_full, scale_last,
-              decay, quadratic, one, zero):
+    def steps(X, y, T, order, s0, s1, B, Wp, Sp, s1b, s2b, dyn, base, sizes, woff, boff, aoff, codes,
+              scale_full, scale_last, decay, quadratic, targets, net, ocode, hyp, factors, one, zero):
         """Steps s0..s1-1 for the block's net. Wp: its parameter vector (shared or global);
-        dyn: the dynamic shared array, its step buffers from offset ``base``."""
+        Sp: its optimizer state (S1 from offset s1b, S2 from s2b; shared or global; unused
+        for SGD); dyn: the dynamic shared array, its step buffers from offset ``base``."""
         t = cuda.threadIdx.x
-        T = cuda.blockDim.x
+        T_ = cuda.blockDim.x
         n = X.shape[0]
         L = sizes.shape[0] - 1
         H = aoff[L]                        # B * sum(n_1..n_L)
         dbase = base + H                   # deltas
-        pbase = dbase + H                  # scratch: T values
+        pbase = dbase + H                  # scratch: T_ values
         for step in range(s0, s1):
             k = step * B
             m = min(B, n - k)
@@ -217,11 +256,11 @@ def _build(dtype):
                 zo = base + aoff[l]
                 ai = base + aoff[l - 1] if l > 0 else 0
                 items = m * nout
-                S = T // items
+                S = T_ // items
                 if S > nin:
                     S = nin
                 if S <= 1:                 # one dot product per thread
-                    for it in range(t, items, T):
+                    for it in range(t, items, T_):
                         i = it // nout
                         j = it - i * nout
                         acc = zero
@@ -251,15 +290,16 @@ def _build(dtype):
                                 acc += dyn[ai + i * nin + p] * Wp[w0 + p * nout + j]
                         dyn[pbase + t] = acc
                     cuda.syncthreads()
-                    for it in range(t, items, T):
+                    for it in range(t, items, T_):
                         j = it - (it // nout) * nout
                         acc = dyn[pbase + it]
                         for s2 in range(1, S):
                             acc += dyn[pbase + s2 * items + it]
                         dyn[zo + it] = acc + Wp[b0 + j]
                 cuda.syncthreads()
-                if l == L - 1 and not quadratic:      # softmax by rows, one thread a row
-                    for i in range(t, m, T):
+                code = codes[l]            # the layer's activation: one switch per layer
+                if code == SOFTMAX:        # softmax by rows, one thread a row
+                    for i in range(t, m, T_):
                         row = zo + i * nout
                         mx = dyn[row]
                         for j in range(1, nout):
@@ -272,22 +312,28 @@ def _build(dtype):
                             tot += e
                         for j in range(nout):
                             dyn[row + j] = dyn[row + j] / tot
-                else:
-                    for it in range(t, items, T):
+                elif code == SIGMOID:
+                    for it in range(t, items, T_):
                         dyn[zo + it] = sigmoid(dyn[zo + it], one)
+                else:
+                    for it in range(t, items, T_):
+                        dyn[zo + it] = act(dyn[zo + it], code, one)
                 cuda.syncthreads()
             # --- 2. output delta
             nL = sizes[L]
             zo = base + aoff[L - 1]
             do = dbase + aoff[L - 1]
-            for it in range(t, m * nL, T):
+            for it in range(t, m * nL, T_):
                 i = it // nL
                 j = it - i * nL
-                tj = one if j == y[order[k + i]] else zero
-                if quadratic:
-                    dyn[do + it] = quadratic_delta(dyn[zo + it], tj, one)
+                if targets:                # cost="mse": a - t, t the row's targets
+                    dyn[do + it] = dyn[zo + it] - T[order[k + i], j]
                 else:
-                    dyn[do + it] = cross_entropy_delta(dyn[zo + it], tj)
+                    tj = one if j == y[order[k + i]] else zero
+                    if quadratic:
+                        dyn[do + it] = quadratic_delta(dyn[zo + it], tj, one)
+                    else:
+                        dyn[do + it] = cross_entropy_delta(dyn[zo + it], tj)
             cuda.syncthreads()
             # --- 3. backward with the old weights
             for l in range(L - 1, 0, -1):
@@ -297,15 +343,27 @@ def _build(dtype):
                 dl = dbase + aoff[l]
                 dp = dbase + aoff[l - 1]
                 ap = base + aoff[l - 1]
-                for it in range(t, m * nin, T):
+                code = codes[l - 1]
+                for it in range(t, m * nin, T_):
                     i = it // nin
                     p = it - i * nin
                     g = zero
                     for q in range(nout):
                         g += dyn[dl + i * nout + q] * Wp[w0 + p * nout + q]
-                    dyn[dp + it] = backward_delta(g, dyn[ap + it], one)
+                    if code == SIGMOID:
+                        dyn[dp + it] = backward_delta(g, dyn[ap + it], one)
+                    else:
+                        dyn[dp + it] = act_grad(g, dyn[ap + it], code, one)
                 cuda.syncthreads()
-            # --- 4. update every layer (the deltas are all known)
+            # --- 4. update every layer (the deltas are all known). SGD: the fused step on
+            # the gradient sum; another optimizer: its rule on the mean gradient (scale is
+            # 1/m then) plus L2 on the weights, each parameter right after its gradient.
+            f0 = f1 = lr = l2 = zero
+            if ocode != OPT_SGD:
+                f0 = factors[step - s0, 0]
+                f1 = factors[step - s0, 1]
+                lr = hyp[net, 0]
+                l2 = hyp[net, 1]
             for l in range(L):
                 nin = sizes[l]
                 nout = sizes[l + 1]
@@ -314,7 +372,7 @@ def _build(dtype):
                 dl = dbase + aoff[l]
                 ap = base + aoff[l - 1] if l > 0 else 0
                 nw = nin * nout
-                for it in range(t, nw + nout, T):
+                for it in range(t, nw + nout, T_):
                     g = zero
                     if it < nw:
                         p = it // nout
@@ -325,36 +383,65 @@ def _build(dtype):
                         else:
                             for i in range(m):
                                 g += dyn[ap + i * nin + p] * dyn[dl + i * nout + j]
-                        Wp[w0 + it] = sgd_step(Wp[w0 + it], g, scale, decay)
+                        q = w0 + it
+                        if ocode == OPT_SGD:
+                            Wp[q] = sgd_step(Wp[q], g, scale, decay)
+                        else:
+                            w = Wp[q]
+                            Wp[q], Sp[s1b + q], Sp[s2b + q] = opt_step(
+                                w, g * scale + l2 * w, Sp[s1b + q], Sp[s2b + q], ocode, lr, hyp[net, 2],
+                                hyp[net, 3], hyp[net, 4], f0, f1)
                     else:
                         j = it - nw
                         for i in range(m):
                             g += dyn[dl + i * nout + j]
-                        Wp[b0 + j] = sgd_step(Wp[b0 + j], g, scale, one)
+                        q = b0 + j
+                        if ocode == OPT_SGD:
+                            Wp[q] = sgd_step(Wp[q], g, scale, one)
+                        else:
+                            Wp[q], Sp[s1b + q], Sp[s2b + q] = opt_step(
+                                Wp[q], g * scale, Sp[s1b + q], Sp[s2b + q], ocode, lr, hyp[net, 2],
+                                hyp[net, 3], hyp[net, 4], f0, f1)
             cuda.syncthreads()
 
-    def epoch_kernel(X, y, order, s0, s1, B, params, sizes, woff, boff, aoff, scales, decays, quadratic,
-                     on_chip, one, zero):
+    def epoch_kernel(X, y, T, order, s0, s1, B, params, state, sizes, woff, boff, aoff, codes, scales, decays,
+                     hyp, factors, quadratic, targets, ocode, on_chip, state_on_chip, one, zero):
         """Steps ``[s0, s1)`` for net ``blockIdx.x``; see the module docstring."""
         net = cuda.blockIdx.x
         t = cuda.threadIdx.x
-        T = cuda.blockDim.x
+        T_ = cuda.blockDim.x
         P = params.shape[1]
         dyn = cuda.shared.array(0, nbt)
         sf = scales[net, 0]
         sl = scales[net, 1]
         decay = decays[net]
+        base = 0
+        sb = 0
         if on_chip:
-            for q in range(t, P, T):
+            for q in range(t, P, T_):
                 dyn[q] = params[net, q]
-            cuda.syncthreads()
-            steps(X, y, order, s0, s1, B, dyn, dyn, P, sizes, woff, boff, aoff, sf, sl, decay, quadratic,
-                  one, zero)
-            for q in range(t, P, T):
+            base = P
+        if state_on_chip:
+            for q in range(t, 2 * P, T_):
+                dyn[base + q] = state[net, q]
+            sb = base
+            base += 2 * P
+        cuda.syncthreads()
+        if on_chip:
+            if state_on_chip:
+                steps(X, y, T, order, s0, s1, B, dyn, dyn, sb, sb + P, dyn, base, sizes, woff, boff, aoff, codes,
+                      sf, sl, decay, quadratic, targets, net, ocode, hyp, factors, one, zero)
+            else:
+                steps(X, y, T, order, s0, s1, B, dyn, state[net], 0, P, dyn, base, sizes, woff, boff, aoff, codes,
+                      sf, sl, decay, quadratic, targets, net, ocode, hyp, factors, one, zero)
+            for q in range(t, P, T_):
                 params[net, q] = dyn[q]
+            if state_on_chip:
+                for q in range(t, 2 * P, T_):
+                    state[net, q] = dyn[sb + q]
         else:
-            steps(X, y, order, s0, s1, B, params[net], dyn, 0, sizes, woff, boff, aoff, sf, sl, decay,
-                  quadratic, one, zero)
+            steps(X, y, T, order, s0, s1, B, params[net], state[net], 0, P, dyn, base, sizes, woff, boff, aoff,
+                  codes, sf, sl, decay, quadratic, targets, net, ocode, hyp, factors, one, zero)
 
     return epoch_kernel, cuda.jit(epoch_kernel)
 
@@ -370,8 +457,10 @@ def _kernel(dtype):
 def signature(dtype) -> str:
     """The kernel's argument types for ``dtype`` (Numba's signature syntax)."""
     f = "float32" if np.dtype(dtype) == np.float32 else "float64"
-    return (f"void({f}[:, ::1], int64[::1], int64[::1], int64, int64, int64, {f}[:, ::1], int64[::1], "
-            f"int64[::1], int64[::1], int64[::1], {f}[:, ::1], {f}[::1], boolean, boolean, {f}, {f})")
+    return (f"void({f}[:, ::1], int64[::1], {f}[:, ::1], int64[::1], int64, int64, int64, {f}[:, ::1], "
+            f"{f}[:, ::1], int64[::1], int64[::1], int64[::1], int64[::1], int64[::1], {f}[:, ::1], {f}[::1], "
+            f"{f}[:, ::1], {f}[:, ::1], boolean, boolean, int64, boolean, boolean, "
+            f"{f}, {f})")
 
 
 def ptx_targets():
@@ -441,11 +530,24 @@ class FusedEpoch:
     C-contiguous, one dtype (float32 or float64), CuPy (NumPy under the simulator); they are
     copied in (:meth:`load`) and back (:meth:`store`). etas, decays: K floats (``decay_k = 1
     - eta_k lmbda_k / n``, on the weights only). batch_size: rows per step. quadratic:
-    quadratic cost on a sigmoid output, else cross-entropy on softmax. threads, on_chip:
-    None to plan (see :func:`launch_config`). A shape that does not fit is a ``ValueError`` with
-    the plan's reason. Everything is checked before anything is launched."""
+    quadratic cost on a sigmoid output, else cross-entropy on softmax (with labels).
+    threads, on_chip, state_on_chip: None to plan (see :func:`launch_config`). A shape that
+    does not fit is a ``ValueError`` with the plan's reason. Everything is checked before
+    anything is launched.
 
-    def __init__(self, Ws, bs, etas, decays, batch_size, quadratic, *, threads=None, on_chip=None):
+    The tables, as :class:`fastnet.kernels.epoch_cpu.StackRunner` takes them: codes, every
+    layer's activation code (``kernels/_math.py``: hidden layers from ``HIDDEN_CODES``, the
+    output SIGMOID, SOFTMAX or IDENTITY; default: sigmoid hidden layers and the output
+    ``quadratic`` implies); optimizer, a :class:`fastnet.optim.Optimizer` other than SGD
+    with its ``state`` (an :class:`fastnet.optim.State` over the canonical ``(K, ...)``
+    device arrays, s1 / s2 = W_0..W_(L-1) then b_0..b_(L-1), and its step count ``t``:
+    read here, written back by :meth:`store`) and ``l2s`` (K floats, ``lmbda_k / n``, on
+    the weights only). Plain SGD (no optimizer, or ``optim.SGD``) keeps the fused update.
+    :meth:`run` takes integer labels, or float targets ``(n, n_L)`` (cost="mse": the
+    output delta is ``a - t``)."""
+
+    def __init__(self, Ws, bs, etas, decays, batch_size, quadratic, *, threads=None, on_chip=None, codes=None,
+                 optimizer=None, state=None, l2s=None, state_on_chip=None):
         Ws, bs = list(Ws), list(bs)
         if not Ws or len(Ws) != len(bs):
             raise ValueError(f"FusedEpoch needs one bias array per weight array (at least one). "
@@ -476,12 +578,36 @@ class FusedEpoch:
         batch_size = int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1. Actual: {batch_size}")
-        cfg = launch_config(sizes, batch_size, dt, K, threads=threads, on_chip=on_chip)
+        if codes is None:
+            codes = [_math.SIGMOID] * (L - 1) + [_math.SIGMOID if quadratic else _math.SOFTMAX]
+        codes = [int(c) for c in codes]
+        outputs = (_math.SIGMOID, _math.SOFTMAX, _math.IDENTITY)
+        if len(codes) != L or any(c not in _math.HIDDEN_CODES for c in codes[:-1]) or codes[-1] not in outputs:
+            raise ValueError(f"FusedEpoch: codes must be {L} activation codes, hidden layers from "
+                             f"{_math.HIDDEN_CODES} and the output from {outputs}. Actual: {codes}")
+        stateful = optimizer is not None and optimizer.code != _math.OPT_SGD
+        if stateful:
+            if optimizer.code not in _math.OPT_CODES:
+                raise ValueError(f"FusedEpoch: optimizer code must be one of {_math.OPT_CODES}. "
+                                 f"Actual: {optimizer.code}")
+            if state is None or len(state.s1) != 2 * L or len(state.s2) != 2 * L:
+                raise ValueError(f"FusedEpoch: an optimizer other than SGD needs its state (2 L = {2 * L} "
+                                 f"arrays per moment). Actual: {None if state is None else len(state.s1)}")
+            l2s = [0.0] * K if l2s is None else [float(v) for v in l2s]
+            if len(l2s) != K or not all(np.isfinite(l2s)):
+                raise ValueError(f"FusedEpoch: need K={K} finite l2s (lmbda / n). Actual: {l2s}")
+        cfg = launch_config(sizes, batch_size, dt, K, threads=threads, on_chip=on_chip, stateful=stateful,
+                            state_on_chip=state_on_chip)
         if not cfg.fits:
             raise ValueError(f"the fused engine cannot run sizes {sizes} at minibatch {batch_size}: {cfg.reason}")
         self.K, self.sizes, self.dtype, self.batch_size = K, sizes, dt, batch_size
         self.quadratic, self.config = bool(quadratic), cfg
         self.etas, self.decays = etas, decays
+        self.codes, self.optimizer = codes, optimizer if stateful else None
+        self.state = state if stateful else None
+        self._ocode = int(optimizer.code) if stateful else _math.OPT_SGD
+        self._hyper = tuple(float(h) for h in optimizer.hyper()) if stateful else (0.0, 0.0, 0.0)
+        self.t = int(state.t) if stateful else 0      # the optimizer's step count (all nets step together)
         xp = self._xp = _namespace(Ws[0])
         woff, boff, off = [], [], 0
         for i, o in zip(sizes[:-1], sizes[1:]):
@@ -492,11 +618,20 @@ class FusedEpoch:
         aoff = np.concatenate([[0], np.cumsum([batch_size * o for o in sizes[1:]])])
         aoff = np.concatenate([aoff[:-1], aoff[-1:]])   # L offsets, then the total (H)
         host = {"sizes": np.asarray(sizes, np.int64), "woff": np.asarray(woff, np.int64),
-                "boff": np.asarray(boff, np.int64), "aoff": aoff.astype(np.int64)}
+                "boff": np.asarray(boff, np.int64), "aoff": aoff.astype(np.int64),
+                "codes": np.asarray(codes, np.int64)}
         self._ints = {k: xp.asarray(v) for k, v in host.items()}
         self._decays = xp.asarray(np.asarray(decays, dt))
-        self._scales = {}                  # n -> (K, 2) device array: eta/B, eta/m_last
+        # per net: eta, l2, then the optimizer's h0..h2, in the dtype (the optimizer's rule)
+        hyp = [[e, l2, *self._hyper] for e, l2 in zip(etas, l2s)] if stateful else [[0.0] * 5]
+        self._hyp = xp.asarray(np.asarray(hyp, np.float64).astype(dt))
+        self._scales = {}   # n -> (K, 2) device array: eta/B, eta/m_last (another optimizer: 1/B, 1/m_last)
+        self._T0 = xp.zeros((1, 1), dtype=Ws[0].dtype)    # "no target matrix"
+        self._y0 = xp.zeros(1, dtype=xp.int64)             # "no labels" (a target matrix's run)
+        self._f0 = xp.ones((1, 2), dtype=Ws[0].dtype)      # no optimizer factors (SGD)
         self.params = xp.zeros((K, self._P), dtype=Ws[0].dtype)
+        # the optimizer's state: S1 then S2, each laid out as params; a (K, 1) stand-in for SGD
+        self.opt_state = xp.zeros((K, 2 * self._P if stateful else 1), dtype=Ws[0].dtype)
         self.load(Ws, bs)
 
     # --- parameters in and out ---------------------------------------------------------
@@ -507,44 +642,72 @@ class FusedEpoch:
         return [(w0, i * o, (K, i, o), b0, o)
                 for w0, b0, i, o in zip(self._woff, self._boff, self.sizes[:-1], self.sizes[1:])]
 
+    def _sets(self, Ws, bs):
+        """(flat device array, canonical Ws, canonical bs) of the parameters, then of the state's S1 and S2."""
+        sets = [(self.params, list(Ws), list(bs))]
+        if self.state is not None:
+            L, P = len(self.sizes) - 1, self._P
+            st = self.state
+            sets += [(self.opt_state[:, :P], st.s1[:L], st.s1[L:]), (self.opt_state[:, P:], st.s2[:L], st.s2[L:])]
+        return sets
+
     def load(self, Ws, bs):
-        """Re-read the parameters from ``Ws`` / ``bs`` (shaped as for the constructor); a
-        non-finite value is a ``ValueError`` and changes nothing."""
+        """Re-read the parameters from ``Ws`` / ``bs`` (shaped as for the constructor), and
+        the optimizer's state and step count; a non-finite parameter or a misshapen array is
+        a ``ValueError`` and changes nothing."""
         xp, K = self._xp, self.K
-        for l, (W, b) in enumerate(zip(Ws, bs)):
-            for name, a, shape in ((f"Ws[{l}]", W, (K, self.sizes[l], self.sizes[l + 1])),
-                                   (f"bs[{l}]", b, (K, self.sizes[l + 1]))):
-                d, s, _ = _meta(name, a)
-                if d != self.dtype or tuple(s) != shape:
-                    raise ValueError(f"FusedEpoch.load: {name} must be {shape} {self.dtype}. Actual: {s} {d}")
+        sets = self._sets(Ws, bs)
+        for which, (_, Wl, bl) in zip(("Ws", "state.s1", "state.s2"), sets):
+            for l, (W, b) in enumerate(zip(Wl, bl)):
+                for name, a, shape in ((f"{which}[{l}]", W, (K, self.sizes[l], self.sizes[l + 1])),
+                                       (f"{which}[{l}] (bias)" if which != "Ws" else f"bs[{l}]", b,
+                                        (K, self.sizes[l + 1]))):
+                    d, s, _ = _meta(name, a)
+                    if d != self.dtype or tuple(s) != shape:
+                        raise ValueError(f"FusedEpoch.load: {name} must be {shape} {self.dtype}. Actual: {s} {d}")
         if not all(bool(xp.all(xp.isfinite(a))) for a in list(Ws) + list(bs)):
             raise ValueError("FusedEpoch: the parameters must be finite (a NaN or inf is in Ws or bs)")
-        for l, (w0, nw, wshape, b0, nb) in enumerate(self._views()):
-            self.params[:, w0:w0 + nw] = xp.reshape(Ws[l], (K, nw))
-            self.params[:, b0:b0 + nb] = bs[l]
+        for flat, Wl, bl in sets:
+            for l, (w0, nw, wshape, b0, nb) in enumerate(self._views()):
+                flat[:, w0:w0 + nw] = xp.reshape(Wl[l], (K, nw))
+                flat[:, b0:b0 + nb] = bl[l]
+        if self.state is not None:
+            self.t = int(self.state.t)
 
     def store(self, Ws, bs):
-        """Write the current parameters into ``Ws`` / ``bs`` in place."""
+        """Write the current parameters into ``Ws`` / ``bs`` in place (and the optimizer's
+        state into its arrays, its step count into ``state.t``)."""
         xp = self._xp
-        for l, (w0, nw, wshape, b0, nb) in enumerate(self._views()):
-            Ws[l][...] = xp.reshape(self.params[:, w0:w0 + nw], wshape)
-            bs[l][...] = self.params[:, b0:b0 + nb]
+        for flat, Wl, bl in self._sets(Ws, bs):
+            for l, (w0, nw, wshape, b0, nb) in enumerate(self._views()):
+                Wl[l][...] = xp.reshape(flat[:, w0:w0 + nw], wshape)
+                bl[l][...] = flat[:, b0:b0 + nb]
+        if self.state is not None:
+            self.state.t = self.t
 
     # --- training ----------------------------------------------------------------------
 
     def run(self, X, y, order, s0, s1):
         """Steps ``[s0, s1)`` of one epoch, in one launch: step s trains every net on the rows
         ``order[s * batch_size : min((s + 1) * batch_size, n)]``. X (n, n_0) C-contiguous
-        in the parameters' dtype; y (n,) int64 labels in ``[0, n_L)``; order (n,) int64
-        row indices in ``[0, n)``; all device arrays. Everything is checked first (a bad
-        argument launches nothing). Returns the samples trained per net; asynchronous
-        on a GPU (queued on CuPy's current stream)."""
+        in the parameters' dtype; y (n,) int64 labels in ``[0, n_L)``, or (n, n_L) float
+        targets in X's dtype, C-contiguous (cost="mse"); order (n,) int64 row indices in
+        ``[0, n)``; all device arrays. Everything is checked first (a bad argument launches
+        nothing). Returns the samples trained per net; asynchronous on a GPU (queued on
+        CuPy's current stream)."""
         xd, xs, xc = _meta("X", X)
         if not (xd == self.dtype and len(xs) == 2 and xs[1] == self.sizes[0] and xc):
             raise TypeError(f"X must be a C-contiguous {self.dtype} device array (n, {self.sizes[0]}). "
                             f"Actual: {xd} {xs}{'' if xc else ' (strided)'}")
         n = xs[0]
-        for name, a in (("y", y), ("order", order)):
+        nL = self.sizes[-1]
+        yd, ys, yc = _meta("y", y)
+        targets = len(ys) == 2
+        if targets and not (yd == self.dtype and tuple(ys) == (n, nL) and yc):
+            raise TypeError(f"y as targets must be a C-contiguous {self.dtype} device array ({n}, {nL}). "
+                            f"Actual: {yd} {ys}{'' if yc else ' (strided)'}")
+        checks = [("order", order)] if targets else [("y", y), ("order", order)]
+        for name, a in checks:
             d, s, c = _meta(name, a)
             if not (d == np.int64 and tuple(s) == (n,) and c):
                 raise TypeError(f"{name} must be a C-contiguous int64 device array ({n},). Actual: {d} {s}")
@@ -562,26 +725,38 @@ class FusedEpoch:
         if lo < 0 or hi >= n:
             raise ValueError(f"order must hold row indices in [0, {n}). Actual: values from {lo} to {hi} "
                              f"in steps {s0}..{s1 - 1}")
-        ylo, yhi = int(xp.min(y)), int(xp.max(y))
-        if ylo < 0 or yhi >= self.sizes[-1]:
-            raise ValueError(f"labels y must be in [0, {self.sizes[-1]}) (one per output unit). "
-                             f"Actual: from {ylo} to {yhi}")
+        if not targets:
+            ylo, yhi = int(xp.min(y)), int(xp.max(y))
+            if ylo < 0 or yhi >= nL:
+                raise ValueError(f"labels y must be in [0, {nL}) (one per output unit). "
+                                 f"Actual: from {ylo} to {yhi}")
         scales = self._scales.get(n)
         if scales is None:
             m_last = n - (n_steps - 1) * B
-            host = np.asarray([[e / B, e / m_last] for e in self.etas], np.float64).astype(self.dtype)
+            sgd = self.state is None
+            host = np.asarray([[e / B, e / m_last] if sgd else [1.0 / B, 1.0 / m_last] for e in self.etas],
+                              np.float64).astype(self.dtype)
             scales = self._scales[n] = xp.asarray(host)
-        self._launch(X, y, order, s0, s1, scales)
+        factors = self._f0
+        if self.state is not None:      # the optimizer's per-step factors, float64 as the CPU loop, then the dtype
+            h = self._hyper
+            factors = xp.asarray(np.asarray([_math.opt_factors(self._ocode, h[0], h[1], float(self.t + i))
+                                             for i in range(1, s1 - s0 + 1)], np.float64).astype(self.dtype))
+        T, yk = (y, self._y0) if targets else (self._T0, y)
+        self._launch(X, yk, T, targets, order, s0, s1, scales, factors)
+        if self.state is not None:
+            self.t += s1 - s0
         return min(s1 * B, n) - s0 * B
 
-    def _launch(self, X, y, order, s0, s1, scales):
+    def _launch(self, X, y, T, targets, order, s0, s1, scales, factors):
         from fastnet.kernels._cuda_api import SIMULATOR, current_stream, device_view
 
         cfg, t = self.config, self.dtype.type
         kernel = _kernel(self.dtype)
-        args = [X, y, order, s0, s1, self.batch_size, self.params, self._ints["sizes"], self._ints["woff"],
-                self._ints["boff"], self._ints["aoff"], scales, self._decays, self.quadratic,
-                cfg.params_on_chip, t(1), t(0)]
+        ints = self._ints
+        args = [X, y, T, order, s0, s1, self.batch_size, self.params, self.opt_state, ints["sizes"], ints["woff"],
+                ints["boff"], ints["aoff"], ints["codes"], scales, self._decays, self._hyp, factors, self.quadratic,
+                bool(targets), self._ocode, cfg.params_on_chip, cfg.state_on_chip, t(1), t(0)]
         if SIMULATOR:
             kernel[cfg.grid, cfg.threads, 0, cfg.dynamic_shared](*args)
             return

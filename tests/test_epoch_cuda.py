@@ -23,8 +23,9 @@ from test_kernels_cuda import run_simulator_main
 # --- the launch plan ---------------------------------------------------------------------
 
 #: ptxas (sm_90, through nvJitLink) on the PTX of numba-cuda 0.30.4: registers per thread
-#: of the kernel, float32 / float64 (0 bytes spilled, no local memory).
-PTXAS_REGISTERS = {"float32": 80, "float64": 110}
+#: of the kernel, float32 / float64 (0 bytes spilled, no local memory); 80 / 110 before
+#: the kernel learnt the activation, cost and optimizer tables.
+PTXAS_REGISTERS = {"float32": 102, "float64": 120}
 
 
 @pytest.mark.parametrize("sizes", [[784, 30, 10], [784, 100, 10]])
