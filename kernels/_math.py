@@ -106,6 +106,16 @@ HIDDEN_CODES = (SIGMOID, TANH, RELU, IDENTITY, LEAKY_RELU)
 #: leaky_relu's slope for z < 0 (PyTorch's and Keras's default).
 LEAKY_SLOPE = 0.01
 
+
+@njit
+def _leaky_slope(one):
+    """LEAKY_SLOPE in one's dtype: 1 / 100, both exact, so the division rounds once to the
+    float nearest 0.01 (as NumPy's cast of 0.01 does); a float64 literal next to a float32
+    value would promote the expression to float64."""
+    two = one + one
+    ten = two * two * two + two
+    return one / (ten * ten)
+
 #: Optimizer codes (fastnet/optim.py).
 OPT_SGD = 0
 OPT_MOMENTUM = 1
@@ -128,7 +138,7 @@ def act(z, code, one):
     if code == RELU:
         return zero if z < zero else z          # NaN stays NaN
     if code == LEAKY_RELU:
-        return z * (one * LEAKY_SLOPE) if z < zero else z
+        return z * _leaky_slope(one) if z < zero else z
     return z                                    # IDENTITY
 
 
@@ -144,7 +154,7 @@ def act_grad(g, a, code, one):
     if code == RELU:
         return g * (one if a > zero else zero)
     if code == LEAKY_RELU:                      # a > 0 exactly where z > 0
-        return g * (one if a > zero else one * LEAKY_SLOPE)
+        return g * (one if a > zero else _leaky_slope(one))
     return g                                    # IDENTITY
 
 

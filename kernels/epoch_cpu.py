@@ -216,7 +216,7 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
 
     The tables: codes (L,) int64, each layer's activation code (``_math``: the output's
     is SIGMOID, SOFTMAX or IDENTITY); T (n, n_L) float targets, read instead of y when
-    ``T.shape[0] == n`` (cost="mse": delta = a - t). opt (6,) float64: the optimizer's
+    ``T.shape[0] == n`` (cost="mse": delta = a - t; the callers pass a (0, 0) T otherwise). opt (6,) float64: the optimizer's
     code, h0, h1, h2, its step count t (advanced here) and the dtype's smallest normal
     number (state below it is flushed to 0); lrs: per-column eta in X's dtype. For plain SGD (code 0) the
     update is fused into the products as above; for any other the products write the
@@ -523,7 +523,7 @@ class StackRunner:
                              np.finfo(dt).tiny], np.float64)
         self._groups = [_Group(t * K // threads, (t + 1) * K // threads, sizes, dt, batch_size,
                                etas, decays, l2s, stateful) for t in range(threads)]
-        self._T0 = np.zeros((1, 1), dt)     # "no target matrix"
+        self._T0 = np.zeros((0, 0), dt)     # "no target matrix" (0 rows: never n)
         self._y0 = np.zeros(0, np.int64)    # "no labels" (a target matrix's fit), grown to n
         self.load(Ws, bs)
 

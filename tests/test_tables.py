@@ -7,6 +7,7 @@ activation x optimizer x cost runs on every engine that takes it (asked for by n
 float64 over two epochs with a partial last batch and L2, to 1e-10.
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -314,3 +315,35 @@ def test_compiled_stack_results_do_not_depend_on_the_thread_count(opt):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert np.array_equal(a, b)
+
+
+def test_float32_table_maths_stays_in_float32():
+    """A float64 constant next to a float32 value would promote the kernels' arithmetic
+    (slower, and other rounding than NumPy's float32)."""
+    from numba import float32, int64
+
+    from fastnet.kernels import _math
+
+    one = np.float32(1)
+    for code in _math.HIDDEN_CODES:
+        _math.act(np.float32(-0.5), code, one)
+        _math.act_grad(np.float32(0.3), np.float32(-0.2), code, one)
+    assert all(sig.return_type == float32 for sig in _math.act.nopython_signatures
+               if sig.args == (float32, int64, float32))
+    assert all(sig.return_type == float32 for sig in _math.act_grad.nopython_signatures
+               if sig.args == (float32, float32, int64, float32))
+
+
+def test_compiled_engine_with_one_sample_reads_its_label():
+    """One training sample: the (0, 0) stand-in for "no target matrix" is never taken for one."""
+    from reference import sgd
+
+    X, y = random_data(1, 5, 3, seed=2)
+    net = fastnet.Network([5, 4, 3], cost="cross_entropy", dtype="float64", device="cpu", seed=0)
+    W0, b0 = [w.copy() for w in net.weights], [v.copy() for v in net.biases]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # one label: the output layer is wider than the classes seen
+        net.fit(X, y, epochs=2, batch_size=1, eta=0.5, engine="compiled")
+    W, b = sgd(W0, b0, X, y, epochs=2, batch_size=1, eta=0.5, cost="cross_entropy")
+    for got, want in zip(net.weights + net.biases, W + b):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
