@@ -51,7 +51,8 @@ step smoke 60 python3 tools/gpu_smoke.py || { echo "smoke failed: stopping (see 
 step ptx 60 python3 -m fastnet info --ptx sm_90 || true
 FASTNET_REQUIRE_GPU=1 step tests 130 python3 -m pytest -q -rs -p no:cacheprovider tests/test_golden.py \
   tests/test_network.py tests/test_kernels_cuda.py tests/test_kernels_stacked_cuda.py tests/test_stack.py \
-  tests/test_memory.py $(ls tests/test_epoch_cuda.py tests/test_ptx.py 2>/dev/null) || true
+  tests/test_memory.py $(ls tests/test_epoch_cuda.py tests/test_ptx.py tests/test_tables_cuda.py \
+  tests/test_epoch_cuda_tables.py 2>/dev/null) || true
 step bench 190 python3 -m fastnet bench --device cuda --against torch,jax \
   --json "$OUT/bench-gpu-$dev.json" || true
 step stack 60 python3 -m pytest -q -p no:cacheprovider bench/bench_stack.py -k gpu --benchmark-only \
