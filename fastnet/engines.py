@@ -14,6 +14,7 @@ compiled   epoch Network, stack       NumPy + Numba; small steps (one compiled l
                                       epoch chunk, no Python per step; FMA)
 rows       step  Network              NumPy + Numba; large batches of narrow nets
                                       (threads over rows, FMA loops instead of BLAS)
+chunked    step  Network              NumPy; huge batches in row chunks (bounded memory)
 step       step  Network, stack       any backend; BLAS/cuBLAS GEMMs plus the Numba
                                       kernel twin for the array type (njit, CUDA)
 xp         step  Network, stack       any backend; the plain array-namespace kernels:
@@ -30,7 +31,7 @@ request is a ``ValueError`` with the reason.
 >>> import numpy as np, fastnet
 >>> from fastnet import engines
 >>> engines.names()
-['fused', 'compiled', 'rows', 'step', 'xp']
+['fused', 'compiled', 'rows', 'chunked', 'step', 'xp']
 >>> net = fastnet.Network([784, 30, 10], device="cpu")
 >>> p = engines.plan(net, np.zeros((50_000, 784), np.float32), batch_size=10, epochs=30)
 >>> p.engine in ("compiled", "xp"), "rows" in p.rejected
@@ -62,6 +63,11 @@ COMPILED_MAX_MACS = 1_500_000
 #: [784, 30, 10] and loses or ties at widths 50-100: bench/bench_engines.py).
 ROWS_MIN_ROWS = 5000
 ROWS_MAX_WIDTH = 32
+#: Chunked steps: host batches of at least this many rows, in chunks of ~CHUNK_ELEMS inputs.
+#: Not for speed (0.93-0.95x of step on 2026-12-07) but for memory: a full-batch fit of
+#: [784, 500, 500, 10] on 60,000 rows peaks at 456 MiB in chunks, 1,000 MiB in one piece.
+CHUNKED_MIN_ROWS = 16384
+CHUNK_ELEMS = 1 << 20
 
 #: What each compiled unit costs to compile once with an empty Numba cache (seconds, on
 #: the 2-core development machine; only compared with the estimated saving below).
@@ -69,8 +75,9 @@ COMPILE_SECONDS = {"kernels": 4.0, "compiled": 6.0, "rows": 4.5, "fused": 3.0}
 #: Rough per-step overhead (seconds) and rate (the step's multiply-adds per second, 3 per
 #: forward one) per engine, from fastnet bench on the 2-core development machine (fused: the
 #: H200 target), for the compile-or-not and the CPU-or-GPU decisions only.
-_STEP_OVERHEAD = {"fused": 0.5e-6, "compiled": 1e-6, "rows": 40e-6, "step": 35e-6, "xp": 60e-6}
-_MAC_RATE = {"fused": 100e9, "compiled": 80e9, "rows": 200e9, "step": 150e9, "xp": 120e9}
+_STEP_OVERHEAD = {"fused": 0.5e-6, "compiled": 1e-6, "rows": 40e-6, "chunked": 40e-6, "step": 35e-6,
+                  "xp": 60e-6}
+_MAC_RATE = {"fused": 100e9, "compiled": 80e9, "rows": 200e9, "chunked": 150e9, "step": 150e9, "xp": 120e9}
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,8 @@ class Engine:
     make_trainer(model, Xd, yd, run, engine): the object the epoch loop drives
     (``chunk``, ``steps``, ``sync``). step(net): a Network step engine's
     ``one(X, y, ws, m, eta, decay)`` (None: the step path's ``Network._sgd_step``).
-    checks_input: it checks ``train_step``'s X for NaN/inf itself. flat_data: it reads X and y by flat
+    chunked: its steps run in row chunks (the workspace holds one chunk). checks_input:
+    it checks ``train_step``'s X for NaN/inf itself. flat_data: it reads X and y by flat
     index (C-contiguous copies are made once per fit)."""
     name: str
     unit: str
@@ -96,6 +104,7 @@ class Engine:
     why_not: Callable = field(repr=False, default=None)
     make_trainer: Callable = field(repr=False, default=None)
     step: Callable = field(repr=False, default=None)
+    chunked: bool = False
     checks_input: bool = False
     flat_data: bool = False
 
@@ -220,6 +229,18 @@ def _no_rows(r):
     return None
 
 
+def _no_chunked(r):
+    why = _network_only(r)
+    if why:
+        return why
+    if type(r.model._W[0]) is not np.ndarray:
+        return "it streams host (NumPy) memory; the data is on the device"
+    c = chunk_rows(r.model.sizes[0])
+    if r.m < max(CHUNKED_MIN_ROWS, 2 * c):
+        return _Slower(f"batches of {r.m:,} rows fit in memory without chunks (from {max(CHUNKED_MIN_ROWS, 2 * c):,})")
+    return None
+
+
 def _no_step(r):
     return None
 
@@ -281,6 +302,9 @@ ENGINES: tuple[Engine, ...] = (
     Engine("rows", "step", ("Network",), ("numpy",), ("rows",),
            "large batches of narrow nets: FMA loops, the rows split over the cores", _no_rows,
            _step_trainer, step=_rows_step, checks_input=True),
+    Engine("chunked", "step", ("Network",), ("numpy",), ("kernels",),
+           "huge host batches: BLAS steps on row chunks, so a step's buffers stay small", _no_chunked,
+           _step_trainer, chunked=True, checks_input=True),
     Engine("step", "step", ("Network", "NetworkStack"), ("any",), ("kernels",),
            "one step at a time: BLAS/cuBLAS GEMMs and the Numba kernel twins", _no_step, _step_trainer),
     Engine("xp", "step", ("Network", "NetworkStack"), ("any",), (),
@@ -301,6 +325,11 @@ def get(name: str) -> Engine:
         return _BY_NAME[name]
     except (KeyError, TypeError):
         raise ValueError(f"engine must be 'auto' or one of {names()}. Actual: {name!r}") from None
+
+
+def chunk_rows(n_in: int) -> int:
+    """Rows per chunk of the chunked engine for ``n_in`` inputs (~:data:`CHUNK_ELEMS` values)."""
+    return max(256, CHUNK_ELEMS // n_in)
 
 
 # --- compiled units: ready (cached on disk) or not -------------------------------------------

@@ -123,7 +123,7 @@ class Network(DeviceData, training.Trainable):
         weights, biases, self._shuffle_rng = initial_params(self.sizes, self.init, self.seed)
         self._W = [self._to_device(w) for w in weights]
         self._b = [self._to_device(b) for b in biases]
-        self._ws: dict = {}                 # training.Workspace per batch size
+        self._ws: dict = {}                 # training.Workspace per (batch size, chunked)
         self._k = None                       # the kernel table of the running fit (see _kern)
         self._metrics_with = None            # the metrics pass of the running fit
         self._opt_state = None               # optim.State of the running fit (None: plain SGD)
@@ -261,23 +261,40 @@ class Network(DeviceData, training.Trainable):
 
     # --- backward -----------------------------------------------------------------------
 
-    def _workspace(self, m: int) -> training.Workspace:
-        """The step buffers for batches of ``m`` rows (made once per fit and batch size)."""
-        ws = self._ws.get(m)
+    def _workspace(self, m: int, chunked: bool = False) -> training.Workspace:
+        """The step buffers for batches of ``m`` rows (made once per fit and batch size);
+        ``chunked``: activation and delta buffers of one row chunk (the chunked engine)."""
+        ws = self._ws.get((m, chunked))
         if ws is None:
             self._check_fits(m)
-            ws = self._ws[m] = training.Workspace(self.xp, self.sizes, m, self.backend.dtype(self.dtype),
-                                                  targets=self.cost == "mse")
+            chunk = engines.chunk_rows(self.sizes[0]) if chunked else None
+            ws = self._ws[(m, chunked)] = training.Workspace(self.xp, self.sizes, m, self.backend.dtype(self.dtype),
+                                                             chunk=chunk, targets=self.cost == "mse")
         return ws
 
-    def _sgd_step(self, X, y, ws, m, eta, decay) -> None:
-        """One SGD step on the ``m`` rows of ``(X, y)``: the unscaled gradient sums, then one
-        fused update per parameter."""
-        acts = self._forward(X, ws.rows(ws.a, m))
-        # few rows: b <- b - scale * sum(delta) in one pass, inside backprop (b plays no part
-        # in the deltas); else the column sums streamed row by row first
-        fused_b = (m < 256 or type(X) is not np.ndarray) and self._opt_state is None
-        self._grad_sums(X, y, acts, ws, m, b_scale=eta / m if fused_b else None)
+    def _sgd_step(self, X, y, ws, m, eta, decay, check=None) -> None:
+        """One SGD step on the ``m`` rows of ``(X, y)``, ``ws.chunk`` rows at a time: the
+        unscaled gradient sums of every chunk added up, then one fused update per parameter.
+
+        ``check``: the caller's X (a C-contiguous NumPy float array) when its finiteness is
+        still to be checked: each chunk is, before its forward pass (while it is in cache),
+        and a NaN/inf raises the usual error before any parameter changes."""
+        c = ws.chunk
+        for k0 in range(0, m, c):
+            stop = min(k0 + c, m)
+            r = stop - k0
+            Xc, yc = (X, y) if r == m else (X[k0:stop, ...], y[k0:stop, ...])
+            if check is not None:
+                from fastnet.kernels.cpu import all_finite_cpu
+
+                if not all_finite_cpu(Xc):
+                    V.check_X(check, self.sizes[0], "X")   # raises, naming the first bad row
+                    raise ValueError("X must be finite")   # pragma: no cover - check_X raised
+            acts = self._forward(Xc, ws.a if r == ws.chunk else [b[:r, ...] for b in ws.a])
+            # one piece of few rows: b <- b - scale * sum(delta) in one pass, inside backprop
+            # (b plays no part in the deltas); else the column sums streamed row by row first
+            fused_b = r == m and (m < 256 or type(X) is not np.ndarray) and self._opt_state is None
+            self._grad_sums(Xc, yc, acts, ws, r, accumulate=k0 > 0, b_scale=eta / m if fused_b else None)
         k, scale = self._kern(), eta / m
         if self._opt_state is not None:   # another optimizer: its own pass over the gradient sums
             self._opt_state.apply(self._W, self._b, ws.gW, ws.gb, k, m)
@@ -287,18 +304,21 @@ class Network(DeviceData, training.Trainable):
             if not fused_b:
                 self._b[l] = k.sgd_update(self._b[l], ws.gb[l], scale, 1.0)   # b - scale * sum
 
-    def _grad_sums(self, X, y, acts, ws, m, b_scale=None):
-        """Unscaled gradient sums of one batch of ``m`` rows into ``ws.gW`` and ``ws.gb``,
-        every delta from the old weights. ``b_scale``: update the biases now,
-        ``b -= b_scale * sum(delta)``, instead of ``ws.gb``."""
+    def _grad_sums(self, X, y, acts, ws, m, accumulate=False, b_scale=None):
+        """Unscaled gradient sums of one batch (or chunk) of ``m`` rows into ``ws.gW`` and
+        ``ws.gb`` (added to them with ``accumulate``), every delta from the old weights.
+        ``b_scale``: update the biases now, ``b -= b_scale * sum(delta)``, instead of ``ws.gb``."""
         k = self._kern()
         ds = ws.rows(ws.d, m)
         delta = k.output_delta(acts[-1], y, self.cost, out=ds[-1])
         for l in range(self.n_layers - 1, -1, -1):
             a_prev = X if l == 0 else acts[l - 1]
-            ws.gW[l] = ops.matmul(a_prev.T, delta, out=ws.gW[l])
+            if accumulate:
+                ws.gW[l] += ops.matmul(a_prev.T, delta, out=ws.gW_part[l])
+            else:
+                ws.gW[l] = ops.matmul(a_prev.T, delta, out=ws.gW[l])
             if b_scale is None:
-                ws.gb[l] = k.bias_grad(delta, ws.gb[l], 1.0)
+                ws.gb[l] = k.bias_grad(delta, ws.gb[l], 1.0, accumulate=accumulate)
             else:
                 self._b[l] = k.bias_update(self._b[l], delta, b_scale)
             if l > 0:
@@ -348,8 +368,8 @@ class Network(DeviceData, training.Trainable):
         lmbda = V.check_real("lmbda", lmbda)
         opt = optim.get(optimizer)
         # A C-contiguous NumPy batch already in the network's dtype is checked for NaN/inf
-        # by the rows engine itself (only when the step left a parameter non-finite, then
-        # restoring them); the parameters stay changed only once it passed.
+        # inside the chunked and rows engines (while each chunk is in cache, or only when
+        # the step left a parameter non-finite); the parameters change only once it passed.
         in_place = (type(X) is np.ndarray and X.ndim == 2 and X.flags.c_contiguous
                     and X.dtype == np.dtype(self.dtype) and type(self._W[0]) is np.ndarray)
         if in_place:

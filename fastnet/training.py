@@ -75,17 +75,24 @@ class SigintFlag:
 
 
 class Workspace:
-    """Buffers for one batch size, made once and reused by every step (no per-step allocation)."""
+    """Buffers for one batch size, made once and reused by every step (no per-step allocation).
 
-    def __init__(self, xp, sizes: Sequence[int], m: int, dtype, *, targets: bool = False):
+    ``chunk``: rows of the activation and delta buffers (``m``, or fewer for the chunked
+    engine, which runs a step in row chunks)."""
+
+    def __init__(self, xp, sizes: Sequence[int], m: int, dtype, *, chunk: int | None = None,
+                 targets: bool = False):
         self.m = m
         self._targets = sizes[-1] if targets else 0   # cost="mse": a float target buffer for y
+        self.chunk = m if chunk is None else min(m, chunk)
         self._xp, self._n_in, self._dtype = xp, sizes[0], dtype
         self._X = self._y = None   # the gather buffers: made on first use (see X, y)
-        self.a = [xp.empty((m, n), dtype=dtype) for n in sizes[1:]]
-        self.d = [xp.empty((m, n), dtype=dtype) for n in sizes[1:]]
+        self.a = [xp.empty((self.chunk, n), dtype=dtype) for n in sizes[1:]]
+        self.d = [xp.empty((self.chunk, n), dtype=dtype) for n in sizes[1:]]
         self.gW = [xp.empty((i, o), dtype=dtype) for i, o in zip(sizes[:-1], sizes[1:])]
         self.gb = [xp.empty((o,), dtype=dtype) for o in sizes[1:]]
+        # per-chunk weight gradients, added into gW (only when the step is chunked)
+        self.gW_part = [xp.empty_like(g) for g in self.gW] if self.chunk < m else []
 
     @property
     def X(self):
@@ -110,16 +117,17 @@ class Workspace:
 # --- trainers -------------------------------------------------------------------------------
 
 class StepTrainer:
-    """Step engines (``rows``, ``step``, ``xp``) of a Network: one Python-level step at a
-    time; the engine's row (:class:`fastnet.engines.Engine`) says how a step on a gathered
-    batch is computed (its ``step``, else ``Network._sgd_step``)."""
+    """Step engines (``rows``, ``split``, ``chunked``, ``step``, ``xp``) of a Network: one
+    Python-level step at a time; the engine's row (:class:`fastnet.engines.Engine`) says how
+    a step on a gathered batch is computed (its ``step``, else ``Network._sgd_step``) and
+    whether the step runs in row chunks."""
 
     chunk = 1
 
     def __init__(self, net, engine, Xd, yd, run, decay):
         self.net, self.Xd, self.yd = net, Xd, yd
         self.B, self.n, self.eta, self.decay = run["batch_size"], run["n_train"], run["eta"], decay
-        self.ws = net._workspace(self.B)
+        self.ws = net._workspace(self.B, chunked=engine.chunked)
         self.one = step_function(net, engine)
 
     def steps(self, orders, s0, s1) -> None:
@@ -151,9 +159,9 @@ def one_step(net, X, Xd, yd, eta, decay, engine, optimizer=None) -> None:
     """``Network.train_step``'s step, as :func:`fastnet.engines.plan` picks its engine.
 
     ``Xd is X`` when X (a C-contiguous NumPy array in the network's dtype) has not been
-    checked for NaN/inf yet: the rows engine checks it itself (only when the step left a
-    parameter non-finite, then restoring the parameters), any other engine after a full
-    check. Nothing changes when X is refused."""
+    checked for NaN/inf yet: the chunked and rows engines check it themselves (each chunk
+    while in cache; or only when the step left a parameter non-finite, then restoring the
+    parameters), any other engine after a full check. Nothing changes when X is refused."""
     from fastnet import _validate as V
     from fastnet import engines
 
@@ -163,7 +171,10 @@ def one_step(net, X, Xd, yd, eta, decay, engine, optimizer=None) -> None:
     if Xd is X and not row.checks_input:
         Xd = net._prepare_X(X)   # the full check (and nothing else: same dtype)
     with net._running(p):
-        ws = net._workspace(m)
+        ws = net._workspace(m, chunked=row.chunked)
+        if row.chunked and Xd is X:
+            net._sgd_step(X, yd, ws, m, eta, decay, check=X)
+            return
         step = step_function(net, row)
         saved = [q.copy() for q in net._W + net._b] if row.checks_input and Xd is X else None
         step(Xd, yd, ws, m, eta, decay)

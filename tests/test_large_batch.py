@@ -1,4 +1,5 @@
-"""Large-batch CPU steps: full-batch fit without a gather, the compiled finiteness check, the vectorized float32 sigmoid, and the rows engine (the threaded FMA
+"""Large-batch CPU steps: the chunked engine, full-batch fit without a gather, the compiled
+finiteness check, the vectorized float32 sigmoid, and the rows engine (the threaded FMA
 step for large narrow batches, kernels/batch_cpu.py). Each test names the engines it
 compares (``engine=``)."""
 from __future__ import annotations
@@ -19,6 +20,43 @@ def _max_diff(a, b):
                for p, q in zip(a.weights + a.biases, b.weights + b.biases))
 
 
+@pytest.mark.parametrize("cost", ["quadratic", "cross_entropy"])
+@pytest.mark.parametrize("targets", [False, True])
+def test_chunked_train_step_matches_one_piece(cost, targets):
+    rng = np.random.default_rng(0)
+    m = 20_001                                  # a short last chunk
+    X = rng.random((m, 200))
+    y = rng.integers(0, 10, m)
+    Y = np.eye(10)[y] if targets else y
+    a = fastnet.Network([200, 16, 10], cost=cost, dtype="float64", device="cpu", seed=1)
+    b = a.copy()
+    assert engines.chunk_rows(200) < m
+    if not targets:
+        assert engines.plan(a, X, batch_size=m, unit="step", engine="chunked").engine == "chunked"
+    for _ in range(2):
+        a.train_step(X, Y, 0.5, lmbda=0.1, n=50_000, engine="chunked")
+    assert a._ws[(m, True)].chunk < m and a._ws[(m, True)]._X is None
+    for _ in range(2):
+        b.train_step(X, Y, 0.5, lmbda=0.1, n=50_000, engine="step")
+    assert b._ws[(m, False)].chunk == m
+    assert _max_diff(a, b) < 1e-10
+
+
+@pytest.mark.parametrize("batch_size", [20_001, 15_000])
+def test_large_batch_fit_matches_one_piece(batch_size):
+    rng = np.random.default_rng(1)
+    X = rng.random((20_001, 200))
+    y = rng.integers(0, 10, 20_001)
+    a = fastnet.Network([200, 16, 10], dtype="float64", device="cpu", seed=2)
+    b = a.copy()
+    ha = a.fit(X, y, epochs=2, batch_size=batch_size, eta=1.0, lmbda=0.5, engine="chunked")
+    hb = b.fit(X, y, epochs=2, batch_size=batch_size, eta=1.0, lmbda=0.5, engine="step")
+    assert _max_diff(a, b) < 1e-10
+    assert abs(ha["loss"][-1] - hb["loss"][-1]) < 1e-10
+    # both networks drew the same shuffles: the RNG state is the same afterwards
+    assert a._shuffle_rng.bit_generator.state == b._shuffle_rng.bit_generator.state
+
+
 def test_full_batch_fit_reads_data_in_place():
     """batch_size == n: one step over all samples; no gather and no batch copy of X."""
     rng = np.random.default_rng(2)
@@ -27,7 +65,7 @@ def test_full_batch_fit_reads_data_in_place():
     net = fastnet.Network([5, 4, 3], dtype="float64", device="cpu", seed=0)
     ref = net.copy()
     net.fit(X, y, epochs=3, batch_size=64, eta=0.5, shuffle=True, engine="step")
-    assert net._ws[64]._X is None and net._ws[64]._y is None
+    assert net._ws[(64, False)]._X is None and net._ws[(64, False)]._y is None
     # the same as three manual full-batch steps (shuffling only reorders the sum)
     for _ in range(3):
         ref.train_step(X, y, 0.5)
@@ -83,21 +121,21 @@ def test_float32_sigmoid_accuracy():
     assert (np.abs(got[tail] - want[tail]) / want[tail]).max() < 5e-7
 
 
-@pytest.mark.parametrize("engine", ["rows", "step"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_large_train_step_refuses_a_bad_last_row_before_changing_anything(bad, engine):
-    """A large float batch used in place (rows checks it itself, step first): a bad value
-    in the last row is refused before any parameter changes."""
+def test_chunked_train_step_checks_every_chunk_before_changing_anything(bad):
+    """A large float batch is checked for NaN/inf chunk by chunk inside the step; a bad
+    value in the last chunk is still refused before any parameter changes."""
     rng = np.random.default_rng(5)
     m = 20_001
     X = rng.random((m, 200)).astype(np.float32)
     y = rng.integers(0, 10, m)
     net = fastnet.Network([200, 16, 10], device="cpu", seed=1)
-    net.train_step(X, y, 0.5, engine=engine)
+    assert engines.chunk_rows(X.shape[1]) < m
+    net.train_step(X, y, 0.5, engine="chunked")
     before = [w.copy() for w in net.weights + net.biases]
     X[m - 1, 199] = bad
     with pytest.raises(ValueError, match=f"first at index {m - 1}"):
-        net.train_step(X, y, 0.5, engine=engine)
+        net.train_step(X, y, 0.5)
     assert all((a == b).all() for a, b in zip(before, net.weights + net.biases))
     X[m - 1, 199] = 0.5
     net.train_step(X, y, 0.5)                  # good data goes through again

@@ -81,8 +81,7 @@ def test_real_gpu_batch_larger_than_the_device():
 def test_peak_memory_of_a_batch_60000_fit_is_within_issue_5s_budget(tmp_path):
     """bench/peak_memory.py on the embedded sample tiled to 60,000 rows: the float32
     [784, 500, 500, 10] fit's peak RSS (whole process) stays under 1.5x data + parameters
-    + activations + deltas (1.49x measured on the dev machine without the removed chunked
-    engine; 0.71x with it)."""
+    + activations + deltas (0.71x measured on the dev machine)."""
     import json
     import subprocess
     import sys

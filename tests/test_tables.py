@@ -278,6 +278,21 @@ def test_resume_with_an_optimizer_is_bit_for_bit(tmp_path, opt, engine):
         other.fit(X, y, epochs=4, batch_size=8, eta=0.01, optimizer="sgd", checkpoint=ck, resume=True)
 
 
+def test_chunked_engine_runs_the_tables():
+    """The chunked step (row chunks of a huge batch) sums every chunk's gradient before the
+    optimizer's pass: the same as the oracle's one-batch step."""
+    sizes, n = [4096, 5, 3], 600
+    X, y = _data(n, sizes, "mse", seed=3)
+    net = fastnet.Network(sizes, activation="leaky_relu", cost="mse", dtype="float64", device="cpu", seed=1)
+    W0, b0 = [w.copy() for w in net.weights], [v.copy() for v in net.biases]
+    for _ in range(2):
+        net.train_step(X, y, eta=1e-3, lmbda=0.1, n=n, optimizer="adam", engine="chunked")
+    W, b = train_general(W0, b0, X, y, hidden=["leaky_relu"], cost="mse", optimizer="adam", epochs=2,
+                         batch_size=n, eta=1e-3, lmbda=0.1, orders=[np.arange(n)] * 2)
+    for got, want in zip(net.weights + net.biases, W + b):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("opt", ["adam", "momentum"])
 def test_compiled_stack_results_do_not_depend_on_the_thread_count(opt):
     from fastnet.kernels.epoch_cpu import StackRunner
