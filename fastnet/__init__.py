@@ -78,7 +78,6 @@ def warmup(dtype="float32", n_layers=(1, 2, 3), large=False) -> str:
 
     if ops.kernel_path(np.zeros(1)) == "njit":
         engines.prepare("kernels", dtype, 0)
-        engines.prepare("split", dtype, 0)
         for depth in n_layers:
             engines.prepare("compiled", dtype, int(depth))
             if large:

@@ -736,16 +736,11 @@ def info_lines() -> list[str]:
     lines.append(f"kernel path on NumPy arrays: {ops.kernel_path(np.zeros(1))}")
     if ops.kernel_path(np.zeros(1)) == "njit":
         from fastnet import engines
-        from fastnet.kernels import epoch_cpu, split_cpu
+        from fastnet.kernels import epoch_cpu
 
         lines.append("training engines (fastnet.engines; compiled state for float32, 2 weight layers):")
         lines += ["  " + line for line in engines.describe("float32", 2)]
         lines.append(f"compiled CPU epoch loop: fused multiply-adds, {epoch_cpu.WIDE_BYTES * 8}-bit vectors")
-        threads = split_cpu.split_threads(10**9)
-        lines.append("wide-layer steps: " + (
-            f"rows split over {threads} threads, each with single-threaded OpenBLAS" if threads > 1 else
-            "one thread calling BLAS (" + ("one usable CPU or BLAS thread" if split_cpu.blas_controller()
-                                           else "no OpenBLAS whose thread count fastnet can set") + ")"))
     from fastnet import machine
 
     lines.append(f"OPENBLAS_CORETYPE: {machine.OPENBLAS_DECISION}")

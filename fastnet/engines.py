@@ -14,9 +14,7 @@ compiled   epoch Network, stack       NumPy + Numba; small steps (one compiled l
                                       epoch chunk, no Python per step; FMA)
 rows       step  Network              NumPy + Numba; large batches of narrow nets
                                       (threads over rows, FMA loops instead of BLAS)
-chunked    step  Network              NumPy; huge batches (row chunks stay in cache)
-split      step  Network              NumPy + Numba + OpenBLAS; wide hidden layers, big
-                                      steps (threads over rows, one-thread BLAS each)
+chunked    step  Network              NumPy; huge batches in row chunks (bounded memory)
 step       step  Network, stack       any backend; BLAS/cuBLAS GEMMs plus the Numba
                                       kernel twin for the array type (njit, CUDA)
 xp         step  Network, stack       any backend; the plain array-namespace kernels:
@@ -33,7 +31,7 @@ request is a ``ValueError`` with the reason.
 >>> import numpy as np, fastnet
 >>> from fastnet import engines
 >>> engines.names()
-['fused', 'compiled', 'rows', 'chunked', 'split', 'step', 'xp']
+['fused', 'compiled', 'rows', 'chunked', 'step', 'xp']
 >>> net = fastnet.Network([784, 30, 10], device="cpu")
 >>> p = engines.plan(net, np.zeros((50_000, 784), np.float32), batch_size=10, epochs=30)
 >>> p.engine in ("compiled", "xp"), "rows" in p.rejected
@@ -60,28 +58,26 @@ __all__ = ["Engine", "Plan", "ENGINES", "names", "plan", "prepare", "is_ready", 
 #: The compiled loop's register-blocked products beat BLAS only while a step is small:
 #: a forward pass of at most this many float32 multiply-adds (half for float64).
 COMPILED_MAX_MACS = 1_500_000
-#: The row-threaded FMA step replaces OpenBLAS where OpenBLAS is poor: N <= 100 products
-#: on at least this many rows.
+#: The row-threaded FMA step replaces OpenBLAS where OpenBLAS is poor: N <= 32 products
+#: on at least this many rows (on the Intel Xeon AVX-512 of 2026-12-07 it wins 1.39-1.93x at
+#: [784, 30, 10] and loses or ties at widths 50-100: bench/bench_engines.py).
 ROWS_MIN_ROWS = 5000
-ROWS_MAX_WIDTH = 100
-#: The split step pays for wide hidden layers with big products only; narrow layers are
-#: split better by OpenBLAS itself.
-SPLIT_MIN_WIDTH = 256
-SPLIT_MIN_MACS = 300_000_000
+ROWS_MAX_WIDTH = 32
 #: Chunked steps: host batches of at least this many rows, in chunks of ~CHUNK_ELEMS inputs.
+#: Not for speed (0.93-0.95x of step on 2026-12-07) but for memory: a full-batch fit of
+#: [784, 500, 500, 10] on 60,000 rows peaks at 456 MiB in chunks, 1,000 MiB in one piece.
 CHUNKED_MIN_ROWS = 16384
 CHUNK_ELEMS = 1 << 20
 
 #: What each compiled unit costs to compile once with an empty Numba cache (seconds, on
 #: the 2-core development machine; only compared with the estimated saving below).
-COMPILE_SECONDS = {"kernels": 4.0, "compiled": 6.0, "rows": 4.5, "split": 1.5, "fused": 3.0}
+COMPILE_SECONDS = {"kernels": 4.0, "compiled": 6.0, "rows": 4.5, "fused": 3.0}
 #: Rough per-step overhead (seconds) and rate (the step's multiply-adds per second, 3 per
 #: forward one) per engine, from fastnet bench on the 2-core development machine (fused: the
 #: H200 target), for the compile-or-not and the CPU-or-GPU decisions only.
-_STEP_OVERHEAD = {"fused": 0.5e-6, "compiled": 1e-6, "rows": 40e-6, "split": 40e-6, "chunked": 40e-6,
-                  "step": 35e-6, "xp": 60e-6}
-_MAC_RATE = {"fused": 100e9, "compiled": 80e9, "rows": 200e9, "split": 200e9, "chunked": 200e9, "step": 150e9,
-             "xp": 120e9}
+_STEP_OVERHEAD = {"fused": 0.5e-6, "compiled": 1e-6, "rows": 40e-6, "chunked": 40e-6, "step": 35e-6,
+                  "xp": 60e-6}
+_MAC_RATE = {"fused": 100e9, "compiled": 80e9, "rows": 200e9, "chunked": 150e9, "step": 150e9, "xp": 120e9}
 
 
 @dataclass(frozen=True)
@@ -233,28 +229,6 @@ def _no_rows(r):
     return None
 
 
-def _no_split(r):
-    why = _network_only(r) or _numba_missing(r) or _sgd_sigmoid_only(r)
-    if why:
-        return why
-    sizes = r.model.sizes
-    if len(sizes) < 3:
-        return "it splits networks with a hidden layer"
-    if not r.contiguous:
-        return "the parameters are not C-contiguous NumPy arrays"
-    from fastnet.kernels import split_cpu
-
-    if split_cpu.blas_controller() is None:
-        return "fastnet cannot set the BLAS thread count here (not OpenBLAS)"
-    if min(sizes[1:-1]) < SPLIT_MIN_WIDTH:
-        return _Slower(f"it pays only when every hidden layer is at least {SPLIT_MIN_WIDTH} wide")
-    if r.m * sum(i * o for i, o in zip(sizes[:-1], sizes[1:])) < SPLIT_MIN_MACS:
-        return _Slower(f"a step of {r.m:,} rows is below the {SPLIT_MIN_MACS:,} multiply-adds where it pays")
-    if split_cpu.split_threads(r.m) < 2:
-        return _Slower("one usable CPU or BLAS thread: nothing to split over")
-    return None
-
-
 def _no_chunked(r):
     why = _network_only(r)
     if why:
@@ -263,7 +237,7 @@ def _no_chunked(r):
         return "it streams host (NumPy) memory; the data is on the device"
     c = chunk_rows(r.model.sizes[0])
     if r.m < max(CHUNKED_MIN_ROWS, 2 * c):
-        return _Slower(f"batches of {r.m:,} rows fit in cache without chunks (from {max(CHUNKED_MIN_ROWS, 2 * c):,})")
+        return _Slower(f"batches of {r.m:,} rows fit in memory without chunks (from {max(CHUNKED_MIN_ROWS, 2 * c):,})")
     return None
 
 
@@ -318,19 +292,6 @@ def _rows_step(net):
     return lambda X, y, ws, m, eta, decay: large_step(X, y, net._W, net._b, eta, decay, quadratic)
 
 
-def _split_step(net):
-    from fastnet.kernels import split_cpu
-
-    def split(X, y, ws, m, eta, decay):
-        threads = split_cpu.split_threads(m)
-        if m < 2 or threads < 2:   # a one-row leftover batch: the plain step
-            return net._sgd_step(X, y, ws, m, eta, decay)
-        split_cpu.SplitStep(threads).run(
-            X, y, net._W, net._b, ws.rows(ws.a, m), ws.rows(ws.d, m), ws.gW, ws.gb, eta, decay,
-            quadratic=net.cost == "quadratic", softmax=net.cost == "cross_entropy")
-    return split
-
-
 ENGINES: tuple[Engine, ...] = (
     Engine("fused", "epoch", ("Network", "NetworkStack"), ("cupy",), ("fused",),
            "whole epochs in one CUDA launch, one thread block per net (small nets)", _no_fused,
@@ -342,11 +303,8 @@ ENGINES: tuple[Engine, ...] = (
            "large batches of narrow nets: FMA loops, the rows split over the cores", _no_rows,
            _step_trainer, step=_rows_step, checks_input=True),
     Engine("chunked", "step", ("Network",), ("numpy",), ("kernels",),
-           "huge host batches: BLAS steps on row chunks that stay in cache", _no_chunked,
+           "huge host batches: BLAS steps on row chunks, so a step's buffers stay small", _no_chunked,
            _step_trainer, chunked=True, checks_input=True),
-    Engine("split", "step", ("Network",), ("numpy",), ("split",),
-           "wide layers: the rows split over threads, one-thread OpenBLAS each", _no_split,
-           _step_trainer, step=_split_step),
     Engine("step", "step", ("Network", "NetworkStack"), ("any",), ("kernels",),
            "one step at a time: BLAS/cuBLAS GEMMs and the Numba kernel twins", _no_step, _step_trainer),
     Engine("xp", "step", ("Network", "NetworkStack"), ("any",), (),
@@ -401,7 +359,7 @@ def _cache_key() -> str:
 
 
 #: Units compiled once per dtype whatever the depth.
-_ANY_DEPTH = ("kernels", "split", "fused")
+_ANY_DEPTH = ("kernels", "fused")
 #: Units Numba does not cache on disk: ready only once compiled in this process.
 _PROCESS_ONLY = ("fused",)
 
@@ -519,10 +477,6 @@ def _warmup(unit: str, dtype: str, depth: int) -> None:
         from fastnet.kernels import batch_cpu
 
         batch_cpu.warmup(dtype, (depth,))
-    elif unit == "split":
-        from fastnet.kernels import split_cpu
-
-        split_cpu.warmup(dtype)
     elif unit == "fused":   # a CUDA kernel: compiled in this process (no disk cache), on a GPU
         from fastnet.kernels import epoch_cuda
 

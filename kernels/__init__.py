@@ -7,9 +7,8 @@ Three implementations of the same hot steps of backprop and SGD:
 - :mod:`fastnet.kernels.cpu` -- ``@njit`` twins for NumPy arrays (``*_cpu``).
 - :mod:`fastnet.kernels.cuda` -- ``@cuda.jit`` twins for CuPy arrays (``*_cuda``).
 
-The whole-epoch and large-batch CPU loops are :mod:`~fastnet.kernels.epoch_cpu`,
-:mod:`~fastnet.kernels.batch_cpu` and :mod:`~fastnet.kernels.split_cpu`, built from the
-SIMD blocks of :mod:`~fastnet.kernels.simd` and the threads of
+The whole-epoch and large-batch CPU loops are :mod:`~fastnet.kernels.epoch_cpu` and
+:mod:`~fastnet.kernels.batch_cpu`, built from the SIMD blocks of :mod:`~fastnet.kernels.simd` and the threads of
 :mod:`~fastnet.kernels.threads`.
 
 Compiled code is cached on disk (``cache=True``). Numba keys each function's cache on the

@@ -9,7 +9,7 @@ at Nielsen's minibatch of 10 a whole step is a few hundred floats, fewer than it
 to pay for opening a parallel region, and at large sizes every kernel sits between two
 OpenBLAS GEMMs whose threads keep spinning after they return, so Numba's threads would
 fight them for the cores (even with ``OMP_WAIT_POLICY=passive``). Threads belong to the
-compiled engines (:mod:`fastnet.kernels.epoch_cpu`, ``batch_cpu``, ``split_cpu``), which
+compiled engines (:mod:`fastnet.kernels.epoch_cpu`, ``batch_cpu``), which
 reuse the unchecked row/flat loops defined here.
 
 Validation happens before anything is written, in two layers, so that the common call

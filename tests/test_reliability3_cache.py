@@ -4,7 +4,8 @@ gone, start one background compiler per unit, and Numba switched off or broken m
 plain ``xp`` kernels with one line saying why.
 
 A cache folder is fixed per process when ``fastnet.kernels`` loads, so the cases that need
-another one run a child ``python``; each compiles only the small ``split`` unit (~2 s).
+another one run a child ``python``; each compiles only the ``kernels`` unit (the element-wise
+kernels, ~4 s).
 """
 import glob
 import json
@@ -38,13 +39,13 @@ def _package_cache_files():
     return set(glob.glob(os.path.join(PACKAGE_PYCACHE, "*.nb[ic]")))
 
 
-def _prepare_split_in_child(env):
-    """Prepare the ``split`` unit in a child; its RuntimeWarnings come back one per line."""
+def _prepare_kernels_in_child(env):
+    """Prepare the ``kernels`` unit in a child; its RuntimeWarnings come back one per line."""
     code = ("import warnings\n"
             "with warnings.catch_warnings(record=True) as w:\n"
             "    warnings.simplefilter('always')\n"
             "    from fastnet import engines\n"
-            "    engines.prepare('split', 'float32', 0)\n"
+            "    engines.prepare('kernels', 'float32', 0)\n"
             "for x in w:\n"
             "    print(x.category.__name__, ' '.join(str(x.message).split()))\n")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
@@ -67,7 +68,7 @@ def own_cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("damage", ["empty files", "garbage data files"])
 def test_an_unreadable_cache_is_moved_aside_and_recompiled_with_one_line(tmp_path, damage):
-    engines.prepare("split", "float32", 0)   # this process's cache holds the split unit now
+    engines.prepare("kernels", "float32", 0)   # this process's cache holds the kernels unit now
     src = glob.glob(os.path.join(kernels.numba_cache_dir(), "kernels_*"))
     src = [d for d in src if os.path.isdir(d) and not d.endswith(".unreadable")]
     assert len(src) == 1, src
@@ -83,15 +84,15 @@ def test_an_unreadable_cache_is_moved_aside_and_recompiled_with_one_line(tmp_pat
             f.write_bytes(b"garbage\n")
             damaged += 1
     assert damaged
-    r = _prepare_split_in_child(_child_env(XDG_CACHE_HOME=str(tmp_path / "xdg")))
+    r = _prepare_kernels_in_child(_child_env(XDG_CACHE_HOME=str(tmp_path / "xdg")))
     assert r.returncode == 0, r.stderr[-3000:]
     said = r.stdout.splitlines()
     assert len(said) == 1 and said[0].startswith("RuntimeWarning"), r.stdout
     assert "could not be read" in said[0] and "compiling afresh" in said[0] and ".unreadable" in said[0]
     assert (root / (folder.name + ".unreadable")).is_dir()            # kept aside, not deleted
-    fresh = list(folder.glob("split_cpu.*.nbi"))
+    fresh = list(folder.glob("cpu.*.nbi"))
     assert fresh and all(f.stat().st_size > 0 for f in fresh)         # compiled into a fresh folder
-    r = _prepare_split_in_child(_child_env(XDG_CACHE_HOME=str(tmp_path / "xdg")))
+    r = _prepare_kernels_in_child(_child_env(XDG_CACHE_HOME=str(tmp_path / "xdg")))
     assert r.returncode == 0 and r.stdout == "", (r.stdout, r.stderr[-2000:])   # and read from it next time
 
 
@@ -104,7 +105,7 @@ def test_an_unwritable_cache_falls_back_to_a_private_temp_folder_never_the_packa
     temp.mkdir()
     before = _package_cache_files()
     try:
-        r = _prepare_split_in_child(_child_env(FASTNET_CACHE=str(blocker / "cache"), TMPDIR=str(temp)))
+        r = _prepare_kernels_in_child(_child_env(FASTNET_CACHE=str(blocker / "cache"), TMPDIR=str(temp)))
         written = _package_cache_files() - before
     finally:
         for f in _package_cache_files() - before:   # what the old code left in the package
@@ -114,7 +115,7 @@ def test_an_unwritable_cache_falls_back_to_a_private_temp_folder_never_the_packa
     said = r.stdout.splitlines()
     assert len(said) == 1 and "cannot write Numba's cache folder" in said[0], r.stdout
     assert str(blocker / "cache") in said[0] and "fastnet-numba-" in said[0]
-    fallback = glob.glob(str(temp / "fastnet-numba-*" / "src-*" / "kernels_*" / "split_cpu.*.nbi"))
+    fallback = glob.glob(str(temp / "fastnet-numba-*" / "src-*" / "kernels_*" / "cpu.*.nbi"))
     assert fallback, "the kernels are cached in the private temporary folder"
 
 
@@ -182,28 +183,28 @@ def test_prepare_loads_a_ready_unit_so_its_time_is_compile_time(own_cache, monke
 
 
 def test_a_marker_lists_the_cache_files_it_vouches_for(own_cache):
-    engines.prepare("split", "float32", 0)
-    with open(engines._marker("split", "float32", 0)) as f:
+    engines.prepare("kernels", "float32", 0)
+    with open(engines._marker("kernels", "float32", 0)) as f:
         files = json.load(f)["index_files"]
-    assert any("split_cpu." in p and p.endswith(".nbi") for p in files), files
+    assert any(os.path.basename(p).startswith("cpu.") and p.endswith(".nbi") for p in files), files
     assert all(os.path.isfile(p) for p in files)    # outside own_cache: listed by absolute path
 
 
 # --- 16. one background compiler per unit --------------------------------------------------
 
 def test_one_background_compiler_per_unit(own_cache):
-    first = engines.compile_in_background(["split"], "float32", 0)
+    first = engines.compile_in_background(["step"], "float32", 0)   # the step engine: the kernels unit
     assert first is not None
     try:
-        again = engines.compile_in_background(["split"], "float32", 0)
+        again = engines.compile_in_background(["step"], "float32", 0)
         if again is not None:   # the old code starts a second compiler of the same unit
             again.kill()
             again.wait()
-        assert again is None, "a second background compiler of 'split' started"
+        assert again is None, "a second background compiler of 'kernels' started"
     finally:
         first.kill()            # a compiler that dies frees its unit: no stale lock
         first.wait()
-    after = engines.compile_in_background(["split"], "float32", 0)
+    after = engines.compile_in_background(["step"], "float32", 0)
     assert after is not None
     after.kill()
     after.wait()

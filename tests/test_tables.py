@@ -234,7 +234,7 @@ def test_bad_optimizers_change_nothing(spec, exc, match):
 def test_engines_that_do_not_take_the_tables_say_why():
     net = fastnet.Network([20, 7, 3], activation="relu", device="cpu")
     with pytest.raises(ValueError, match="sigmoid layers with plain SGD only"):
-        engines.plan(net, np.zeros((300, 20)), batch_size=130, engine="split")
+        engines.plan(net, np.zeros((6000, 20)), batch_size=6000, engine="rows")
 
 
 # --- defaults and files ---------------------------------------------------------------------
