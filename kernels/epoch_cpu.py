@@ -221,8 +221,9 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
     number (state below it is flushed to 0); lrs: per-column eta in X's dtype. For plain SGD (code 0) the
     update is fused into the products as above; for any other the products write the
     mean gradients into gW0 / gWs / gbs (zdv: zeros, the "decay" that overwrites) and
-    ``_opt_rows`` applies the rule afterwards with state st0 / sts / sbs (pairs (S1, S2)
-    laid out like W0 / Ws / bs), per-column eta (ecols) and L2 (l2s, ``lmbda / n``).
+    ``_opt_flat`` / ``_opt_cols`` apply the rule afterwards with state st0 / sts / sbs
+    (pairs (S1, S2) laid out like W0 / Ws / bs), per-column eta (ecols, lrs) and L2 (l2s,
+    ``lmbda / n``).
     """
     sgd = opt[0] == 0
     ocode = int(opt[0])
