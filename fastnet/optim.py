@@ -216,11 +216,23 @@ class State:
     """An optimizer's state for a list of parameter arrays: two buffers per parameter
     (``s1``: velocity or first moment, ``s2``: second moment; zeros at the start, unused
     ones stay zero) and the step count ``t``. Made once per fit (and kept by
-    ``train_step`` between calls), written into checkpoints."""
+    ``train_step`` between calls), written into checkpoints.
 
-    def __init__(self, optimizer: Optimizer, params, xp, eta: float = 1.0, l2: float = 0.0):
+    eta, l2: the fit's learning rate and ``lmbda / n`` (a :class:`fastnet.NetworkStack`'s:
+    one per net, lists, as :meth:`apply_stacked` reads them).
+
+    >>> import numpy as np
+    >>> from fastnet import ops
+    >>> W, b = [np.ones((2, 2))], [np.zeros(2)]
+    >>> st = State(Adam(), W + b, np, eta=0.1)
+    >>> st.apply(W, b, [np.ones((2, 2))], [np.ones(2)], ops.table("xp"), m=1)
+    >>> st.t, round(float(W[0][0, 0]), 6)   # Adam's first step moves each weight by about eta
+    (1, 0.9)
+    """
+
+    def __init__(self, optimizer: Optimizer, params, xp, eta=1.0, l2=0.0):
         self.optimizer = optimizer
-        self.eta, self.l2 = eta, l2   # the learning rate and lmbda / n of the fit
+        self.eta, self.l2 = eta, l2
         self.t = 0
         if optimizer.code == _math.OPT_SGD:
             self.s1 = self.s2 = []
