@@ -69,8 +69,8 @@ class Network(DeviceData, training.Trainable):
         Layer widths, input first, e.g. ``[784, 30, 10]``.
     activation : str or list of str
         The hidden layers' activation (:mod:`fastnet.activations`): ``"sigmoid"``
-        (Nielsen's, the default), ``"tanh"``, ``"relu"``, ``"identity"``; one name for
-        every hidden layer or a list with one per hidden layer.
+        (Nielsen's, the default), ``"tanh"``, ``"relu"``, ``"leaky_relu"``, ``"identity"``;
+        one name for every hidden layer or a list with one per hidden layer.
     cost : {"quadratic", "cross_entropy", "mse"}
         Quadratic cost with a sigmoid output layer, cross-entropy with softmax, or mean
         squared error with an identity output (regression: y is a float ``(n, n_out)``
@@ -79,7 +79,8 @@ class Network(DeviceData, training.Trainable):
         ``W ~ N(0, 1)`` (Nielsen's chapter 1), ``W ~ N(0, 1/n_in)`` (chapter 3), both
         with biases ``~ N(0, 1)``; ``"he"`` ``N(0, 2/n_in)`` or ``"glorot"``
         ``U(+-sqrt(6/(n_in+n_out)))``, both with zero biases. None (the default) follows
-        the activation: nielsen for sigmoid nets, he for relu, glorot for tanh and identity.
+        the activation: nielsen for sigmoid nets, he for relu and leaky_relu, glorot for
+        tanh and identity.
     dtype : {"float32", "float64"}
     device : "auto", "cpu", "cuda" or an Array API namespace module
         See :func:`fastnet.backend.get_backend`.
