@@ -202,22 +202,28 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return self._hidden()
 
     def _X(self, X, reset):
-        """Validated host X in the network's dtype (uint8 scaled by 1/255 first)."""
-        return self._as_dtype(validate_data(self, self._pixels(X), reset=reset, dtype=[np.float32, np.float64]))
+        """Validated host X in the network's dtype (uint8 scaled by 1/255 first): the fitted
+        network's dtype after a fit (``reset=False``), so a later ``set_params(dtype=...)``
+        changes the next fit, not how the fitted model reads its input."""
+        dtype = V.check_dtype(self.dtype if reset or not hasattr(self, "network_") else self.network_.dtype)
+        return self._as_dtype(validate_data(self, self._pixels(X, dtype), reset=reset,
+                                            dtype=[np.float32, np.float64]), dtype)
 
-    def _as_dtype(self, X):
-        """Finite X (scikit-learn checked it) in the network's dtype, refusing values that
-        the cast makes infinite (float64 beyond float32's range: 1e39)."""
+    def _as_dtype(self, X, dtype=None):
+        """Finite X (scikit-learn checked it) in ``dtype`` (default: the parameter's), refusing
+        values that the cast makes infinite (float64 beyond float32's range: 1e39)."""
+        dtype = V.check_dtype(self.dtype if dtype is None else dtype)
         with np.errstate(over="ignore"):   # reported below, as an error
-            Xc = np.ascontiguousarray(X, dtype=V.check_dtype(self.dtype))
-        if V.narrows(X, self.dtype):
+            Xc = np.ascontiguousarray(X, dtype=dtype)
+        if V.narrows(X, dtype):
             V.check_cast(X, Xc, X.shape[1], "X")
         return Xc
 
-    def _pixels(self, X):
+    def _pixels(self, X, dtype=None):
         """fastnet's rule for uint8 input: pixels, scaled by 1/255."""
+        dtype = V.check_dtype(self.dtype if dtype is None else dtype)
         if getattr(X, "dtype", None) == np.uint8 and hasattr(X, "shape"):
-            return X.astype(V.check_dtype(self.dtype)) * np.asarray(1 / 255, dtype=self.dtype)
+            return X.astype(dtype) * np.asarray(1 / 255, dtype=dtype)
         return X
 
     # --- fit / predict --------------------------------------------------------------------

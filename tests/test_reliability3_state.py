@@ -240,3 +240,23 @@ def test_predict_proba_uses_the_fitted_networks_cost(fitted_cost, new_cost):
     q = clf.predict_proba(X1)
     np.testing.assert_allclose(q.sum(axis=1), 1.0, rtol=1e-6)
     assert np.array_equal(p, q)
+
+
+def test_predict_reads_input_in_the_fitted_networks_dtype():
+    """Like predict_proba's cost (item 25): after ``set_params(dtype=...)`` the fitted model
+    still reads X in the dtype it was trained in (float64 X beyond float32's range is not
+    refused by a float64 model, and predictions do not change)."""
+    r = np.random.default_rng(3)
+    X, y = r.random((40, 4)), r.integers(0, 2, 40)
+    clf = MLPClassifier((5,), batch_size=10, max_iter=2, random_state=0, dtype="float64")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    before = clf.predict_proba(X)
+    clf.set_params(dtype="float32")
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+    big = X.copy()
+    big[0, 0] = 1e39            # finite in float64, the fitted network's dtype
+    assert clf.predict(big).shape == (40,)
