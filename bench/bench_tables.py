@@ -10,16 +10,12 @@ records its time per epoch and the ratio to sigmoid + SGD of the same shape
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest bench/bench_tables.py \\
         --benchmark-only --benchmark-json bench/results/tables-cpu.json
 """
-import os
 import time
-from pathlib import Path
 
 import pytest
 
 import fastnet
-from fastnet import data
 
-FASHION = Path(os.environ.get("FASTNET_FASHION", "/usr/share/datasets/fashion-mnist"))
 EPOCHS = 3
 #: (sizes, batch size): Nielsen's recipe, and the ReLU + Adam recipe of DESIGN.md.
 SHAPES = [([784, 30, 10], 10), ([784, 100, 10], 32)]
@@ -28,14 +24,6 @@ RECIPES = [("sigmoid", "sgd", "quadratic", 3.0), ("relu", "adam", "cross_entropy
            ("tanh", "momentum", "cross_entropy", 0.01), ("sigmoid", "adam", "cross_entropy", 1e-3)]
 BASE = {}   # shape -> sigmoid + SGD seconds per epoch
 RELU_ADAM = {}   # shape -> ReLU + Adam seconds per epoch
-
-
-@pytest.fixture(scope="module")
-def fashion():
-    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"full Fashion-MNIST not in {FASHION}: apt-get install dataset-fashion-mnist")
-    (X, y), _ = data.load_fashion_mnist(FASHION, download=False)
-    return X, y
 
 
 @pytest.mark.parametrize("act, opt, cost, eta", RECIPES, ids=[f"{a}-{o}" for a, o, _, _ in RECIPES])

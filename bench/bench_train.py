@@ -15,29 +15,18 @@ The per-sample loop runs first, so every fastnet case records its speed-up over 
 
     python -m pytest bench/bench_train.py --benchmark-only --benchmark-json bench/results/train-cpu.json
 """
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fastnet
-from fastnet import data, ops
+from fastnet import ops
 
 import nielsen_loop
 
-FASHION = Path(os.environ.get("FASTNET_FASHION", "/usr/share/datasets/fashion-mnist"))
 GROUP = "epoch fashion [784,30,10] mb10 float32"
 EPOCHS = 3
 SECONDS = {}   # case -> seconds per epoch, filled as the cases run (in file order)
-
-
-@pytest.fixture(scope="module")
-def fashion():
-    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"full Fashion-MNIST not in {FASHION}: apt-get install dataset-fashion-mnist")
-    (X, y), _ = data.load_fashion_mnist(FASHION, download=False)
-    return X, y
 
 
 def _speedups(case, per_epoch):
