@@ -292,6 +292,12 @@ def matmul_t(A, B, out, ta=False, tb=False):
     CuPy arrays go to one cuBLAS strided-batched call that reads the buffers in place
     (:mod:`fastnet.kernels.cublas`: no copies of transposed or broadcast operands); other
     arrays to ``matmul`` on transposed views."""
+    if type(A) is _ndarray and type(B) is _ndarray:   # the step path's NumPy case: no namespace look-up
+        if ta:
+            A = A.T if A.ndim == 2 else A.swapaxes(-1, -2)
+        if tb:
+            B = B.T if B.ndim == 2 else B.swapaxes(-1, -2)
+        return np.matmul(A, B, out=out)
     if is_cupy_array(A):
         from fastnet.kernels import cublas
 

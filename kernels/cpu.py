@@ -920,11 +920,9 @@ def _sgd_stacked_s(P, grad, scales, decays):
         return _OK
     p, g = P.ravel(), grad.ravel()        # ravel of a C array: a view
     per_net = P.size // K                 # net k owns p[k * per_net:(k + 1) * per_net]
-    for k in range(K):
-        s = scales[k]                     # already in P's dtype: sgd_update's rounding
-        d = decays[k]
-        for i in range(k * per_net, (k + 1) * per_net):
-            p[i] = _math.sgd_step(p[i], g[i], s, d)
+    for k in range(K):                    # scales[k], decays[k] already in P's dtype
+        lo = k * per_net                  # each net's slice from 0: LLVM vectorizes that loop
+        sgd_flat(p[lo:lo + per_net], g[lo:lo + per_net], scales[k], decays[k], 0, per_net)
     return _OK
 
 
