@@ -17,8 +17,10 @@ and the SGD step with L2 decay (Nielsen, chapter 3)::
     W_l <- (1 - eta * lmbda / n) * W_l - (eta / m) * (a_{l-1}.T @ delta_l)
     b_l <- b_l - (eta / m) * sum(delta_l, axis=0)
 
-Every element-wise and reduction step goes through :mod:`fastnet.ops`, which picks the
-Numba twin from the array type; the matrix products are BLAS / cuBLAS GEMMs. ``fit`` asks
+On the step path a Network is a stack of one: :func:`fastnet.training.sgd_step` computes
+these for it and for :class:`fastnet.NetworkStack` alike, on ``(1, ...)`` views of its
+parameters. Every element-wise and reduction step goes through :mod:`fastnet.ops`, which
+picks the Numba twin from the array type; the matrix products are BLAS / cuBLAS GEMMs. ``fit`` asks
 :func:`fastnet.engines.plan` which engine runs the steps and :mod:`fastnet.training`
 runs the epochs.
 """
