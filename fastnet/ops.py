@@ -37,7 +37,6 @@ KERNEL_OPS = (
     "backward_delta",
     "bias_grad",
     "sgd_update",
-    "bias_update",
     "bias_sigmoid_stacked",
     "bias_softmax_stacked",
     "output_delta_stacked",
@@ -204,11 +203,6 @@ def bias_grad(delta, out, scale, accumulate=False):
 def sgd_update(P, grad, scale, decay=1.0):
     """``P <- decay * P - scale * grad`` in one pass; P and grad the same shape."""
     return (_tables.get(type(P)) or _resolve(P)).sgd_update(P, grad, scale, decay)
-
-
-def bias_update(b, delta, scale):
-    """``b <- b - scale * sum(delta, 0)`` in one pass; b (n,), delta (m, n)."""
-    return (_tables.get(type(b)) or _resolve(b)).bias_update(b, delta, scale)
 
 
 def bias_act(Z, b, code):

@@ -53,7 +53,6 @@ __all__ = [
     "backward_delta_cpu",
     "bias_grad_cpu",
     "sgd_update_cpu",
-    "bias_update_cpu",
     "all_finite_cpu",
     "bias_sigmoid_stacked_cpu",
     "bias_softmax_stacked_cpu",
@@ -336,8 +335,8 @@ def _colsum_set_s(delta, out, scale):
 
 # --- column sums added: out <- out + scale * sum(delta, 0) ----------------------------
 # The sum is needed apart from out and nothing may be allocated, so 8 columns at a time
-# are summed in registers over all rows, then added. bias_update passes -scale:
-# out + (-scale) * S equals the reference's out - scale * S bitwise.
+# are summed in registers over all rows, then added. The step's fused bias update passes
+# -scale: out + (-scale) * S equals the reference's out - scale * S bitwise.
 
 @njit(cache=True)
 def _colsum_add_cols(delta, out, scale, j0, j1):
@@ -653,23 +652,6 @@ def sgd_update_cpu(P, grad, scale, decay=1.0):
     _check_shape(fn, "grad", grad, P.shape, "the shape of P")
     _run(_sgd_s, P, grad, scale, decay)
     return P
-
-
-def bias_update_cpu(b, delta, scale):
-    """Fused bias step in place: ``b <- b - scale * sum(delta, 0)``; no gradient array.
-
-    b: (n,). delta: (m, n), same dtype. scale: ``eta / m``. Returns ``b``.
-    """
-    if type(scale) is not float:
-        scale = _real("bias_update_cpu", "scale", scale)
-    if (type(b) is _ndarray and type(delta) is _ndarray
-            and ((dt := delta.dtype) is _F32 or dt is _F64) and b.dtype is dt):
-        try:
-            if _colsum_add_s(delta, b, -scale) == _OK:
-                return b
-        except Exception:
-            pass
-    return _slow_delta_vec("bias_update_cpu", _colsum_add_s, delta, b, "b", -scale)
 
 
 # =====================================================================================

@@ -40,7 +40,6 @@ __all__ = [
     "backward_delta_cuda",
     "bias_grad_cuda",
     "sgd_update_cuda",
-    "bias_update_cuda",
     "bias_sigmoid_stacked_cuda",
     "bias_softmax_stacked_cuda",
     "output_delta_stacked_cuda",
@@ -376,18 +375,6 @@ def sgd_update_cuda(P, grad, scale, decay=1.0):
         t = p.dtype.type
         _launch(_sgd_k, n, p.handle.reshape(n), g.handle.reshape(n), t(scale), t(decay))
     return P
-
-
-def bias_update_cuda(b, delta, scale):
-    """Fused ``b <- b - scale * sum(delta, 0)``, one thread per column. Returns b."""
-    fn = "bias_update_cuda"
-    scale = _real(fn, "scale", scale)
-    bb, d = _arrays(fn, [("b", b, 1, True, True), ("delta", delta, 2, False, True)])
-    _check_shape(fn, bb, (d.shape[1],), "one entry per column of delta")
-    t = d.dtype.type
-    # b + (-scale) * S equals the reference's b - scale * S bitwise.
-    _launch(_colsum_k, d.shape[1], d.handle, bb.handle, t(-scale), True, t(0))
-    return b
 
 
 # =====================================================================================
