@@ -93,7 +93,7 @@ class Engine:
     why_not(request): None, or why it cannot (or would not pay to) serve a request.
     make_trainer(model, Xd, yd, run, engine): the object the epoch loop drives
     (``chunk``, ``steps``, ``sync``). step(net): a Network step engine's
-    ``one(X, y, ws, m, eta, decay)`` (None: the step path's ``Network._sgd_step``).
+    ``one(X, y, ws, m, eta, decay)`` (None: the step path's ``training.sgd_step``, shared by Network and NetworkStack).
     chunked: its steps run in row chunks (the workspace holds one chunk). checks_input:
     it checks ``train_step``'s X for NaN/inf itself. flat_data: it reads X and y by flat
     index (C-contiguous copies are made once per fit)."""
@@ -270,7 +270,9 @@ def _compiled_trainer(model, Xd, yd, run, engine):
     """The compiled epoch loop over the model seen as K stacked nets (a Network: K = 1)."""
     from fastnet.training import CompiledTrainer
 
-    return CompiledTrainer(Xd=Xd, yd=yd, run=run, **model._stack_view(run))
+    v = model._stack_view(run)
+    v.pop("cost")
+    return CompiledTrainer(Xd=Xd, yd=yd, run=run, **v)
 
 
 def _fused_trainer(model, Xd, yd, run, engine):

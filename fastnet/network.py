@@ -17,8 +17,10 @@ and the SGD step with L2 decay (Nielsen, chapter 3)::
     W_l <- (1 - eta * lmbda / n) * W_l - (eta / m) * (a_{l-1}.T @ delta_l)
     b_l <- b_l - (eta / m) * sum(delta_l, axis=0)
 
-Every element-wise and reduction step goes through :mod:`fastnet.ops`, which picks the
-Numba twin from the array type; the matrix products are BLAS / cuBLAS GEMMs. ``fit`` asks
+On the step path a Network is a stack of one: :func:`fastnet.training.sgd_step` computes
+these for it and for :class:`fastnet.NetworkStack` alike, on ``(1, ...)`` views of its
+parameters. Every element-wise and reduction step goes through :mod:`fastnet.ops`, which
+picks the Numba twin from the array type; the matrix products are BLAS / cuBLAS GEMMs. ``fit`` asks
 :func:`fastnet.engines.plan` which engine runs the steps and :mod:`fastnet.training`
 runs the epochs.
 """
@@ -262,72 +264,6 @@ class Network(DeviceData, training.Trainable):
 
     # --- backward -----------------------------------------------------------------------
 
-    def _workspace(self, m: int, chunked: bool = False) -> training.Workspace:
-        """The step buffers for batches of ``m`` rows (made once per fit and batch size);
-        ``chunked``: activation and delta buffers of one row chunk (the chunked engine)."""
-        ws = self._ws.get((m, chunked))
-        if ws is None:
-            self._check_fits(m)
-            chunk = engines.chunk_rows(self.sizes[0]) if chunked else None
-            ws = self._ws[(m, chunked)] = training.Workspace(self.xp, self.sizes, m, self.backend.dtype(self.dtype),
-                                                             chunk=chunk, targets=self.cost == "mse")
-        return ws
-
-    def _sgd_step(self, X, y, ws, m, eta, decay, check=None) -> None:
-        """One SGD step on the ``m`` rows of ``(X, y)``, ``ws.chunk`` rows at a time: the
-        unscaled gradient sums of every chunk added up, then one fused update per parameter.
-
-        ``check``: the caller's X (a C-contiguous NumPy float array) when its finiteness is
-        still to be checked: each chunk is, before its forward pass (while it is in cache),
-        and a NaN/inf raises the usual error before any parameter changes."""
-        c = ws.chunk
-        for k0 in range(0, m, c):
-            stop = min(k0 + c, m)
-            r = stop - k0
-            Xc, yc = (X, y) if r == m else (X[k0:stop, ...], y[k0:stop, ...])
-            if check is not None:
-                from fastnet.kernels.cpu import all_finite_cpu
-
-                if not all_finite_cpu(Xc):
-                    V.check_X(check, self.sizes[0], "X")   # raises, naming the first bad row
-                    raise ValueError("X must be finite")   # pragma: no cover - check_X raised
-            acts = self._forward(Xc, ws.a if r == ws.chunk else [b[:r, ...] for b in ws.a])
-            # one piece of few rows: b <- b - scale * sum(delta) in one pass, inside backprop
-            # (b plays no part in the deltas); else the column sums streamed row by row first
-            fused_b = r == m and (m < 256 or type(X) is not np.ndarray) and self._opt_state is None
-            self._grad_sums(Xc, yc, acts, ws, r, accumulate=k0 > 0, b_scale=eta / m if fused_b else None)
-        k, scale = self._kern(), eta / m
-        if self._opt_state is not None:   # another optimizer: its own pass over the gradient sums
-            self._opt_state.apply(self._W, self._b, ws.gW, ws.gb, k, m)
-            return
-        for l in range(self.n_layers):
-            self._W[l] = k.sgd_update(self._W[l], ws.gW[l], scale, decay)
-            if not fused_b:
-                self._b[l] = k.sgd_update(self._b[l], ws.gb[l], scale, 1.0)   # b - scale * sum
-
-    def _grad_sums(self, X, y, acts, ws, m, accumulate=False, b_scale=None):
-        """Unscaled gradient sums of one batch (or chunk) of ``m`` rows into ``ws.gW`` and
-        ``ws.gb`` (added to them with ``accumulate``), every delta from the old weights.
-        ``b_scale``: update the biases now, ``b -= b_scale * sum(delta)``, instead of ``ws.gb``."""
-        k = self._kern()
-        ds = ws.rows(ws.d, m)
-        delta = k.output_delta(acts[-1], y, self.cost, out=ds[-1])
-        for l in range(self.n_layers - 1, -1, -1):
-            a_prev = X if l == 0 else acts[l - 1]
-            if accumulate:
-                ws.gW[l] += ops.matmul(a_prev.T, delta, out=ws.gW_part[l])
-            else:
-                ws.gW[l] = ops.matmul(a_prev.T, delta, out=ws.gW[l])
-            if b_scale is None:
-                ws.gb[l] = k.bias_grad(delta, ws.gb[l], 1.0, accumulate=accumulate)
-            else:
-                self._b[l] = k.bias_update(self._b[l], delta, b_scale)
-            if l > 0:
-                G = ops.matmul(delta, self._W[l].T, out=ds[l - 1])
-                code = self._codes[l - 1]
-                delta = k.backward_delta(G, acts[l - 1]) if code == activations.SIGMOID else \
-                    k.backward_act(G, acts[l - 1], code)
-
     def backprop(self, X, Y):
         """Gradients of the cost averaged over the batch.
 
@@ -345,9 +281,8 @@ class Network(DeviceData, training.Trainable):
         yd = self._prepare_target(Y, Xd.shape[0])
         m = Xd.shape[0]
         ws = training.Workspace(self.xp, self.sizes, m, self.backend.dtype(self.dtype))
-        acts = self._forward(Xd, ws.a)
-        self._grad_sums(Xd, yd, acts, ws, m)
-        return [g * (1.0 / m) for g in ws.gW], [g * (1.0 / m) for g in ws.gb]
+        training.grad_sums(self._kern(), self._stack_view({"eta": 1.0, "lmbda": 0.0, "n_train": 1}), Xd, yd, ws, m)
+        return [g[0, ...] * (1.0 / m) for g in ws.gW], [g[0, ...] * (1.0 / m) for g in ws.gb]
 
     def train_step(self, X, Y, eta, lmbda=0.0, n=None, *, optimizer="sgd", engine="auto"):
         """One optimizer step on one batch, in place.
@@ -570,12 +505,12 @@ class Network(DeviceData, training.Trainable):
         st = self._opt_state
         return {"Ws": [W[None, ...] for W in self._W], "bs": [b[None, ...] for b in self._b],
                 "etas": [run["eta"]], "decays": [1.0 - run["eta"] * run["lmbda"] / run["n_train"]],
-                "quadratic": self.cost == "quadratic", "threads": 1, "codes": self._codes,
+                "quadratic": self.cost == "quadratic", "threads": 1, "codes": self._codes, "cost": self.cost,
                 "state": None if st is None else training.StackOfOne(st), "l2s": [run["lmbda"] / run["n_train"]]}
 
     def _step_trainer(self, engine, Xd, yd, run):
         """The step engines' trainer (``engine``: an :class:`fastnet.engines.Engine` row)."""
-        return training.StepTrainer(self, engine, Xd, yd, run, 1.0 - run["eta"] * run["lmbda"] / run["n_train"])
+        return training.StepTrainer(self, engine, Xd, yd, run)
 
     def _end_epoch(self, epoch, seconds, Xd, yd, val, run, saved, history, on_divergence):
         """Score the epoch, record it; on a NaN/inf loss or weights with

@@ -37,7 +37,6 @@ KERNEL_OPS = (
     "backward_delta",
     "bias_grad",
     "sgd_update",
-    "bias_update",
     "bias_sigmoid_stacked",
     "bias_softmax_stacked",
     "output_delta_stacked",
@@ -206,11 +205,6 @@ def sgd_update(P, grad, scale, decay=1.0):
     return (_tables.get(type(P)) or _resolve(P)).sgd_update(P, grad, scale, decay)
 
 
-def bias_update(b, delta, scale):
-    """``b <- b - scale * sum(delta, 0)`` in one pass; b (n,), delta (m, n)."""
-    return (_tables.get(type(b)) or _resolve(b)).bias_update(b, delta, scale)
-
-
 def bias_act(Z, b, code):
     """``Z <- f(Z + b)`` for a layer of activation ``code`` (:mod:`fastnet.activations`;
     softmax by rows); Z (m, n), b (n,). Returns the activations."""
@@ -292,6 +286,12 @@ def matmul_t(A, B, out, ta=False, tb=False):
     CuPy arrays go to one cuBLAS strided-batched call that reads the buffers in place
     (:mod:`fastnet.kernels.cublas`: no copies of transposed or broadcast operands); other
     arrays to ``matmul`` on transposed views."""
+    if type(A) is _ndarray and type(B) is _ndarray:   # the step path's NumPy case: no namespace look-up
+        if ta:
+            A = A.T if A.ndim == 2 else A.swapaxes(-1, -2)
+        if tb:
+            B = B.T if B.ndim == 2 else B.swapaxes(-1, -2)
+        return np.matmul(A, B, out=out)
     if is_cupy_array(A):
         from fastnet.kernels import cublas
 

@@ -66,21 +66,6 @@ def _seed_value(name, v):
     return int(v)
 
 
-class _StackWorkspace:
-    """Buffers for one batch size ``m`` (K nets); made once per fit, reused every step."""
-
-    def __init__(self, xp, sizes, k: int, m: int, dtype, independent: bool, targets: bool = False):
-        self.m = m
-        self.X = xp.empty((k, m, sizes[0]) if independent else (m, sizes[0]), dtype=dtype)
-        rows = (k, m) if independent else (m,)
-        # labels, or the float targets of cost="mse"
-        self.y = xp.empty(rows + (sizes[-1],), dtype=dtype) if targets else xp.empty(rows, dtype=xp.int64)
-        self.a = [xp.empty((k, m, n), dtype=dtype) for n in sizes[1:]]
-        self.d = [xp.empty((k, m, n), dtype=dtype) for n in sizes[1:]]
-        self.gW = [xp.empty((k, i, o), dtype=dtype) for i, o in zip(sizes[:-1], sizes[1:])]
-        self.gb = [xp.empty((k, o), dtype=dtype) for o in sizes[1:]]
-
-
 class NetworkStack(DeviceData, training.Trainable):
     """K networks of one shape trained together, each with its own seed, eta and lmbda.
 
@@ -133,6 +118,7 @@ class NetworkStack(DeviceData, training.Trainable):
             hidden[0] if hidden else "sigmoid")
         self._codes = activations.codes(hidden, self.cost)
         self._opt_state = None
+        self._ws: dict = {}         # training.Workspace per (batch size, chunked)
         self.dtype = V.check_dtype(dtype)
         self.order = V.check_choice("order", order, ("shared", "independent"))
         if k is not None:
@@ -377,12 +363,12 @@ class NetworkStack(DeviceData, training.Trainable):
         L2 strengths, activation codes and optimizer state."""
         n = run["n_train"]
         return {"Ws": self._W, "bs": self._b, "etas": self.etas, "decays": self._decays(n),
-                "quadratic": self.cost == "quadratic", "threads": None, "codes": self._codes,
+                "quadratic": self.cost == "quadratic", "threads": None, "codes": self._codes, "cost": self.cost,
                 "state": self._opt_state, "l2s": [lm / n for lm in self.lmbdas]}
 
     def _step_trainer(self, engine, Xd, yd, run):
         """The step engines' trainer: batched GEMMs and the stacked kernels."""
-        return _StackSteps(self, Xd, yd, run, self._decays(run["n_train"]))
+        return training.StepTrainer(self, engine, Xd, yd, run)
 
     def _end_epoch(self, epoch, seconds, Xd, yd, val, run, saved, hist, on_divergence):
         """Score every net; a net whose loss is not finite is marked ``diverged`` (for good)
@@ -428,100 +414,3 @@ class NetworkStack(DeviceData, training.Trainable):
     def _set_params(self, weights, biases) -> None:
         self._W = [self._to_device(w) for w in weights]
         self._b = [self._to_device(b) for b in biases]
-
-    def _step(self, Xd, yd, idx, ws, scales, dec_W, dec_b) -> None:
-        """One SGD step of all K nets on rows ``idx`` (one index array, or K of them)."""
-        K, L = self.k, self.n_layers
-        kt = self._kern()
-        shared = self.order == "shared"
-        if shared:
-            Xb = ops.take_rows(Xd, idx[0], out=ws.X)
-            yb = ops.take_rows(yd, idx[0], out=ws.y)
-        elif _inplace(ws.X):   # independent orders: each net its own rows
-            for k in range(K):
-                ops.take_rows(Xd, idx[k], out=ws.X[k, ...])
-                ops.take_rows(yd, idx[k], out=ws.y[k, ...])
-            Xb, yb = ws.X, ws.y
-        else:
-            xp = self.xp
-            Xb = xp.stack([ops.take_rows(Xd, i) for i in idx])
-            yb = xp.stack([ops.take_rows(yd, i) for i in idx])
-        acts = self._forward(Xb, ws.a)
-        if shared:
-            delta = kt.output_delta_stacked(acts[-1], yb, self.cost, ws.d[-1])
-        else:
-            delta = self._output_delta_each(acts[-1], yb, ws.d[-1])
-        for l in range(L - 1, -1, -1):
-            a_prev = Xb if l == 0 else acts[l - 1]
-            gW = ops.matmul_t(a_prev, delta, ws.gW[l], ta=True)         # (K, n_l, n_{l+1})
-            if l > 0:   # with the old W_l, before its update
-                G = ops.matmul_t(delta, self._W[l], ws.d[l - 1], tb=True)
-                shape = G.shape
-                code = self._codes[l - 1]
-                delta_prev = (kt.backward_delta(_flat(G), _flat(acts[l - 1])) if code == activations.SIGMOID
-                              else kt.backward_act(_flat(G), _flat(acts[l - 1]), code))
-                delta_prev = _unflat(delta_prev, shape)
-            gb = kt.bias_grad_stacked(delta, ws.gb[l], 1.0)
-            if self._opt_state is None:
-                self._W[l] = kt.sgd_update_stacked(self._W[l], gW, scales, dec_W)
-                self._b[l] = kt.sgd_update_stacked(self._b[l], gb, scales, dec_b)
-            if l > 0:
-                delta = delta_prev
-        if self._opt_state is not None:   # another optimizer: its own pass over the gradient sums
-            m = Xb.shape[-2]
-            self._opt_state.apply_stacked(self._W, self._b, ws.gW, ws.gb, kt, m)
-
-    def _output_delta_each(self, a, yb, out):
-        """Output deltas when each net has its own labels ``yb`` (K, m)."""
-        K = self.k
-        if _inplace(out):
-            for k in range(K):
-                self._kern().output_delta(a[k, ...], yb[k, ...], self.cost, out[k, ...])
-            return out
-        xp = self.xp
-        return xp.stack([self._kern().output_delta(a[k, ...], yb[k, ...], self.cost, xp.empty_like(a[k, ...]))
-                         for k in range(K)])
-
-
-class _StackSteps:
-    """The ``step`` and ``xp`` engines for a stack: batched GEMMs over the K axis and the
-    stacked kernels, one Python-level step at a time (see :meth:`NetworkStack._step`)."""
-
-    chunk = 1
-
-    def __init__(self, stack, Xd, yd, run, decays):
-        K, n, B = stack.k, run["n_train"], run["batch_size"]
-        self.stack, self.Xd, self.yd, self.B, self.n = stack, Xd, yd, B, n
-        sizes_m = sorted({B, n - (-(-n // B) - 1) * B})
-        stack._check_fits(B, nets=K * len(sizes_m))   # one workspace per batch size
-        dt = stack.backend.dtype(stack.dtype)
-        self.ws = {m: _StackWorkspace(stack.xp, stack.sizes, K, m, dt, stack.order == "independent",
-                                      targets=stack.cost == "mse") for m in sizes_m}
-        # per-net step scales eta_k / m for a full and for the last batch, and decays
-        self.scales = {m: stack._to_device(np.array([e / m for e in stack.etas])) for m in sizes_m}
-        self.dec_W = stack._to_device(np.array(decays))
-        self.dec_b = stack._to_device(np.ones(K))
-
-    def steps(self, orders, s0, s1) -> None:
-        for s in range(s0, s1):
-            k0 = s * self.B
-            m = min(self.B, self.n - k0)
-            self.stack._step(self.Xd, self.yd, [o[k0:k0 + m] for o in orders], self.ws[m], self.scales[m],
-                             self.dec_W, self.dec_b)
-
-    def sync(self) -> None:
-        """The step path updates the stack's own parameters: nothing to write back."""
-
-
-def _inplace(a) -> bool:
-    """Whether kernels write into ``a`` (NumPy and CuPy) rather than return new arrays."""
-    return type(a).__module__.split(".")[0] in ("numpy", "cupy")
-
-
-def _flat(a):
-    """``(K, m, n)`` -> ``(K*m, n)``: for the element-wise kernels that take 2-D arrays."""
-    return array_namespace(a).reshape(a, (-1, a.shape[-1]))
-
-
-def _unflat(a, shape):
-    return array_namespace(a).reshape(a, shape)

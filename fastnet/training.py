@@ -21,6 +21,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from fastnet import ops
+from fastnet.activations import SIGMOID as _SIGMOID
 
 #: Rows per chunk of the metrics pass: about this many output elements at once.
 _METRIC_ELEMS = 1 << 22
@@ -75,84 +76,215 @@ class SigintFlag:
 
 
 class Workspace:
-    """Buffers for one batch size, made once and reused by every step (no per-step allocation).
+    """Buffers for one batch size of K stacked nets (a Network: K = 1), made once and
+    reused by every step (no per-step allocation).
 
     ``chunk``: rows of the activation and delta buffers (``m``, or fewer for the chunked
-    engine, which runs a step in row chunks)."""
+    engine, which runs a step in row chunks). ``independent``: each net gathers its own
+    rows (a NetworkStack with ``order="independent"``): X and y get a leading K axis."""
 
-    def __init__(self, xp, sizes: Sequence[int], m: int, dtype, *, chunk: int | None = None,
-                 targets: bool = False):
-        self.m = m
+    def __init__(self, xp, sizes: Sequence[int], m: int, dtype, *, k: int = 1, chunk: int | None = None,
+                 targets: bool = False, independent: bool = False):
+        self.m, self.k = m, k
         self._targets = sizes[-1] if targets else 0   # cost="mse": a float target buffer for y
         self.chunk = m if chunk is None else min(m, chunk)
         self._xp, self._n_in, self._dtype = xp, sizes[0], dtype
+        self._lead = (k,) if independent else ()
         self._X = self._y = None   # the gather buffers: made on first use (see X, y)
-        self.a = [xp.empty((self.chunk, n), dtype=dtype) for n in sizes[1:]]
-        self.d = [xp.empty((self.chunk, n), dtype=dtype) for n in sizes[1:]]
-        self.gW = [xp.empty((i, o), dtype=dtype) for i, o in zip(sizes[:-1], sizes[1:])]
-        self.gb = [xp.empty((o,), dtype=dtype) for o in sizes[1:]]
+        self.a = [xp.empty((k, self.chunk, n), dtype=dtype) for n in sizes[1:]]
+        self.d = [xp.empty((k, self.chunk, n), dtype=dtype) for n in sizes[1:]]
+        # (K * chunk, n) views of a and d, for the element-wise kernels that take 2-D arrays
+        self.a2 = [_flat(b) for b in self.a]
+        self.d2 = [_flat(b) for b in self.d]
+        self.gW = [xp.empty((k, i, o), dtype=dtype) for i, o in zip(sizes[:-1], sizes[1:])]
+        self.gb = [xp.empty((k, o), dtype=dtype) for o in sizes[1:]]
         # per-chunk weight gradients, added into gW (only when the step is chunked)
         self.gW_part = [xp.empty_like(g) for g in self.gW] if self.chunk < m else []
 
     @property
     def X(self):
-        """The ``(m, n_in)`` batch buffer, allocated on first use: a full-batch fit reads
-        the data in place and never needs it (at batch = n it would be a second copy of X)."""
+        """The ``(m, n_in)`` batch buffer (``(K, m, n_in)``: independent orders), allocated on
+        first use: a full-batch fit reads the data in place and never needs it (at batch = n
+        it would be a second copy of X)."""
         if self._X is None:
-            self._X = self._xp.empty((self.m, self._n_in), dtype=self._dtype)
+            self._X = self._xp.empty(self._lead + (self.m, self._n_in), dtype=self._dtype)
         return self._X
 
     @property
     def y(self):
         if self._y is None:
-            self._y = (self._xp.empty((self.m, self._targets), dtype=self._dtype) if self._targets
-                       else self._xp.empty((self.m,), dtype=self._xp.int64))
+            self._y = (self._xp.empty(self._lead + (self.m, self._targets), dtype=self._dtype) if self._targets
+                       else self._xp.empty(self._lead + (self.m,), dtype=self._xp.int64))
         return self._y
 
     def rows(self, bufs: list, m: int) -> list:
-        """The first ``m`` rows of each buffer (views; the buffers themselves when full)."""
-        return bufs if m == self.m else [b[:m, ...] for b in bufs]
+        """The first ``m`` rows of each net in each ``(K, rows, n)`` buffer (views; the
+        buffers themselves when full; C-contiguous for K = 1)."""
+        return bufs if m == bufs[0].shape[1] else [b[:, :m, ...] for b in bufs]
+
+
+def _flat(a):
+    """``(K, m, n)`` -> ``(K*m, n)`` (a view for C arrays)."""
+    return array_namespace(a).reshape(a, (-1, a.shape[-1]))
+
+
+def _inplace(a) -> bool:
+    """Whether kernels write into ``a`` (NumPy and CuPy) rather than return new arrays."""
+    return type(a).__module__.split(".")[0] in ("numpy", "cupy")
+
+
+# --- the step path's backprop: one function for Network (a stack of one) and NetworkStack -----
+
+def grad_sums(kt, v, X, y, ws, r, *, accumulate=False, b_scale=None) -> None:
+    """Forward and backward pass of the K stacked nets of view ``v`` (``_stack_view``: a
+    Network passes ``(1, ...)`` views of its parameters) on one batch, or row chunk, of
+    ``r`` rows: the unscaled gradient sums into ``ws.gW`` / ``ws.gb`` (added to them with
+    ``accumulate``), every delta from the old weights. X: ``(r, n_in)`` shared by the nets,
+    or ``(K, r, n_in)``; y likewise (labels, or cost="mse"'s targets). ``kt``: the kernel
+    table. ``b_scale``: plain SGD's fused bias step, ``b -= b_scale * sum(delta)``, done here
+    (b plays no part in the deltas) instead of writing ``ws.gb``."""
+    Ws, bs, codes, cost = v["Ws"], v["bs"], v["codes"], v["cost"]
+    A, D = ws.rows(ws.a, r), ws.rows(ws.d, r)
+    acts, h = [], X
+    for l, code in enumerate(codes):
+        Z = ops.matmul_t(h, Ws[l], A[l])
+        h = kt.bias_sigmoid_stacked(Z, bs[l]) if code == _SIGMOID else kt.bias_act_stacked(Z, bs[l], code)
+        acts.append(h)
+    if len(X.shape) == 2:   # one batch, one y, for every net
+        delta = kt.output_delta_stacked(acts[-1], y, cost, D[-1])
+    else:   # independent orders: each net its own labels
+        delta = _output_delta_each(kt, acts[-1], y, cost, D[-1])
+    for l in range(len(Ws) - 1, -1, -1):
+        a_prev = X if l == 0 else acts[l - 1]
+        if accumulate:
+            ws.gW[l] += ops.matmul_t(a_prev, delta, ws.gW_part[l], ta=True)
+        else:
+            ws.gW[l] = ops.matmul_t(a_prev, delta, ws.gW[l], ta=True)
+        if b_scale is None:
+            ws.gb[l] = kt.bias_grad_stacked(delta, ws.gb[l], 1.0, accumulate)
+        else:   # b + (-s) * sum equals b - s * sum bitwise
+            bs[l] = kt.bias_grad_stacked(delta, bs[l], -b_scale, True)
+        if l > 0:
+            G = ops.matmul_t(delta, Ws[l], D[l - 1], tb=True)
+            a = acts[l - 1]
+            full = G is ws.d[l - 1] and a is ws.a[l - 1]   # the whole buffers: their flat views
+            G2, a2 = (ws.d2[l - 1], ws.a2[l - 1]) if full else (_flat(G), _flat(a))
+            code = codes[l - 1]
+            d2 = kt.backward_delta(G2, a2) if code == _SIGMOID else kt.backward_act(G2, a2, code)
+            delta = G if full else array_namespace(d2).reshape(d2, G.shape)
+
+
+def _output_delta_each(kt, a, y, cost, out):
+    """Output deltas when each net has its own labels or targets ``y`` (leading K axis)."""
+    K = a.shape[0]
+    if _inplace(out):
+        for k in range(K):
+            kt.output_delta_stacked(a[k:k + 1, ...], y[k, ...], cost, out[k:k + 1, ...])
+        return out
+    xp = array_namespace(a)
+    return xp.concat([kt.output_delta_stacked(a[k:k + 1, ...], y[k, ...], cost, xp.empty_like(a[k:k + 1, ...]))
+                      for k in range(K)], axis=0)
+
+
+def sgd_step(kt, v, X, y, ws, m, scales, decays, ones, *, check=None, n_in=None) -> None:
+    """One step of the K stacked nets of view ``v`` on the ``m`` rows of ``(X, y)``, in
+    ``ws.chunk`` rows at a time (the chunked engine; one piece otherwise): the gradient
+    sums of every chunk added up (:func:`grad_sums`), then one update: the optimizer's pass
+    over the sums (``v["state"].apply_stacked``) or plain SGD's fused ``P <- decay * P -
+    scale * grad``. scales, decays, ones: ``(K,)`` arrays in the parameters' dtype and
+    device (``eta_k / m``, ``1 - eta_k * lmbda_k / n``, the biases' decay 1). Parameters a namespace returns anew are
+    put back into ``v["Ws"]`` / ``v["bs"]``.
+
+    ``check``: the caller's X (a C-contiguous NumPy float array, ``n_in`` columns) when its
+    finiteness is still to be checked: each chunk is, before its forward pass (while it is
+    in cache), and a NaN/inf raises the usual error before any parameter changes."""
+    Ws, bs, state = v["Ws"], v["bs"], v["state"]
+    c = ws.chunk
+    # one piece of few rows, all nets one eta: the bias step inside the backward pass (else
+    # the column sums, streamed row by row, first); scale = eta / m
+    b_scale = None
+    if state is None and c >= m and (m < 256 or type(X) is not np.ndarray) and len(set(v["etas"])) == 1:
+        b_scale = v["etas"][0] / m
+    for k0 in range(0, m, c):
+        stop = min(k0 + c, m)
+        Xc, yc = (X, y) if stop - k0 == m else (X[k0:stop, ...], y[k0:stop, ...])
+        if check is not None:
+            from fastnet.kernels.cpu import all_finite_cpu
+
+            if not all_finite_cpu(Xc):
+                from fastnet import _validate as V
+
+                V.check_X(check, n_in, "X")   # raises, naming the first bad row
+                raise ValueError("X must be finite")   # pragma: no cover - check_X raised
+        grad_sums(kt, v, Xc, yc, ws, stop - k0, accumulate=k0 > 0, b_scale=b_scale)
+    if state is not None:   # another optimizer: its own pass over the gradient sums
+        state.apply_stacked(Ws, bs, ws.gW, ws.gb, kt, m)
+        return
+    for l in range(len(Ws)):
+        Ws[l] = kt.sgd_update_stacked(Ws[l], ws.gW[l], scales, decays)
+        if b_scale is None:
+            bs[l] = kt.sgd_update_stacked(bs[l], ws.gb[l], scales, ones)
 
 
 # --- trainers -------------------------------------------------------------------------------
 
 class StepTrainer:
-    """Step engines (``rows``, ``split``, ``chunked``, ``step``, ``xp``) of a Network: one
-    Python-level step at a time; the engine's row (:class:`fastnet.engines.Engine`) says how
-    a step on a gathered batch is computed (its ``step``, else ``Network._sgd_step``) and
-    whether the step runs in row chunks."""
+    """Step engines (``rows``, ``chunked``, ``step``, ``xp``) of a Network or a NetworkStack:
+    one Python-level step at a time on the model seen as K stacked nets (``_stack_view``;
+    a Network: K = 1). The engine's row (:class:`fastnet.engines.Engine`) says how a step on
+    a gathered batch is computed (its ``step``, else :func:`sgd_step`) and whether the step
+    runs in row chunks."""
 
     chunk = 1
 
-    def __init__(self, net, engine, Xd, yd, run, decay):
-        self.net, self.Xd, self.yd = net, Xd, yd
-        self.B, self.n, self.eta, self.decay = run["batch_size"], run["n_train"], run["eta"], decay
-        self.ws = net._workspace(self.B, chunked=engine.chunked)
-        self.one = step_function(net, engine)
+    def __init__(self, model, engine, Xd, yd, run):
+        self.model, self.Xd, self.yd = model, Xd, yd
+        self.B, self.n, self.eta = run["batch_size"], run["n_train"], run.get("eta")
+        self.v = model._stack_view(run)
+        self.K = len(self.v["etas"])
+        self.chunked = engine.chunked
+        self.own = engine.step(model) if engine.step is not None else None   # the rows engine
+        self.independent = getattr(model, "order", "shared") == "independent"
+        self._ws, self.scales = {}, {}
+        for m in sorted({self.B, self.n - (-(-self.n // self.B) - 1) * self.B}):
+            self._ws[m] = model._workspace(self.B if self.K == 1 and not self.independent else m, chunked=self.chunked)
+            self.scales[m] = model._to_device(np.array([e / m for e in self.v["etas"]]))
+        self.decays = model._to_device(np.array(self.v["decays"], dtype=np.float64))
+        self.ones = model._to_device(np.ones(self.K))
 
     def steps(self, orders, s0, s1) -> None:
-        ws, B, n, order = self.ws, self.B, self.n, orders[0]
+        B, n, K = self.B, self.n, self.K
+        kt = self.model._kern()
         for s in range(s0, s1):
             k = s * B
             m = min(B, n - k)
+            ws = self._ws[m]
             if m == n:
                 # one batch of all the samples: the shuffle only reorders the rows of the sum
                 # over the batch, so use the data in place (no gather, no batch copy of X)
                 Xb, yb = self.Xd, self.yd
-            else:
+            elif not self.independent:
                 full = m == ws.m
-                Xb = ops.take_rows(self.Xd, order[k:k + m], out=ws.X if full else ws.X[:m, ...])
-                yb = ops.take_rows(self.yd, order[k:k + m], out=ws.y if full else ws.y[:m])
-            self.one(Xb, yb, ws, m, self.eta, self.decay)
+                idx = orders[0][k:k + m]
+                Xb = ops.take_rows(self.Xd, idx, out=ws.X if full else ws.X[:m, ...])
+                yb = ops.take_rows(self.yd, idx, out=ws.y if full else ws.y[:m, ...])
+            elif _inplace(ws.X):   # independent orders: each net its own rows
+                for i in range(K):
+                    ops.take_rows(self.Xd, orders[i][k:k + m], out=ws.X[i, ...])
+                    ops.take_rows(self.yd, orders[i][k:k + m], out=ws.y[i, ...])
+                Xb, yb = ws.X, ws.y
+            else:
+                xp = array_namespace(self.Xd)
+                Xb = xp.stack([ops.take_rows(self.Xd, o[k:k + m]) for o in orders])
+                yb = xp.stack([ops.take_rows(self.yd, o[k:k + m]) for o in orders])
+            if self.own is not None:
+                self.own(Xb, yb, ws, m, self.eta, self.v["decays"][0])
+            else:
+                sgd_step(kt, self.v, Xb, yb, ws, m, self.scales[m], self.decays, self.ones)
 
     def sync(self) -> None:
-        """Step engines update the network's own parameters: nothing to write back."""
-
-
-def step_function(net, engine):
-    """``one(X, y, ws, m, eta, decay)``: one step of ``net`` on a batch, as the engine row
-    ``engine`` runs it (its own ``step``, else the step path's ``Network._sgd_step``)."""
-    return engine.step(net) if engine.step is not None else net._sgd_step
+        """Parameters a namespace returned anew (not NumPy or CuPy) back into the model."""
+        self.model._from_stack_view(self.v)
 
 
 def one_step(net, X, Xd, yd, eta, decay, engine, optimizer=None) -> None:
@@ -172,12 +304,18 @@ def one_step(net, X, Xd, yd, eta, decay, engine, optimizer=None) -> None:
         Xd = net._prepare_X(X)   # the full check (and nothing else: same dtype)
     with net._running(p):
         ws = net._workspace(m, chunked=row.chunked)
-        if row.chunked and Xd is X:
-            net._sgd_step(X, yd, ws, m, eta, decay, check=X)
+        if row.step is None:
+            v = net._stack_view({"eta": eta, "lmbda": 0.0, "n_train": 1}) | {"decays": [decay]}
+            scales = net._to_device(np.array([eta / m]))
+            decays = net._to_device(np.array([decay], dtype=np.float64))
+            try:
+                sgd_step(net._kern(), v, Xd, yd, ws, m, scales, decays, net._to_device(np.ones(1)),
+                         check=X if row.chunked and Xd is X else None, n_in=net.sizes[0])
+            finally:
+                net._from_stack_view(v)
             return
-        step = step_function(net, row)
         saved = [q.copy() for q in net._W + net._b] if row.checks_input and Xd is X else None
-        step(Xd, yd, ws, m, eta, decay)
+        row.step(net)(Xd, yd, ws, m, eta, decay)
         if saved is not None and not all(np.isfinite(q).all() for q in net._W + net._b):
             try:
                 V.check_X(X, net.sizes[0], "X")   # raises, naming the first bad row
@@ -225,6 +363,16 @@ class StackOfOne:
     @t.setter
     def t(self, value):
         self._state.t = value
+
+    def apply_stacked(self, Ws, bs, gWs, gbs, kern, m: int) -> None:
+        """The step path's optimizer pass on ``(1, ...)`` parameters and gradient sums:
+        the network's own :meth:`fastnet.optim.State.apply` on their 2-D slices (a
+        namespace's new arrays put back into ``Ws`` / ``bs``)."""
+        W2, b2 = [W[0, ...] for W in Ws], [b[0, ...] for b in bs]
+        self._state.apply(W2, b2, [g[0, ...] for g in gWs], [g[0, ...] for g in gbs], kern, m)
+        if not _inplace(W2[0]):
+            Ws[:] = [W[None, ...] for W in W2]
+            bs[:] = [b[None, ...] for b in b2]
 
 
 class FusedTrainer:
@@ -294,6 +442,28 @@ class Trainable:
         from fastnet import engines
 
         return self._k or ops.table(engines.kernels_path(self))
+
+    def _workspace(self, m: int, chunked: bool = False) -> Workspace:
+        """The step buffers for batches of ``m`` rows (made once per batch size and kept);
+        ``chunked``: activation and delta buffers of one row chunk (the chunked engine)."""
+        ws = self._ws.get((m, chunked))
+        if ws is None:
+            from fastnet import engines
+
+            k = getattr(self, "k", 1)
+            self._check_fits(m, nets=k)
+            chunk = engines.chunk_rows(self.sizes[0]) if chunked else None
+            ws = self._ws[(m, chunked)] = Workspace(
+                self.xp, self.sizes, m, self.backend.dtype(self.dtype), k=k, chunk=chunk,
+                targets=self.cost == "mse", independent=getattr(self, "order", "shared") == "independent")
+        return ws
+
+    def _from_stack_view(self, v) -> None:
+        """After steps on ``_stack_view``'s arrays: parameters a namespace returned anew
+        (not NumPy or CuPy, which the kernels write in place) back into the model."""
+        if v["Ws"] is not self._W and not _inplace(v["Ws"][0]):
+            self._W = [W[0, ...] for W in v["Ws"]]
+            self._b = [b[0, ...] for b in v["bs"]]
 
     def _fit_inputs(self, X, y, epochs, batch_size, validation_data, callbacks, checkpoint, checkpoint_every,
                     resume, cb_form):

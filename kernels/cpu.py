@@ -53,7 +53,6 @@ __all__ = [
     "backward_delta_cpu",
     "bias_grad_cpu",
     "sgd_update_cpu",
-    "bias_update_cpu",
     "all_finite_cpu",
     "bias_sigmoid_stacked_cpu",
     "bias_softmax_stacked_cpu",
@@ -336,8 +335,8 @@ def _colsum_set_s(delta, out, scale):
 
 # --- column sums added: out <- out + scale * sum(delta, 0) ----------------------------
 # The sum is needed apart from out and nothing may be allocated, so 8 columns at a time
-# are summed in registers over all rows, then added. bias_update passes -scale:
-# out + (-scale) * S equals the reference's out - scale * S bitwise.
+# are summed in registers over all rows, then added. The step's fused bias update passes
+# -scale: out + (-scale) * S equals the reference's out - scale * S bitwise.
 
 @njit(cache=True)
 def _colsum_add_cols(delta, out, scale, j0, j1):
@@ -655,23 +654,6 @@ def sgd_update_cpu(P, grad, scale, decay=1.0):
     return P
 
 
-def bias_update_cpu(b, delta, scale):
-    """Fused bias step in place: ``b <- b - scale * sum(delta, 0)``; no gradient array.
-
-    b: (n,). delta: (m, n), same dtype. scale: ``eta / m``. Returns ``b``.
-    """
-    if type(scale) is not float:
-        scale = _real("bias_update_cpu", "scale", scale)
-    if (type(b) is _ndarray and type(delta) is _ndarray
-            and ((dt := delta.dtype) is _F32 or dt is _F64) and b.dtype is dt):
-        try:
-            if _colsum_add_s(delta, b, -scale) == _OK:
-                return b
-        except Exception:
-            pass
-    return _slow_delta_vec("bias_update_cpu", _colsum_add_s, delta, b, "b", -scale)
-
-
 # =====================================================================================
 # The activation and optimizer tables' kernels (fastnet/activations.py, fastnet/optim.py):
 # one loop per layer whose code is a loop-invariant switch (kernels/_math.py).
@@ -920,11 +902,9 @@ def _sgd_stacked_s(P, grad, scales, decays):
         return _OK
     p, g = P.ravel(), grad.ravel()        # ravel of a C array: a view
     per_net = P.size // K                 # net k owns p[k * per_net:(k + 1) * per_net]
-    for k in range(K):
-        s = scales[k]                     # already in P's dtype: sgd_update's rounding
-        d = decays[k]
-        for i in range(k * per_net, (k + 1) * per_net):
-            p[i] = _math.sgd_step(p[i], g[i], s, d)
+    for k in range(K):                    # scales[k], decays[k] already in P's dtype
+        lo = k * per_net                  # each net's slice from 0: LLVM vectorizes that loop
+        sgd_flat(p[lo:lo + per_net], g[lo:lo + per_net], scales[k], decays[k], 0, per_net)
     return _OK
 
 

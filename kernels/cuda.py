@@ -40,7 +40,6 @@ __all__ = [
     "backward_delta_cuda",
     "bias_grad_cuda",
     "sgd_update_cuda",
-    "bias_update_cuda",
     "bias_sigmoid_stacked_cuda",
     "bias_softmax_stacked_cuda",
     "output_delta_stacked_cuda",
@@ -378,18 +377,6 @@ def sgd_update_cuda(P, grad, scale, decay=1.0):
     return P
 
 
-def bias_update_cuda(b, delta, scale):
-    """Fused ``b <- b - scale * sum(delta, 0)``, one thread per column. Returns b."""
-    fn = "bias_update_cuda"
-    scale = _real(fn, "scale", scale)
-    bb, d = _arrays(fn, [("b", b, 1, True, True), ("delta", delta, 2, False, True)])
-    _check_shape(fn, bb, (d.shape[1],), "one entry per column of delta")
-    t = d.dtype.type
-    # b + (-scale) * S equals the reference's b - scale * S bitwise.
-    _launch(_colsum_k, d.shape[1], d.handle, bb.handle, t(-scale), True, t(0))
-    return b
-
-
 # =====================================================================================
 # Stacked kernels: a leading K axis, one slice per network of a NetworkStack. Slice k
 # of every result is what the unstacked kernel above computes for net k, with the same
@@ -516,14 +503,19 @@ def bias_softmax_stacked_cuda(Z, b):
 def output_delta_stacked_cuda(a, y, cost, out):
     """Output-layer error of K networks into ``out``: ``out[k] <- output_delta(a[k], y)``.
 
-    a, out: (K, m, n_out) (out may be a). y: (m,) integer labels shared by the K nets.
-    The label range is not checked here: that would cost a device-to-host
+    a, out: (K, m, n_out) (out may be a). y: (m,) integer labels shared by the K nets, or
+    an (m, n_out) target matrix (cost="mse"). The label range is not checked here: that would cost a device-to-host
     synchronisation per call. A label outside [0, n_out) gives an all-zero target row,
     as in ``output_delta_cuda``; check labels once per data set. Returns out.
     """
     fn = "output_delta_stacked_cuda"
     if cost not in COSTS:
         raise ValueError(f"{fn}: cost must be one of {list(COSTS)}. Actual: {cost!r}.")
+    if len(getattr(y, "shape", ())) == 2 and len(getattr(a, "shape", ())) == 3:
+        # an (m, n_out) target matrix (cost="mse"), shared by the nets: net by net, as on the CPU
+        for k in range(a.shape[0]):
+            output_delta_cuda(a[k], y, cost, out[k])
+        return out
     aa, oo = _arrays(fn, [("a", a, 3, False, True), ("out", out, 3, True, True)])
     _check_shape(fn, oo, aa.shape, "the shape of a")
     yy = _Arg(fn, "y", y)

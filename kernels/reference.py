@@ -192,19 +192,6 @@ def sgd_update(P, grad, scale, decay=1.0):
     return (P * decay if decay != 1.0 else P) - scale * grad
 
 
-def bias_update(b, delta, scale):
-    """Fused bias step: ``b <- b - scale * sum(delta, axis=0)``; no gradient array kept.
-
-    b: (n,). delta: (m, n). scale: ``eta / m``.
-    """
-    xp = array_namespace(b, delta)
-    g = xp.sum(delta, axis=0)
-    if _inplace(xp):
-        b -= scale * g
-        return b
-    return b - scale * g
-
-
 # --- stacked: a leading K axis, one slice per network of a NetworkStack ----------------
 # Every array carries the K networks along axis 0; slice k is exactly what the unstacked
 # step above computes for network k. Labels y (m,) are shared by all K networks.

@@ -92,10 +92,6 @@ def parity_checks(K, to_dev, to_host, shapes, dtypes=(np.float64, np.float32)):
             K.sgd_update_cuda(P, to_dev(b * 2), 0.3)
             check(f"sgd_update 1-D {tag}", P, R.sgd_update(b.copy(), b * 2, 0.3), dtype)
 
-            bb = to_dev(b.copy())
-            assert K.bias_update_cuda(bb, to_dev(Z), 0.3) is bb
-            check(f"bias_update {tag}", bb, R.bias_update(b.copy(), Z, 0.3), dtype)
-
     empty = to_dev(np.zeros((0, 3)))                                # launches nothing
     assert K.backward_delta_cuda(empty, to_dev(np.zeros((0, 3)))) is empty
     assert K.bias_grad_cuda(empty, to_dev(np.ones(3)), 0.1) is not None
@@ -115,7 +111,6 @@ def bad_input_checks(K, to_dev, to_host):
         (TypeError, K.output_delta_cuda, (a, y.astype(np.float64), "quadratic", Z)),
         (ValueError, K.output_delta_cuda, (a, y, "hinge", Z)),
         (ValueError, K.sgd_update_cuda, (Z, np.ones((3, 4)), 0.1)),
-        (ValueError, K.bias_update_cuda, (np.ones(4), a, 0.1)),
         (ValueError, K.backward_delta_cuda, (np.ones((3, 4)).T, a)),
     ]
     return check_refused(cases, to_dev, to_host)

@@ -43,7 +43,8 @@ def step_peak_bytes(mode, kernels, steps=50):
     yd = net._prepare_y(rng.integers(0, 10, 2000), 2000)
     order = np.arange(2000, dtype=np.int64)
     net._k = ops.table("njit" if mode == "auto" else "xp")   # what fit(engine="step"/"xp") sets
-    trainer = training.StepTrainer(net, engines.get("step"), Xd, yd, {"batch_size": m, "n_train": 2000, "eta": 1.0}, 1.0)
+    trainer = training.StepTrainer(net, engines.get("step"), Xd, yd, {"batch_size": m, "n_train": 2000, "eta": 1.0,
+                                                                      "lmbda": 0.0})
     for s in range(4):  # warm up: JIT compile, first-touch
         trainer.steps([order], s, s + 1)
     tracemalloc.start()
