@@ -276,7 +276,6 @@ class State:
         self.t += 1
         opt = self.optimizer
         f0, f1 = opt.factors(self.t)
-        L = len(Ws)
         pairs = [(W, g, True) for W, g in zip(Ws, gWs)] + [(b, g, False) for b, g in zip(bs, gbs)]
         for i, (P, G, is_w) in enumerate(pairs):
             S1, S2 = self.s1[i], self.s2[i]

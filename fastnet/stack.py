@@ -41,7 +41,6 @@ import math
 from typing import Callable, Iterable
 
 import numpy as np
-from array_api_compat import array_namespace
 
 from fastnet import _validate as V
 from fastnet import activations, engines, ops, optim, training

@@ -63,7 +63,7 @@ import numpy as np
 from numba import njit
 
 from fastnet.kernels import _math
-from fastnet.kernels.cpu import bias_act_rows, bias_sigmoid_rows, bias_softmax_rows, delta_labels_rows
+from fastnet.kernels.cpu import bias_act_rows, bias_softmax_rows, delta_labels_rows
 from fastnet.kernels.simd import WIDE_BYTES, mm, narrow_zero, prefetch, upd, wide_zero
 from fastnet.kernels.threads import spread, usable_cpus
 
