@@ -12,10 +12,12 @@ float64. With ``g`` the mean gradient over the batch plus ``(lmbda / n) * W`` fo
 - momentum: ``u = mu * u + g; p -= eta * u``
 - Nesterov: ``u = mu * u + g; p -= eta * (g + mu * u)``
 - Adam: ``m += (1 - b1) (g - m); v = b2 v + (1 - b2) g^2;
-  p -= eta / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``
+  p -= eta / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)`` (the kernels multiply by
+  ``1 / sqrt(1 - b2^t)``, a per-step factor: one division per parameter, not two)
 
 Adding an optimizer: a class here (its name, code, hyperparameters, checks and ``xp_step``)
-and a branch in ``kernels/_math.py``'s ``opt_step`` (plus its tests).
+and, in ``kernels/_math.py``, a branch in ``opt_step`` and its code in ``OPT_CODES`` and
+``opt_state_used`` (plus its tests).
 
 >>> from fastnet import optim
 >>> optim.get("nesterov")
@@ -154,7 +156,7 @@ class Adam(Optimizer):
     def xp_step(self, P, g, S1, S2, lr, f0, f1, xp):
         S1 = S1 + (1 - self.beta1) * (g - S1)
         S2 = S2 * self.beta2 + (1 - self.beta2) * (g * g)
-        denom = xp.sqrt(S2) / f1 + self.eps
+        denom = xp.sqrt(S2) * f1 + self.eps
         return P - (lr / f0) * (S1 / denom), S1, S2
 
 

@@ -691,19 +691,13 @@ def backward_act_flat(g, a, code, lo, hi):
 @njit(cache=True, error_model="numpy")
 def opt_update_flat(p, G, s1, s2, code, lr, h0, h1, h2, f0, f1, scale, l2, lo, hi):
     """One optimizer step of flat elements ``lo <= k < hi``: ``g = scale * G + l2 * p``,
-    then ``_math.opt_step``; state below the dtype's smallest normal number is flushed to 0
-    (subnormals cost some CPUs a hundred times an ordinary operation; the rule changes by
-    less than 1e-38). Every scalar is cast to p's dtype once. Unchecked."""
+    then ``_math.opt_step`` (through ``_math.opt_block``: one vectorized loop per rule);
+    state below the dtype's smallest normal number is flushed to 0 (subnormals cost some
+    CPUs a hundred times an ordinary operation; the rule changes by less than 1e-38).
+    Every scalar is cast to p's dtype once. Unchecked."""
     t = p.dtype.type
-    lr_, h0_, h1_, h2_, f0_, f1_, sc, l2_ = t(lr), t(h0), t(h1), t(h2), t(f0), t(f1), t(scale), t(l2)
-    tiny = t(np.finfo(p.dtype).tiny)
-    zero = t(0)
-    for k in range(lo, hi):
-        q, a, b = _math.opt_step(p[k], sc * G[k] + l2_ * p[k], s1[k], s2[k], code, lr_, h0_, h1_, h2_,
-                                 f0_, f1_)
-        p[k] = q
-        s1[k] = a if abs(a) >= tiny else zero
-        s2[k] = b if abs(b) >= tiny else zero
+    _math.opt_block(p, G, s1, s2, lo, 1, hi - lo, 0, code, t(lr), t(l2), t(scale), t(h0), t(h1), t(h2),
+                    t(f0), t(f1), t(np.finfo(p.dtype).tiny))
 
 
 def _same_c_arrays(fn, names, arrays, shape):

@@ -117,47 +117,6 @@ def _colsum_into(S, out, m):
             out[c] += S[i, c]
 
 
-@njit(inline="always")
-def _flush(x, tiny):
-    """x, or 0 where |x| is below the smallest normal number: optimizer state decaying
-    towards 0 (a gradient that stays 0) would otherwise pass through the subnormals, which
-    cost some CPUs a hundred times an ordinary operation (effect on the rule: < 1e-38)."""
-    return x if abs(x) >= tiny else x - x
-
-
-@njit(cache=True, error_model="numpy")
-def _opt_flat(P, G, S1, S2, n, lr, l2, code, h0, h1, h2, f0, f1, tiny):
-    """One optimizer step of n flat elements of P (gradient G, state S1, S2), one learning
-    rate and L2 for all: a loop LLVM vectorizes (the code's branch is taken once).
-    G holds the mean gradient; ``_math.opt_step`` the rule. A padding element (gradient
-    0, state 0, value 0) stays 0."""
-    t = P.dtype.type
-    lr_, l2_, h0_, h1_, h2_, f0_, f1_, tiny_ = t(lr), t(l2), t(h0), t(h1), t(h2), t(f0), t(f1), t(tiny)
-    for k in range(n):
-        p = P[k]
-        p, s1, s2 = _math.opt_step(p, G[k] + l2_ * p, S1[k], S2[k], code, lr_, h0_, h1_, h2_, f0_, f1_)
-        P[k] = p
-        S1[k] = _flush(s1, tiny_)
-        S2[k] = _flush(s2, tiny_)
-
-
-@njit(cache=True, error_model="numpy")
-def _opt_cols(P, G, S1, S2, rows, cols, lrc, l2c, code, h0, h1, h2, f0, f1, tiny):
-    """:func:`_opt_flat` over a (rows, cols) block whose column c has its own learning rate
-    ``lrc[c]`` and L2 ``l2c[c]`` (both in P's dtype: several nets side by side)."""
-    t = P.dtype.type
-    h0_, h1_, h2_, f0_, f1_, tiny_ = t(h0), t(h1), t(h2), t(f0), t(f1), t(tiny)
-    for r in range(rows):
-        base = r * cols
-        for c in range(cols):
-            k = base + c
-            p = P[k]
-            p, s1, s2 = _math.opt_step(p, G[k] + l2c[c] * p, S1[k], S2[k], code, lrc[c], h0_, h1_, h2_, f0_, f1_)
-            P[k] = p
-            S1[k] = _flush(s1, tiny_)
-            S2[k] = _flush(s2, tiny_)
-
-
 @njit(cache=True)
 def _bias_add_colsum(S, b, acc, m):
     """``b += S[:m].sum(axis=0)``: the column sums first (row order, in scratch acc), then
@@ -221,7 +180,7 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
     number (state below it is flushed to 0); lrs: per-column eta in X's dtype. For plain SGD (code 0) the
     update is fused into the products as above; for any other the products write the
     mean gradients into gW0 / gWs / gbs (zdv: zeros, the "decay" that overwrites) and
-    ``_opt_flat`` / ``_opt_cols`` apply the rule afterwards with state st0 / sts / sbs
+    ``_math.opt_block`` applies the rule afterwards with state st0 / sts / sbs
     (pairs (S1, S2) laid out like W0 / Ws / bs), per-column eta (ecols, lrs) and L2 (l2s,
     ``lmbda / n``).
     """
@@ -323,25 +282,29 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
         _colsum_into(deltas[0], gbs[0], m)
 
         # another optimizer: its rule over every parameter, after the whole gradient
+        # (_math.opt_block: one vectorized loop per rule; the padding columns are skipped)
         opt[4] += 1.0
         f0, f1 = _math.opt_factors(ocode, opt[1], opt[2], opt[4])
-        h0, h1, h2, tiny = opt[1], opt[2], opt[3], opt[5]
-        if g == 1:   # one net: one eta and L2 for all of W0 (its padding columns stay 0)
-            _opt_flat(W0.ravel(), gW0.ravel(), st0[0].ravel(), st0[1].ravel(), n0 * C0, ecols[0][0],
-                      l2s[0][0], ocode, h0, h1, h2, f0, f1, tiny)
-        else:
-            _opt_cols(W0.ravel(), gW0.ravel(), st0[0].ravel(), st0[1].ravel(), n0, C0, lrs[0], l2s[0],
-                      ocode, h0, h1, h2, f0, f1, tiny)
+        t = X.dtype.type
+        h0, h1, h2, tiny, f0_, f1_, one = t(opt[1]), t(opt[2]), t(opt[3]), t(opt[5]), t(f0), t(f1), t(1)
+        real0 = g * sizes[1]
+        if g == 1 and 4 * C0 < 5 * real0:   # one net, little padding: one flat loop, padding and all
+            _math.opt_block(W0.ravel(), gW0.ravel(), st0[0].ravel(), st0[1].ravel(), 0, 1, n0 * C0, 0,
+                            ocode, lrs[0][0], l2s[0][0], one, h0, h1, h2, f0_, f1_, tiny)
+        else:                               # row by row, the real columns only
+            _math.opt_block(W0.ravel(), gW0.ravel(), st0[0].ravel(), st0[1].ravel(), 0, n0, real0, C0,
+                            ocode, lrs[0], l2s[0], one, h0, h1, h2, f0_, f1_, tiny)
         for l in range(n_layers):
-            C = bs[l].shape[0]
-            _opt_cols(bs[l], gbs[l], sbs[l][0], sbs[l][1], 1, C, lrs[l], zdv[l],   # no L2 on biases
-                      ocode, h0, h1, h2, f0, f1, tiny)
+            C = real0 if l == 0 else bs[l].shape[0]
+            _math.opt_block(bs[l], gbs[l], sbs[l][0], sbs[l][1], 0, 1, C, C, ocode, lrs[l], zdv[l],
+                            one, h0, h1, h2, f0_, f1_, tiny)                    # no L2 on biases
         for l in range(1, n_layers):
             nin = sizes[l]
             nout = sizes[l + 1]
             for j in range(g):
-                _opt_flat(Ws[l][j].ravel(), gWs[l][j].ravel(), sts[l][0][j].ravel(), sts[l][1][j].ravel(),
-                          nin * nout, ecols[l][j * nout], l2s[l][j * nout], ocode, h0, h1, h2, f0, f1, tiny)
+                _math.opt_block(Ws[l][j].ravel(), gWs[l][j].ravel(), sts[l][0][j].ravel(),
+                                sts[l][1][j].ravel(), 0, 1, nin * nout, 0, ocode, lrs[l][j * nout],
+                                l2s[l][j * nout], one, h0, h1, h2, f0_, f1_, tiny)
     return min(s1 * B, n) - s0 * B
 
 

@@ -63,8 +63,8 @@ A step (all threads of the block; ``__syncthreads`` between the phases):
    (``_math.opt_factors`` of step count t, float64 on the host and rounded to the dtype,
    one row per step of the launch: the kernel does no float64 pow). Every delta is known
    before the update starts and each parameter's rule reads only its own gradient and
-   state, so this equals a separate pass over a gradient buffer (epoch_cpu's
-   ``_opt_flat``), without the buffer. The host advances t by the launch's steps.
+   state, so this equals a separate pass over a gradient buffer (``_math.opt_block``, as
+   epoch_cpu runs it), without the buffer. The host advances t by the launch's steps.
 
 Equal to the per-sample oracles (``tests/reference.sgd``, ``train_general``) to rounding:
 float64 to 1e-10 on the tests' shapes (``tests/test_epoch_cuda.py``,
