@@ -264,12 +264,25 @@ class InputScaleWarning(UserWarning):
     """
 
 
+def _inside_unit_fast(Xd) -> bool:
+    """True when NumPy ``Xd`` is known to lie in [0, 1.5] by one fast pass (the usual case:
+    no min and max needed); False when it does not or cannot be told that way."""
+    try:
+        from fastnet.kernels.cpu import outside_unit_cpu
+    except Exception:  # noqa: BLE001 - no Numba: the min and max
+        return False
+    out = outside_unit_cpu(Xd)
+    return out is False
+
+
 def warn_input_scale(X, Xd, name: str = "X") -> None:
     """One :class:`InputScaleWarning` when float input ``X`` (``Xd`` on the device) reaches
     above 1.5 or below 0: sigmoid units saturate, and training stalls near chance."""
     if getattr(getattr(X, "dtype", None), "kind", "f") != "f":
         return   # integer data: uint8 is scaled by 1/255 already; other ints are the user's choice
     xp = _xp(Xd)
+    if _inside_unit_fast(Xd):
+        return
     lo, hi = float(xp.min(Xd)), float(xp.max(Xd))
     if hi > 1.5:
         fix = ("divide by 255 (X / 255.0), or pass the uint8 array, which fastnet scales"

@@ -465,13 +465,13 @@ _STACK_KEYS = {"format", "version", "sizes", "k", "seeds", "etas", "lmbdas", "ac
 #: (a sigmoid net trained by plain SGD).
 _OPTIONAL_KEYS = {"extra", "activation"}
 _RUN_KEYS = {"epochs", "batch_size", "eta", "lmbda", "n_train", "shuffle", "data", "early_stopping", "split_seed",
-             "optimizer"}
+             "optimizer", "train_metrics"}
 #: run keys a checkpoint may lack (older files: none of them; a fit without validation_split: split_seed)
-_OPTIONAL_RUN_KEYS = {"early_stopping", "split_seed", "optimizer"}
+_OPTIONAL_RUN_KEYS = {"early_stopping", "split_seed", "optimizer", "train_metrics"}
 _ES_SETTINGS = {"patience", "min_delta", "monitor", "restore_best"}
 _ES_STATE = {"best", "best_epoch", "wait", "stopped_epoch", "best_params"}
 _MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
-_STACK_RUN_KEYS = {"epochs", "batch_size", "n_train", "shuffle", "data", "optimizer"}
+_STACK_RUN_KEYS = {"epochs", "batch_size", "n_train", "shuffle", "data", "optimizer", "train_metrics"}
 _SEED_MAX = 2**63 - 1
 
 
@@ -565,7 +565,8 @@ def _check_records(records, where, n):
 def _check_checkpoint(ck, meta) -> None:
     stack = "k" in meta
     need = {"run", "epoch", "step", "rng_state", "history"}
-    if not isinstance(ck, dict) or not need <= set(ck) <= need | {"engine", "early_stopping", "optimizer_t"}:
+    if not isinstance(ck, dict) or not need <= set(ck) <= need | {"engine", "early_stopping", "optimizer_t",
+                                                                  "metric_sums"}:
         got = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
         raise _Bad(f"checkpoint state must hold run, epoch, step, rng_state and history (and the engine); "
                    f"found {got}"[:200])
@@ -597,6 +598,12 @@ def _check_checkpoint(ck, meta) -> None:
                 from None
     if "optimizer_t" in ck and not _int(ck["optimizer_t"], 0, 2**62):
         raise _Bad("checkpoint optimizer_t must be an int >= 0")
+    if "metric_sums" in ck:   # a mid-epoch checkpoint's minibatch metric sums: k rows of 2 + n_out numbers
+        ms, width = ck["metric_sums"], 2 + meta["sizes"][-1]
+        if (not isinstance(ms, list) or len(ms) != meta.get("k", 1)
+                or not all(isinstance(r, list) and len(r) == width
+                           and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r) for r in ms)):
+            raise _Bad(f"checkpoint metric_sums must be {meta.get('k', 1)} lists of {width} numbers")
     if "split_seed" in run and not _int(run["split_seed"], 0, _SEED_MAX):
         raise _Bad("checkpoint 'run' split_seed must be an int >= 0")
     epoch, step = ck["epoch"], ck["step"]

@@ -294,7 +294,7 @@ class NetworkStack(DeviceData, training.Trainable):
 
     def fit(self, X, y, *, epochs, batch_size, optimizer="sgd", validation_data=None, shuffle=True, verbose=0,
             callbacks: Iterable[Callable] = (), checkpoint=None, checkpoint_every=1, resume=False,
-            engine="auto") -> list[History]:
+            engine="auto", train_metrics="minibatch") -> list[History]:
         """Train all K nets by minibatch SGD; returns K :class:`fastnet.History` objects.
 
         Each net uses its own ``etas[i]`` and ``lmbdas[i]``; ``epochs``, ``batch_size``
@@ -306,7 +306,8 @@ class NetworkStack(DeviceData, training.Trainable):
         ``callbacks``: each called as ``cb(stack, records)`` after every epoch, records
         being the K dicts of that epoch. ``checkpoint``, ``checkpoint_every``, ``resume``
         and Ctrl-C as for :meth:`fastnet.Network.fit` (the same loop runs both): a resumed
-        stack ends bit for bit where an uninterrupted one would. ``engine``: ``"auto"`` or
+        stack ends bit for bit where an uninterrupted one would. ``train_metrics``: as for
+        :meth:`fastnet.Network.fit` (``"minibatch"``, the default, or ``"exact"``). ``engine``: ``"auto"`` or
         a name of :func:`fastnet.engines.names` (``compiled``, ``step`` or ``xp`` for a
         stack); the histories' ``engine`` says which ran. Nothing is changed when an
         argument is refused.
@@ -326,7 +327,8 @@ class NetworkStack(DeviceData, training.Trainable):
             V.check_step(e, lm, n, self.dtype, eta_name=f"etas[{i}]", lmbda_name=f"lmbdas[{i}]", growing=True)
         p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, y=yd, engine=engine, optimizer=opt)
         run = {"epochs": epochs, "batch_size": batch_size, "n_train": n, "shuffle": V.check_bool("shuffle", shuffle),
-               "optimizer": opt.config()}
+               "optimizer": opt.config(),
+               "train_metrics": V.check_choice("train_metrics", train_metrics, training.TRAIN_METRICS)}
         base = {"sizes": list(self.sizes), "activation": self.activation, "cost": self.cost, "init": self.init,
                 "dtype": self.dtype,
                 **run, "order": self.order, "order_seed": self.order_seed, "stack_k": self.k,
@@ -369,12 +371,14 @@ class NetworkStack(DeviceData, training.Trainable):
         """The step engines' trainer: batched GEMMs and the stacked kernels."""
         return training.StepTrainer(self, engine, Xd, yd, run)
 
-    def _end_epoch(self, epoch, seconds, Xd, yd, val, run, saved, hist, on_divergence):
-        """Score every net; a net whose loss is not finite is marked ``diverged`` (for good)
-        and never stops the others. The summary record is the best net's."""
+    def _end_epoch(self, epoch, seconds, Xd, yd, val, run, saved, hist, on_divergence, mb=None):
+        """Score every net (from the minibatch sums ``mb = (sums, seen)`` when the engine gave
+        them, else by a full pass); a net whose loss is not finite is marked ``diverged``
+        (for good) and never stops the others. The summary record is the best net's."""
         histories, summary = hist
         K, n = self.k, run["n_train"]
-        losses, accs = self._metrics(Xd, yd, self.lmbdas)
+        losses, accs = (self._metrics(Xd, yd, self.lmbdas) if mb is None else
+                        self._minibatch_scores(*mb, yd, self.lmbdas, self._W))
         vl = va = None
         if val is not None:
             vl, va = self._metrics(*val, self.lmbdas)

@@ -135,14 +135,83 @@ def _inplace(a) -> bool:
 
 # --- the step path's backprop: one function for Network (a stack of one) and NetworkStack -----
 
-def grad_sums(kt, v, X, y, ws, r, *, accumulate=False, b_scale=None) -> None:
+#: ``fit(train_metrics=...)``: "minibatch" (each epoch's training loss and accuracy summed
+#: from the minibatches' forward passes as they train, Keras's way: no extra pass) or
+#: "exact" (a full forward pass over the training data after each epoch).
+TRAIN_METRICS = ("minibatch", "exact")
+_METRIC_KIND = {"quadratic": 0, "cross_entropy": 1, "mse": 2}   # kernels/cpu.py's METRIC_*
+
+
+class Meter:
+    """The step path's minibatch metrics: per net the sums of the cost, of the samples
+    classified right and (cost="mse") of each output's squared error, over the samples
+    trained on (``kernels/cpu.py``'s ``metrics_stacked`` on NumPy with the njit kernels,
+    else a few ``xp`` operations on the device, synced once per epoch by :meth:`take`)."""
+
+    def __init__(self, K: int, n_out: int, cost: str, kt, like):
+        self.kind = _METRIC_KIND[cost]
+        self.njit = kt.path == "njit" and type(like) is np.ndarray
+        self.xp = array_namespace(like)
+        self.shape = (K, 2 + n_out)
+        self.M = np.zeros(self.shape) if self.njit else self.xp.zeros(self.shape, dtype=self.xp.float64)
+
+    def add(self, a, y) -> None:
+        """Add the outputs ``a`` ``(K, r, n_out)`` of a batch (or row chunk) with labels (or
+        targets) ``y``, shared ``(r, ...)`` or per net ``(K, r, ...)``."""
+        if self.njit:
+            from fastnet.kernels.cpu import metrics_stacked
+
+            metrics_stacked(a, y, self.kind, self.M)
+            return
+        xp = self.xp
+        a64 = xp.astype(a, xp.float64)
+        K = a.shape[0]
+        if self.kind == 2:
+            r = a64 - xp.astype(y, xp.float64)
+            sq = xp.sum(r * r, axis=1)                                            # (K, n_out)
+            part = xp.concat([0.5 * xp.sum(sq, axis=1)[:, None], xp.zeros((K, 1), dtype=xp.float64), sq], axis=1)
+        else:
+            n_out = a.shape[-1]
+            t = (ops.one_hot(y, n_out, xp.float64, xp) if len(y.shape) == 1 else   # shared, or each net's
+                 xp.reshape(ops.one_hot(xp.reshape(y, (-1,)), n_out, xp.float64, xp), (K, -1, n_out)))
+            hits = xp.sum(xp.astype(xp.argmax(a64, axis=2) == y, xp.float64), axis=-1)
+            if self.kind == 0:
+                cost = 0.5 * xp.sum((a64 - t) ** 2, axis=(1, 2))
+            else:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    cost = -xp.sum(xp.log(xp.sum(t * a64, axis=2)), axis=1)
+            part = xp.concat([cost[:, None] * xp.ones((K, 1), dtype=xp.float64),
+                              hits[..., None] * xp.ones((K, 1), dtype=xp.float64),
+                              xp.zeros((K, self.shape[1] - 2), dtype=xp.float64)], axis=1)
+        self.M = self.M + part
+
+    def put(self, sums) -> None:
+        """Start from ``sums`` ``(K, 2 + n_out)`` (a mid-epoch checkpoint's) instead of 0."""
+        sums = np.array(sums, dtype=np.float64).reshape(self.shape)
+        self.M = sums if self.njit else self.xp.asarray(sums)
+
+    def take(self) -> np.ndarray:
+        """The sums so far, ``(K, 2 + n_out)`` float64 on the host, and start again from 0."""
+        out = np.array(self.M, dtype=np.float64) if self.njit else np.asarray(
+            _to_host(self.M), dtype=np.float64)
+        self.M = np.zeros(self.shape) if self.njit else self.xp.zeros(self.shape, dtype=self.xp.float64)
+        return out
+
+
+def _to_host(a):
+    get = getattr(a, "get", None)   # CuPy
+    return get() if callable(get) else np.asarray(a)
+
+
+def grad_sums(kt, v, X, y, ws, r, *, accumulate=False, b_scale=None, meter=None) -> None:
     """Forward and backward pass of the K stacked nets of view ``v`` (``_stack_view``: a
     Network passes ``(1, ...)`` views of its parameters) on one batch, or row chunk, of
     ``r`` rows: the unscaled gradient sums into ``ws.gW`` / ``ws.gb`` (added to them with
     ``accumulate``), every delta from the old weights. X: ``(r, n_in)`` shared by the nets,
     or ``(K, r, n_in)``; y likewise (labels, or cost="mse"'s targets). ``kt``: the kernel
     table. ``b_scale``: plain SGD's fused bias step, ``b -= b_scale * sum(delta)``, done here
-    (b plays no part in the deltas) instead of writing ``ws.gb``."""
+    (b plays no part in the deltas) instead of writing ``ws.gb``. ``meter``: a :class:`Meter`
+    that adds this batch's training metrics from the outputs, or None."""
     Ws, bs, codes, cost = v["Ws"], v["bs"], v["codes"], v["cost"]
     A, D = ws.rows(ws.a, r), ws.rows(ws.d, r)
     acts, h = [], X
@@ -150,6 +219,8 @@ def grad_sums(kt, v, X, y, ws, r, *, accumulate=False, b_scale=None) -> None:
         Z = ops.matmul_t(h, Ws[l], A[l])
         h = kt.bias_sigmoid_stacked(Z, bs[l]) if code == _SIGMOID else kt.bias_act_stacked(Z, bs[l], code)
         acts.append(h)
+    if meter is not None:
+        meter.add(acts[-1], y)
     if len(X.shape) == 2:   # one batch, one y, for every net
         delta = kt.output_delta_stacked(acts[-1], y, cost, D[-1])
     else:   # independent orders: each net its own labels
@@ -186,7 +257,7 @@ def _output_delta_each(kt, a, y, cost, out):
                       for k in range(K)], axis=0)
 
 
-def sgd_step(kt, v, X, y, ws, m, scales, decays, ones, *, check=None, n_in=None) -> None:
+def sgd_step(kt, v, X, y, ws, m, scales, decays, ones, *, check=None, n_in=None, meter=None) -> None:
     """One step of the K stacked nets of view ``v`` on the ``m`` rows of ``(X, y)``, in
     ``ws.chunk`` rows at a time (the chunked engine; one piece otherwise): the gradient
     sums of every chunk added up (:func:`grad_sums`), then one update: the optimizer's pass
@@ -216,7 +287,7 @@ def sgd_step(kt, v, X, y, ws, m, scales, decays, ones, *, check=None, n_in=None)
 
                 V.check_X(check, n_in, "X")   # raises, naming the first bad row
                 raise ValueError("X must be finite")   # pragma: no cover - check_X raised
-        grad_sums(kt, v, Xc, yc, ws, stop - k0, accumulate=k0 > 0, b_scale=b_scale)
+        grad_sums(kt, v, Xc, yc, ws, stop - k0, accumulate=k0 > 0, b_scale=b_scale, meter=meter)
     if state is not None:   # another optimizer: its own pass over the gradient sums
         state.apply_stacked(Ws, bs, ws.gW, ws.gb, kt, m)
         return
@@ -251,6 +322,18 @@ class StepTrainer:
             self.scales[m] = model._to_device(np.array([e / m for e in self.v["etas"]]))
         self.decays = model._to_device(np.array(self.v["decays"], dtype=np.float64))
         self.ones = model._to_device(np.ones(self.K))
+        self.meter = (Meter(self.K, model.sizes[-1], self.v["cost"], model._kern(), Xd)
+                      if self.own is None and run.get("train_metrics") == "minibatch" else None)
+
+    def take_metrics(self):
+        """The minibatch metrics since the last call (see :class:`Meter`), or None when this
+        engine does not sum them (the ``rows`` engine's own step) or the fit asked for exact ones."""
+        return None if self.meter is None else self.meter.take()
+
+    def put_metrics(self, sums) -> None:
+        """Go on summing from ``sums`` (a mid-epoch checkpoint's), so a resume adds in order."""
+        if self.meter is not None:
+            self.meter.put(sums)
 
     def steps(self, orders, s0, s1) -> None:
         B, n, K = self.B, self.n, self.K
@@ -280,7 +363,7 @@ class StepTrainer:
             if self.own is not None:
                 self.own(Xb, yb, ws, m, self.eta, self.v["decays"][0])
             else:
-                sgd_step(kt, self.v, Xb, yb, ws, m, self.scales[m], self.decays, self.ones)
+                sgd_step(kt, self.v, Xb, yb, ws, m, self.scales[m], self.decays, self.ones, meter=self.meter)
 
     def sync(self) -> None:
         """Parameters a namespace returned anew (not NumPy or CuPy) back into the model."""
@@ -339,9 +422,19 @@ class CompiledTrainer:
         self.Xd, self.yd, self.Ws, self.bs = Xd, yd, Ws, bs
         self.runner = StackRunner(Ws, bs, etas, decays, B, quadratic, threads=threads, codes=codes,
                                   optimizer=None if state is None else state.optimizer, state=state, l2s=l2s)
+        self.runner.metered = run.get("train_metrics") == "minibatch"
 
     def steps(self, orders, s0, s1) -> None:
         self.runner.run(self.Xd, self.yd, orders[0], s0, s1)
+
+    def take_metrics(self):
+        """The minibatch metrics the compiled loop summed since the last call, or None."""
+        return self.runner.take_metrics() if self.runner.metered else None
+
+    def put_metrics(self, sums) -> None:
+        """Go on summing from ``sums`` (a mid-epoch checkpoint's)."""
+        if self.runner.metered:
+            self.runner.put_metrics(sums)
 
     def sync(self) -> None:
         self.runner.store(self.Ws, self.bs)
@@ -400,6 +493,13 @@ class FusedTrainer:
 
     def steps(self, orders, s0, s1) -> None:
         self.runner.run(self.Xd, self.yd, orders[0], s0, s1)
+
+    def take_metrics(self):
+        """None: the fused kernel does not sum training metrics yet (the fit scores exactly)."""
+        return None
+
+    def put_metrics(self, sums) -> None:
+        """Nothing to restore (see :meth:`take_metrics`)."""
 
     def sync(self) -> None:
         self.runner.store(self.Ws, self.bs)
@@ -561,10 +661,36 @@ class Trainable:
                 correct = correct + xp.sum(xp.astype(xp.argmax(a, axis=2) == yk, xp.int64), axis=1)
             losses = [float(c) / n for c in self.backend.asnumpy(cost)]
             accs = [int(c) / n for c in self.backend.asnumpy(correct)]
-        if lmbdas is not None:
-            sq = sum(self.backend.asnumpy(xp.sum(W * W, axis=(1, 2))).astype(np.float64) for W in Ws)
-            losses = [v + 0.5 * lm / n * float(q) for v, lm, q in zip(losses, lmbdas, sq)]
-        return losses, accs
+        return self._with_l2(losses, lmbdas, Ws, n), accs
+
+    def _with_l2(self, losses, lmbdas, Ws, n):
+        """``losses`` plus each net's L2 term ``lmbda/(2n) sum W**2`` (none when lmbdas is None)."""
+        if lmbdas is None:
+            return losses
+        xp = array_namespace(Ws[0])
+        sq = sum(self.backend.asnumpy(xp.sum(W * W, axis=(1, 2))).astype(np.float64) for W in Ws)
+        return [v + 0.5 * lm / n * float(q) for v, lm, q in zip(losses, lmbdas, sq)]
+
+    def _minibatch_scores(self, sums, seen, yd, lmbdas, Ws):
+        """Per net ``(losses, accuracies)`` from the minibatch sums of an epoch (``take_metrics``
+        of the trainer: ``(K, 2 + n_out)``) over ``seen`` samples: the mean cost (plus the L2
+        term of the end-of-epoch weights) and the fraction classified right, or for
+        cost="mse" the R² of the epoch's predictions (each output's squared error against the
+        training targets' variance, averaged over the outputs as ``evaluate`` does)."""
+        n = yd.shape[0]
+        seen = max(int(seen), 1)
+        losses = [float(v) / seen for v in sums[:, 0]]
+        if self.cost == "mse":
+            xp = array_namespace(yd)
+            tot = self.backend.asnumpy(xp.sum((yd - xp.mean(yd, axis=0)) ** 2, axis=0)).astype(np.float64) / n
+            accs = []
+            for row in sums[:, 2:] / seen:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    r2 = np.where(tot > 0, 1.0 - row / np.where(tot > 0, tot, 1.0), np.where(row == 0, 1.0, 0.0))
+                accs.append(float(np.mean(r2)))
+        else:
+            accs = [float(c) / seen for c in sums[:, 1]]
+        return self._with_l2(losses, lmbdas, Ws, n), accs
 
     def _regression_scores(self, Xd, yd, forward, K, xp):
         """``cost="mse"``: per net the mean of ``0.5 * ||a - t||^2`` and R² (the mean over the
@@ -619,6 +745,7 @@ class Trainable:
         else:
             start_epoch, start_step = 1, 0
         self._fit_engine = p.engine
+        self._fit_histories = histories
         # compile (or load) before the first epoch starts its clock: compile time is not training time
         compile_s = round(sum(engines.prepare(u, self.dtype, self.n_layers) for u in p.units), 3)
         for h in histories:
@@ -673,6 +800,10 @@ class Trainable:
             first = start_step if epoch == start_epoch else 0
             trainer = row.trainer(self, Xd, yd, run)   # per epoch: a callback may set new weights
             s = -(-first // B)
+            resumed = getattr(self, "_resumed_sums", None) if epoch == start_epoch and first else None
+            if resumed is not None:   # a mid-epoch resume: the sums go on from the checkpoint's
+                trainer.put_metrics(resumed)
+            self._resumed_sums = None
             try:
                 while s < n_steps:
                     s1 = s + 1 if interrupted.flag else min(n_steps, s + trainer.chunk)
@@ -681,12 +812,18 @@ class Trainable:
                     bar.update(s)
                     if interrupted.flag:
                         trainer.sync()
+                        self._partial_sums = trainer.take_metrics()   # the checkpoint keeps them
                         self._interrupt(checkpoint, run, hist, epoch, min(s * B, n), rng_state, stop)
             finally:
                 trainer.sync()
             self.backend.synchronize()
             seconds = time.perf_counter() - t0
-            shown, records = self._end_epoch(epoch, seconds, Xd, yd, val, run, saved, hist, on_divergence)
+            sums = trainer.take_metrics()
+            mb = None if sums is None else (sums, n if resumed is not None else n - min(-(-first // B) * B, n))
+            if epoch == start_epoch:
+                for h in getattr(self, "_fit_histories", ()):
+                    h.config["train_metrics"] = "exact" if mb is None else "minibatch"
+            shown, records = self._end_epoch(epoch, seconds, Xd, yd, val, run, saved, hist, on_divergence, mb)
             go_on = stop is None or _callbacks_continue([stop], self, records)
             if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == run["epochs"] or not go_on):
                 self._write_checkpoint(checkpoint, run, hist, epoch + 1, 0, self._rng_state(), stop)
@@ -711,6 +848,9 @@ class Trainable:
 
         state = {"run": run, "epoch": epoch, "step": step, "rng_state": rng_state,
                  "history": self._history_state(hist)}
+        sums = getattr(self, "_partial_sums", None)
+        if step and sums is not None:   # mid-epoch: the epoch's minibatch metrics so far
+            state["metric_sums"] = [[float(v) for v in row] for row in sums]
         if getattr(self, "_fit_engine", None):   # a resume runs the same engine: bit for bit
             state["engine"] = self._fit_engine
         arrays = {}
@@ -752,7 +892,7 @@ class Trainable:
                                  f"{key}={now!r}{fix}")
         saved = ck["run"]
         for key, now in run.items():
-            if key == "epochs" or key not in saved or saved[key] == now:
+            if key in ("epochs", "train_metrics") or key not in saved or saved[key] == now:
                 continue
             if key == "data":
                 raise ValueError(f"checkpoint {path} was written for other training data (X and y differ "
@@ -781,6 +921,7 @@ class Trainable:
                 if best else None
             stop.set_state(ck["early_stopping"], None if dev is None else (dev[:L], dev[L:]))
         self._resumed_engine = ck.get("engine")
+        self._resumed_sums = np.array(ck["metric_sums"], dtype=np.float64) if "metric_sums" in ck else None
         return epoch, step
 
 

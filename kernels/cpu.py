@@ -231,6 +231,82 @@ def delta_labels_rows(a, y, out, quadratic, lo, hi):
                 out[i, j] = _math.cross_entropy_delta(a[i, j], one if j == label else zero)
 
 
+#: Training metrics from the minibatches (``fit(train_metrics="minibatch")``): each net's
+#: sums over the samples it trained on, float64 ``(2 + n_out,)``: the cost, the samples
+#: classified right, and (cost="mse") the squared error of each output. Kinds of cost:
+METRIC_QUADRATIC, METRIC_CROSS_ENTROPY, METRIC_MSE = 0, 1, 2
+
+
+@njit(error_model="numpy")
+def metrics_rows(A, yb, c0, n, m, kind, M, j):
+    """Add samples ``0 .. m-1`` of the outputs ``A[i, c0:c0 + n]`` with int labels ``yb[i]``
+    to row ``j`` of the sums M: their cost (0.5 * ||a - onehot||^2, or -log a[label]) and
+    how many have the label as their first largest output (np.argmax's choice), in float64
+    (summed row by row in local accumulators, then added to M once)."""
+    cost = 0.0
+    right = 0.0
+    for i in range(m):
+        label = yb[i]
+        best = 0
+        top = A[i, c0]
+        for c in range(1, n):
+            v = A[i, c0 + c]
+            if v > top:
+                best, top = c, v
+        if best == label:
+            right += 1.0
+        if kind == METRIC_QUADRATIC:
+            s = 0.0
+            for c in range(n):
+                d = float(A[i, c0 + c]) - (1.0 if c == label else 0.0)
+                s += d * d
+            cost += 0.5 * s
+        elif 0 <= label < n:     # an output that underflowed to 0 gives an infinite cost: divergence
+            cost -= np.log(float(A[i, c0 + label]))
+    M[j, 0] += cost
+    M[j, 1] += right
+
+
+@njit(error_model="numpy")
+def sqerr_row(A, i, c0, n, T, r, M, j):
+    """cost="mse": add ``0.5 * ||A[i, c0:c0 + n] - T[r]||^2`` and each output's squared
+    error to row ``j`` of the sums M, in float64."""
+    s = 0.0
+    for c in range(n):
+        d = float(A[i, c0 + c]) - float(T[r, c])
+        M[j, 2 + c] += d * d
+        s += d * d
+    M[j, 0] += 0.5 * s
+
+
+@njit(cache=True, error_model="numpy")
+def _metrics_labels(A, y, kind, M):
+    K, r, n = A.shape
+    for k in range(K):
+        metrics_rows(A[k], y[k], 0, n, r, kind, M, k)
+
+
+@njit(cache=True, error_model="numpy")
+def _metrics_targets(A, T, M):
+    K, r, n = A.shape
+    for k in range(K):
+        for i in range(r):
+            sqerr_row(A[k], i, 0, n, T[k], i, M, k)
+
+
+def metrics_stacked(A, y, kind, M):
+    """The step path's sums: A ``(K, r, n)`` the K nets' outputs on a batch (or row chunk);
+    y its labels ``(r,)`` (cost="mse": targets ``(r, n)``) shared by the nets, or with a
+    leading K axis (independent orders); M ``(K, 2 + n)`` float64, added to. NumPy only."""
+    mse = kind == METRIC_MSE
+    if y.ndim == (2 if mse else 1):
+        y = np.broadcast_to(y, (A.shape[0],) + y.shape)
+    if mse:
+        _metrics_targets(A, y, M)
+    else:
+        _metrics_labels(A, y, kind, M)
+
+
 @njit(cache=True)
 def _delta_labels_s(a, y, out, quadratic):
     if a.ndim != 2 or y.ndim != 1 or out.ndim != 2:
@@ -391,6 +467,29 @@ def _all_finite_bits(bits, expo):
     for k in range(bits.size):
         acc |= (bits[k] & expo) == expo
     return acc == 0
+
+
+@njit(cache=True)
+def _outside_bits(bits, sign, big):
+    """Whether any float (as its integer bits) is below 0 (-0.0 is not) or above the float
+    whose bits are ``big`` (NaN counts as above): one OR-reduction LLVM vectorizes."""
+    acc = False
+    for k in range(bits.size):
+        b = bits[k]
+        acc |= (b < 0 and b != sign) or b > big
+    return acc
+
+
+def outside_unit_cpu(X, hi=1.5):
+    """True when the C-contiguous float32/float64 ndarray ``X`` holds a value below 0 or
+    above ``hi`` (one read-only pass at memory speed, not a min and a max); None for
+    anything else (the caller then uses ``xp.min`` / ``xp.max``)."""
+    if type(X) is _ndarray and (X.dtype is _F32 or X.dtype is _F64) and X.flags.c_contiguous and X.size:
+        it = np.int32 if X.dtype is _F32 else np.int64
+        bits = X.reshape(-1).view(it)
+        big = np.array([hi], X.dtype).view(it)[0]
+        return bool(_outside_bits(bits, it(np.iinfo(it).min), big))
+    return None
 
 
 _EXPO32 = np.int32(0x7F800000)
