@@ -867,6 +867,10 @@ def cmd_sweep(a) -> int:
         Xtr, ytr = Xtr[:a.limit], ytr[:a.limit]
         desc += f"; training on the first {a.limit:,} (--limit)"
     data = sweep._check_data((Xtr, ytr, Xte, yte), configs)
+    sweep._check_halving(a.halving, grace, configs)
+    if a.resume and os.path.exists(a.json):   # refused here, before the header: another grid, data or settings
+        sweep._resume_state(a.json, sweep._fingerprint(configs, data, sweep._settings(
+            a.halving, grace, max_k, dtype, order, a.order_seed)))
     stacks = sweep.group_stacks(configs, max_k)
     if not a.quiet:
         print(f"data: {desc}")

@@ -936,6 +936,43 @@ def _check_halving(halving, grace, configs):
     return halving, int(grace)
 
 
+def _settings(halving, grace, max_k, dtype, order, order_seed) -> dict:
+    """The settings a resumed sweep must share with the one it goes on from."""
+    return {"halving": halving, "grace": grace if halving else None, "max_k": max_k, "dtype": dtype,
+            "order": order, "order_seed": order_seed}
+
+
+def _resume_state(path, now) -> dict:
+    """The state in the sweep JSON at ``path``, checked against the fingerprint ``now``
+    (:func:`_fingerprint`): a file written for another grid, other data or other settings,
+    or one without a state, is a one-line ``ValueError``; nothing is changed."""
+    fix = (f"Fix: run the same grid on the same data with the same settings, or write to another --json "
+           f"path (or leave out --resume to start {path} afresh)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--resume: cannot read {path} as a sweep's JSON ({_error_text(exc)}). {fix}") from None
+    state = doc.get("state") if isinstance(doc, dict) else None
+    saved = state.get("fingerprint") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        raise ValueError(f"--resume: {path} holds no sweep state to resume (written by fastnet sweep before "
+                         f"resuming existed, or not by fastnet sweep). {fix}")
+    if saved.get("grid") != now["grid"]:
+        raise ValueError(f"--resume: {path} was written for another grid ({saved.get('configurations')} "
+                         f"configurations; this one has {now['configurations']}, or other values). {fix}")
+    if saved.get("data") != now["data"]:
+        raise ValueError(f"--resume: {path} was written for other data ({saved.get('data')}; now "
+                         f"{now['data']}). {fix}")
+    for key, value in now["settings"].items():
+        if (saved.get("settings") or {}).get(key) != value:
+            flag = {"halving": "--halving", "grace": "--grace", "max_k": "--max-stack", "dtype": "--dtype",
+                    "order": "--order", "order_seed": "--order-seed"}[key]
+            raise ValueError(f"--resume: {path} was written with {key} ({flag}) "
+                             f"{(saved.get('settings') or {}).get(key)!r}; this sweep has {value!r}. {fix}")
+    return state
+
+
 def _fingerprint(configs, data, settings) -> dict:
     """What a resumed sweep must match: the grid (a digest of every configuration, in
     order), the data (:func:`fastnet.io.fingerprint` of both splits) and the settings that
@@ -1022,33 +1059,8 @@ class _Sweep:
 
     def load(self, path) -> None:
         """Take over the state of the sweep JSON at ``path`` (refused when written for another
-        grid, other data or other settings)."""
-        fix = (f"Fix: run the same grid on the same data with the same settings, or write to another --json "
-               f"path (or leave out --resume to start {path} afresh)")
-        try:
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"--resume: cannot read {path} as a sweep's JSON ({_error_text(exc)}). {fix}") from None
-        state = doc.get("state") if isinstance(doc, dict) else None
-        saved = state.get("fingerprint") if isinstance(state, dict) else None
-        if not isinstance(saved, dict):
-            raise ValueError(f"--resume: {path} holds no sweep state to resume (written by fastnet sweep before "
-                             f"resuming existed, or not by fastnet sweep). {fix}")
-        now = self.state["fingerprint"]
-        if saved.get("grid") != now["grid"]:
-            raise ValueError(f"--resume: {path} was written for another grid ({saved.get('configurations')} "
-                             f"configurations; this one has {now['configurations']}, or other values). {fix}")
-        if saved.get("data") != now["data"]:
-            raise ValueError(f"--resume: {path} was written for other data ({saved.get('data')}; now "
-                             f"{now['data']}). {fix}")
-        for key, value in now["settings"].items():
-            if (saved.get("settings") or {}).get(key) != value:
-                flag = {"halving": "--halving", "grace": "--grace", "max_k": "--max-stack", "dtype": "--dtype",
-                        "order": "--order", "order_seed": "--order-seed"}[key]
-                raise ValueError(f"--resume: {path} was written with {key} ({flag}) "
-                                 f"{(saved.get('settings') or {}).get(key)!r}; this sweep has {value!r}. {fix}")
-        self.state = state
+        grid, other data or other settings: :func:`_resume_state`)."""
+        self.state = _resume_state(path, self.state["fingerprint"])
         self.config["resumed"] = True
 
     def save(self, result) -> None:
@@ -1118,6 +1130,9 @@ class _Sweep:
         if final:
             _report(self.progress, final)
         self.save(self.result())
+        path = self.ck_path(s["checkpoint"])
+        if (last or error is not None) and path and os.path.exists(path):   # its rows are final: not needed
+            os.unlink(path)
 
     # --- the loop -----------------------------------------------------------------------------
 
