@@ -1048,7 +1048,8 @@ class _Sweep:
                                   "done": False} for j, s in enumerate(stacks)],
                       "rows": [None] * n, "current": [None] * n, "seconds": [0.0] * n,
                       "stack_seconds": [0.0] * n, "home": home}
-        self.config = {"cluster": None, "order": run_kw["order"], "order_seed": run_kw["order_seed"], "dtype": run_kw["dtype"],
+        self.config = {"cluster": None, "order": run_kw["order"], "order_seed": run_kw["order_seed"],
+                       "dtype": run_kw["dtype"],
                        "max_k": max_k, "configurations": n, "stacks": len(stacks), "rungs": rungs,
                        "resumed": False}
 
@@ -1093,7 +1094,8 @@ class _Sweep:
         trained = sum(r.get("epochs_trained") or 0 for r in rows)
         full = sum(c.epochs for c in self.configs)
         config = dict(self.config) | {
-            "failed": sum(r["status"] == "failed" for r in rows), "not_run": sum(r["status"] == "not run" for r in rows),
+            "failed": sum(r["status"] == "failed" for r in rows),
+            "not_run": sum(r["status"] == "not run" for r in rows),
             "pruned": sum(r.get("pruned_at") is not None for r in rows),
             "epochs_trained": trained, "epochs_full": full, "interrupted": interrupted,
             "wall_s": round(time.perf_counter() - self.t0, 3)}
