@@ -347,9 +347,19 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--device", type=_lower(), choices=DEVICES, default="auto", help="where to compute (default auto)")
     sw.add_argument("--dtype", type=_lower(), choices=DTYPES, default="float32",
                     help="default float32")
-    sw.add_argument("--json", metavar="PATH", help="write {machine, config, rows} here")
+    sw.add_argument("--halving", type=_halving_factor, metavar="F",
+                    help="successive halving: train every configuration --grace epochs, keep the best 1/F "
+                         "(rounded up) by test accuracy, train those F times as long, and so on up to --epochs; "
+                         "survivors leave their stacks and merge (F >= 2; default: no pruning)")
+    sw.add_argument("--grace", type=_grace_epochs, metavar="E0",
+                    help="with --halving: the epochs of the first rung (default 1)")
+    sw.add_argument("--json", metavar="PATH", help="write {machine, config, rows, state} here, after every stack "
+                                                   "and rung (checkpoints of unfinished stacks in PATH.checkpoints)")
+    sw.add_argument("--resume", action="store_true",
+                    help="go on from --json PATH's state: run only what is missing (the same grid, data and "
+                         "settings; a missing file starts afresh)")
     sw.add_argument("--plot", metavar="PATH", help="draw the best accuracy against each swept parameter here "
-                                                   "(PNG; needs fastnet[plot])")
+                                                   "(PNG; needs fastnet[plot]); pruned configurations are crosses")
     sw.add_argument("--quiet", action="store_true", help="print only the table: no header, no progress bar (the "
                     "bar is also off when stdout is not a terminal)")
     return p
@@ -810,11 +820,41 @@ def cmd_bench(a) -> int:
     return 0
 
 
+def _halving_factor(text: str) -> int:
+    try:
+        f = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 2 (each rung keeps the best 1/F). Actual: {text!r}") \
+            from None
+    if f < 2:
+        raise argparse.ArgumentTypeError(f"must be an int >= 2 (each rung keeps the best 1/F). Actual: {f}. Fix: "
+                                         f"--halving 3, or leave it out to train every configuration for every epoch")
+    return f
+
+
+def _grace_epochs(text: str) -> int:
+    try:
+        e = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1 (the first rung's epochs). Actual: {text!r}") from None
+    if e < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1 (the first rung's epochs). Actual: {e}. Fix: "
+                                         f"--grace 1 (the default)")
+    return e
+
+
 def cmd_sweep(a) -> int:
     from fastnet import backend as B
     from fastnet import progress, sweep
 
     _check_json_plot(a)
+    if a.resume and not a.json:
+        raise ValueError("--resume goes on from a sweep's JSON state, but no --json was given. Fix: add --json "
+                         "OUT.json, the file the interrupted sweep wrote")
+    if a.grace is not None and a.halving is None:
+        raise ValueError(f"--grace {a.grace} is the first rung of successive halving, which is off. Fix: add "
+                         f"--halving F (e.g. 3), or leave out --grace")
+    grace = 1 if a.grace is None else a.grace
     configs = sweep.expand_grid(sizes=a.sizes, etas=a.eta, lmbdas=a.lmbda,
                                 seeds=sweep.parse_int_ranges(a.seeds), batch_sizes=a.batch_size,
                                 costs=a.cost, activations=a.activation, optimizers=a.optimizer, epochs=a.epochs)
@@ -827,6 +867,10 @@ def cmd_sweep(a) -> int:
         Xtr, ytr = Xtr[:a.limit], ytr[:a.limit]
         desc += f"; training on the first {a.limit:,} (--limit)"
     data = sweep._check_data((Xtr, ytr, Xte, yte), configs)
+    sweep._check_halving(a.halving, grace, configs)
+    if a.resume and os.path.exists(a.json):   # refused here, before the header: another grid, data or settings
+        sweep._resume_state(a.json, sweep._fingerprint(configs, data, sweep._settings(
+            a.halving, grace, max_k, dtype, order, a.order_seed)))
     stacks = sweep.group_stacks(configs, max_k)
     if not a.quiet:
         print(f"data: {desc}")
@@ -839,6 +883,12 @@ def cmd_sweep(a) -> int:
         print(f"sweep: {len(configs)} configuration{'s' if len(configs) != 1 else ''} in {len(stacks)} "
               f"stack{'s' if len(stacks) != 1 else ''} of at most {max_k} networks, {a.epochs} epochs each, "
               f"{dtype}, order {order}; engine {engine}{where}", flush=True)
+        if a.halving:
+            rungs = sweep.rung_epochs(a.epochs, a.halving, grace)
+            print(f"successive halving: rungs at epochs {', '.join(map(str, rungs))}; each keeps the best "
+                  f"1/{a.halving} (rounded up)", flush=True)
+        if a.resume and os.path.exists(a.json):
+            print(f"resuming from {a.json}", flush=True)
     bar = None
     if progress.enabled():
         from tqdm import tqdm
@@ -854,9 +904,16 @@ def cmd_sweep(a) -> int:
             bar.update(len(rows))
         if a.quiet:
             return
-        failed = [r for r in rows if r["status"] != "ok"]
+        failed = [r for r in rows if r["status"] == "failed"]
+        pruned = [r for r in rows if r.get("pruned_at") is not None]
         if failed:  # say so now; the table repeats it
             line = f"a stack of {len(rows)} failed: {failed[0]['error']}"
+        elif pruned:
+            line = (f"epoch {pruned[0]['pruned_at']}: {len(pruned)} configuration{'s' if len(pruned) != 1 else ''} "
+                    f"pruned")
+        elif a.halving:
+            n = len(rows)
+            line = f"a stack of {n} configuration{'s' if n != 1 else ''} done ({a.epochs} epochs)"
         elif bar is None:   # no bar to show progress: one line per stack
             n = len(rows)
             line = (f"stack {len(finished)} of {len(stacks)} done: {n} configuration{'s' if n != 1 else ''} "
@@ -868,15 +925,18 @@ def cmd_sweep(a) -> int:
         else:
             print(line, flush=True)
 
+    extra = {"data": a.data, "data_description": desc, "limit": a.limit,
+             "command": {k: v for k, v in vars(a).items() if k != "command"}}
+
     def save(result):
-        if a.json:
-            sweep.save_json(result, a.json, {"data": a.data, "data_description": desc, "limit": a.limit,
-                                             "command": {k: v for k, v in vars(a).items() if k != "command"}})
+        if a.json:   # run_sweep wrote it already, after every stack: said here once
             print(f"saved results to {a.json}", flush=True)
 
     try:
         result = sweep.run_sweep(configs, data, engine=engine, address=a.address, max_k=max_k, device=a.device,
-                                 dtype=dtype, order=order, order_seed=a.order_seed, progress=done)
+                                 dtype=dtype, order=order, order_seed=a.order_seed, progress=done,
+                                 halving=a.halving, grace=grace, json_path=a.json, json_extra=extra,
+                                 resume=a.resume)
     except sweep.SweepInterrupted as exc:   # keep what finished: the table, the JSON, then exit 130
         if bar is not None:
             bar.close()
@@ -886,7 +946,8 @@ def cmd_sweep(a) -> int:
         print(f"interrupted: {len(configs) - len(result.not_run) - n_failed} of {len(configs)} configurations "
               f"ran in {result.config['wall_s']:.1f} s"
               + (f", {n_failed} failed" if n_failed else "")
-              + f"; {len(result.not_run)} not run", flush=True)
+              + f"; {len(result.not_run)} not run"
+              + ("; to go on, run the same command with --resume" if a.json else ""), flush=True)
         save(result)
         print(f"fastnet sweep: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -895,7 +956,9 @@ def cmd_sweep(a) -> int:
             bar.close()
     print(sweep.format_table(result))
     n_failed = len(result.failures)
+    n_pruned = result.config.get("pruned") or 0
     print(f"{len(configs) - n_failed} of {len(configs)} configurations ran in {result.config['wall_s']:.1f} s"
+          + (f", {n_pruned} of them pruned" if n_pruned else "")
           + (f"; {n_failed} failed (their errors are in the table)" if n_failed else ""))
     save(result)
     if a.plot:

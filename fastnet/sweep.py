@@ -46,9 +46,10 @@ from dataclasses import dataclass, field
 from fastnet import _validate as V
 
 __all__ = ["ENGINES", "FAIL_ENV", "GRID_PARAMETERS", "MAX_CONFIGS", "PLOT_SIZE", "RAY_CONNECT_TIMEOUT", "ROW_DEFAULTS",
-           "STACK_KEY", "Config",
+           "STACK_KEY", "STATUSES", "Config",
            "SweepInterrupted", "SweepResult", "default_max_k", "expand_grid", "format_table", "group_stacks",
-           "parse_int_ranges", "plot_sweep", "require_ray", "run_stack", "run_sweep", "save_json"]
+           "keep_best", "parse_int_ranges", "plot_sweep", "require_ray", "rung_epochs", "run_stack", "run_sweep",
+           "save_json"]
 
 #: Where stacks run: one after the other in this process, or as Ray tasks.
 ENGINES = ("local", "ray")
@@ -66,6 +67,11 @@ _FLAGS = {"sizes": "--sizes", "etas": "--eta", "lmbdas": "--lmbda", "seeds": "--
 PLOT_SIZE = (450, 450)
 #: Minibatch orders of a stack (see :class:`fastnet.NetworkStack`).
 ORDERS = ("shared", "independent")
+#: A row's ``status``: trained to the end, stopped at a rung by successive halving, its loss
+#: became NaN or infinite, its stack raised, or never finished (Ctrl-C).
+STATUSES = ("ok", "pruned", "diverged", "failed", "not run")
+#: The statuses of configurations that ran (and have accuracies).
+RAN = ("ok", "pruned", "diverged")
 
 
 def _name(param: str) -> str:
@@ -446,15 +452,7 @@ def group_stacks(configs, max_k) -> list[list[Config]]:
     groups: dict[tuple, list[Config]] = {}
     for c in configs:
         groups.setdefault(c.stack_key, []).append(c)
-    stacks = []
-    for group in groups.values():
-        n_stacks = -(-len(group) // max_k)
-        base, extra = divmod(len(group), n_stacks)
-        start = 0
-        for j in range(n_stacks):
-            stop = start + base + (j < extra)
-            stacks.append(group[start:stop])
-            start = stop
+    stacks = [part for group in groups.values() for part in _split(group, max_k)]
     for s in stacks:
         _check_stack(s)
     return stacks
@@ -531,12 +529,14 @@ def _result_row(c: Config, history, stack_seconds: float, k: int) -> dict:
     # the best of the epochs before any divergence (a NaN net's accuracy means nothing); max keeps the first
     scored = [(a, e) for e, (a, r) in enumerate(zip(accs, records), 1) if a is not None and not r.get("diverged")]
     best_acc, best_epoch = max(scored, key=lambda t: t[0]) if scored else (None, None)
+    diverged = any(bool(r.get("diverged")) for r in records)
     return {"label": c.label(), **c.as_dict(),
             "final_accuracy": accs[-1] if accs else None, "best_accuracy": best_acc, "best_epoch": best_epoch,
             "accuracy_per_epoch": accs,
             "final_loss": _finite(records[-1].get("val_loss")) if records else None,
             "seconds": stack_seconds / k, "stack_seconds": stack_seconds, "stack_size": k,
-            "diverged": any(bool(r.get("diverged")) for r in records), "status": "ok", "error": None}
+            "diverged": diverged, "status": "diverged" if diverged else "ok", "error": None,
+            "epochs_trained": len(records), "pruned_at": None}
 
 
 def _not_run_row(c: Config, k: int) -> dict:
@@ -547,11 +547,12 @@ def _not_run_row(c: Config, k: int) -> dict:
 def _failed_row(c: Config, error: str, k: int) -> dict:
     return {"label": c.label(), **c.as_dict(), "final_accuracy": None, "best_accuracy": None, "best_epoch": None,
             "accuracy_per_epoch": [], "final_loss": None, "seconds": None, "stack_seconds": None,
-            "stack_size": k, "diverged": False, "status": "failed", "error": error}
+            "stack_size": k, "diverged": False, "status": "failed", "error": error, "epochs_trained": 0,
+            "pruned_at": None}
 
 
 def run_stack(configs, data, device="auto", dtype="float32", *, order="shared", order_seed=0,
-              fail_pattern=None) -> list[dict]:
+              fail_pattern=None, epochs=None, checkpoint=None, checkpoint_every=1) -> list[dict]:
     """Train one stack of configurations (see :func:`group_stacks`); one result dict per configuration.
 
     Parameters
@@ -567,13 +568,22 @@ def run_stack(configs, data, device="auto", dtype="float32", *, order="shared", 
     order_seed : int, the seed of the shared order (ignored with ``"independent"``)
     fail_pattern : str, optional
         The ``FASTNET_SWEEP_FAIL`` testing hook (None: read the environment variable).
+    epochs : int, optional
+        Train up to this epoch (1 to the configurations' epochs; default: all of them), as
+        successive halving does rung by rung.
+    checkpoint : path, optional
+        The stack's training checkpoint (:meth:`fastnet.NetworkStack.fit`'s): training goes
+        on from it when the file exists (bit for bit where an uninterrupted run would be,
+        optimizer state and minibatch order included), and is written every
+        ``checkpoint_every`` epochs, at the end and on Ctrl-C.
 
     Each result: the config's fields, ``label``, ``final_accuracy`` (test accuracy after the
     last epoch), ``best_accuracy`` and its ``best_epoch`` (1-based, the first best; of the
     epochs before a divergence, None when the first diverged),
     ``accuracy_per_epoch``, ``final_loss``, ``seconds`` (the stack's wall time / its size),
     ``stack_seconds``, ``stack_size``, ``diverged`` (its loss became NaN or infinite; the
-    others are unaffected), ``status`` ``"ok"`` and ``error`` None.
+    others are unaffected), ``status`` ``"ok"`` (``"diverged"`` for a net that diverged),
+    ``error`` None, ``epochs_trained`` (the epochs its history holds) and ``pruned_at`` None.
 
     >>> import numpy as np
     >>> from fastnet.sweep import Config, run_stack
@@ -591,14 +601,20 @@ def run_stack(configs, data, device="auto", dtype="float32", *, order="shared", 
     Xtr, ytr, Xte, yte = _unpack_data(data)
     _fail_check(configs, os.environ.get(FAIL_ENV, "") if fail_pattern is None else fail_pattern)
     c0 = configs[0]
+    target = c0.epochs if epochs is None else epochs
+    if isinstance(target, bool) or not isinstance(target, numbers.Integral) or not 1 <= target <= c0.epochs:
+        raise ValueError(f"epochs must be an int in [1, {c0.epochs}] (the configurations' epochs). "
+                         f"Actual: {epochs!r}")
     _warm_kernels(device, dtype, order, len(c0.sizes) - 1)
     t0 = time.perf_counter()
     stack = fastnet.NetworkStack(list(c0.sizes), len(configs), seeds=[c.seed for c in configs],
                                  etas=[c.eta for c in configs], lmbdas=[c.lmbda for c in configs], cost=c0.cost,
                                  activation=c0.hidden_activation, dtype=dtype, device=device, order=order,
                                  order_seed=order_seed if order == "shared" else None)
-    histories = stack.fit(Xtr, ytr, epochs=c0.epochs, batch_size=c0.batch_size, optimizer=c0.optimizer,
-                          validation_data=(Xte, yte), verbose=0)
+    resume = checkpoint is not None and os.path.exists(checkpoint)
+    histories = stack.fit(Xtr, ytr, epochs=int(target), batch_size=c0.batch_size, optimizer=c0.optimizer,
+                          validation_data=(Xte, yte), verbose=0, checkpoint=checkpoint,
+                          checkpoint_every=checkpoint_every, resume=resume)
     stack_seconds = time.perf_counter() - t0
     return [_result_row(c, h, stack_seconds, len(configs)) for c, h in zip(configs, histories)]
 
@@ -635,7 +651,8 @@ class SweepResult:
 
     ``rows``: the dicts of :func:`run_stack` (failed ones: ``status`` ``"failed"``, ``error``
     ``"Type: message"``, no accuracies; after Ctrl-C, those never run: ``status``
-    ``"not run"``), plus ``index`` (grid position) and ``stack`` (which stack ran it).
+    ``"not run"``; with successive halving, those stopped at a rung: ``"pruned"`` and
+    ``pruned_at``), plus ``index`` (grid position) and ``stack`` (which stack ran it first).
     ``config``: engine, device, dtype, max_k, stacks, counts of failed and not-run rows,
     whether it was interrupted, wall time.
 
@@ -647,6 +664,9 @@ class SweepResult:
 
     rows: list
     config: dict = field(default_factory=dict)
+    #: What ``--resume`` needs (see :func:`run_sweep`): the grid's and data's fingerprint, the
+    #: rung, the stacks still to train and their checkpoints; None for a sweep run without it.
+    state: dict | None = None
 
     @property
     def failures(self) -> list:
@@ -660,8 +680,8 @@ class SweepResult:
 
     @property
     def ok(self) -> bool:
-        """True when every configuration ran."""
-        return all(r.get("status") == "ok" for r in self.rows)
+        """True when every configuration ran (``ok``, ``pruned`` or ``diverged``)."""
+        return all(r.get("status") in RAN for r in self.rows)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -762,7 +782,8 @@ def _probe_address(address) -> None:
 
 
 def run_sweep(configs, data, *, engine="local", address=None, max_k=None, device="auto", dtype="float32",
-              order="shared", order_seed=0, progress=None) -> SweepResult:
+              order="shared", order_seed=0, progress=None, halving=None, grace=1, json_path=None,
+              json_extra=None, resume=False) -> SweepResult:
     """Train every configuration, a stack at a time; returns a :class:`SweepResult` in grid order.
 
     Parameters
@@ -777,13 +798,36 @@ def run_sweep(configs, data, *, engine="local", address=None, max_k=None, device
         an ``address``, 64 for ``device="cuda"`` and 8 otherwise)
     device, dtype, order, order_seed : as for :func:`run_stack`
     progress : callable, optional
-        Called as ``progress(rows)`` with a stack's rows each time one finishes (or fails).
+        Called as ``progress(rows)`` with rows that just became final: a stack's when it
+        finishes (or fails), the pruned ones at each rung.
+    halving : int >= 2, optional
+        Successive halving: train every configuration to ``grace`` epochs, keep the best
+        ``ceil(n / halving)`` by test accuracy at that epoch (ties go to the lower grid
+        index; a diverged net ranks last), train those to ``grace * halving`` epochs, and
+        so on (:func:`rung_epochs`, :func:`keep_best`); the survivors of the last rung train
+        to the grid's epochs. Survivors leave their stacks with their weights, optimizer
+        state and minibatch order (through the stacks' checkpoints) and same-shape ones
+        merge into new stacks of at most ``max_k``, so a configuration's numbers are those
+        of the same configuration trained alone. The configurations must share one number
+        of epochs. Pruned rows keep the accuracies of their last epoch (``status``
+        ``"pruned"``, ``pruned_at`` the rung's epoch).
+    grace : int >= 1, the first rung's epochs (with ``halving``; default 1)
+    json_path : path, optional
+        Write the result as :func:`save_json` does after every stack and every rung
+        (atomically), with the state a resume needs; the checkpoints of unfinished stacks
+        go into the folder ``<json_path>.checkpoints`` beside it (removed when the sweep
+        ends). ``json_extra``: more ``config`` entries for that file.
+    resume : bool
+        Go on from ``json_path``'s state: run only what is missing, to the same rows as an
+        uninterrupted sweep (bit for bit on the CPU, times aside). A file written for
+        another grid, other data or other settings is refused (``ValueError``); a missing
+        file starts afresh.
 
     Every argument, and the data against every configuration, is checked before anything
     runs. A stack that raises has all its rows marked ``"failed"`` with the error; the
     other stacks still run. Ctrl-C raises :class:`SweepInterrupted` (a ``KeyboardInterrupt``)
     whose ``result`` holds the rows of the stacks that finished and marks the others
-    ``"not run"``.
+    ``"not run"`` (with ``json_path``, saved first, checkpoints included).
 
     >>> import numpy as np
     >>> from fastnet.sweep import expand_grid, run_sweep
@@ -795,43 +839,434 @@ def run_sweep(configs, data, *, engine="local", address=None, max_k=None, device
     ([0.1, 3.0], [0, 1], True)
     >>> res[1]["final_accuracy"]
     1.0
+    >>> halved = run_sweep(grid, (X, y, X, y), device="cpu", halving=2, grace=10)
+    >>> [(r["status"], r["epochs_trained"]) for r in halved]
+    [('pruned', 10), ('ok', 50)]
     """
     configs = _check_configs(configs)
     engine, max_k, dtype, order = _check_options(engine, address, max_k, device, dtype, order)
+    halving, grace = _check_halving(halving, grace, configs)
+    resume = V.check_bool("resume", resume)
+    if resume and json_path is None:
+        raise ValueError("resume (--resume) goes on from a sweep's JSON state, but no json_path (--json) was "
+                         "given. Fix: add --json OUT.json, the file the interrupted sweep wrote")
     run_kw = {"device": device, "dtype": dtype, "order": order, "order_seed": _check_order_seed(order_seed)}
     data = _check_data(data, configs)
-    stacks = group_stacks(configs, max_k)
-    t0 = time.perf_counter()
-    results = [None] * len(stacks)   # filled as stacks finish, so that Ctrl-C keeps the finished ones
-    cluster = {}
+    settings = {"halving": halving, "grace": grace if halving else None, "max_k": max_k, "dtype": dtype,
+                "order": order, "order_seed": run_kw["order_seed"]}
+    fp = _fingerprint(configs, data, settings)
+    sw = _Sweep(configs, data, run_kw, max_k, rung_epochs(max(c.epochs for c in configs), halving, grace),
+                fp, json_path, json_extra, progress)
+    sw.config.update(engine=engine, address=address, device=device, halving=halving,
+                     grace=grace if halving else None)
+    if json_path is not None:
+        if resume and os.path.exists(json_path):
+            sw.load(json_path)
+        else:
+            _remove_checkpoints(sw.ck_dir)
     try:
         if engine == "local":
-            _run_local(stacks, data, run_kw, progress, results)
+            sw.drive(_LocalRunner(sw))
         else:
-            _run_ray(stacks, data, run_kw, progress, address, results, cluster)
+            with _RayRunner(sw, address) as runner:
+                sw.drive(runner)
     except KeyboardInterrupt as exc:
-        result = _gather(configs, stacks, results, engine, address, cluster, device, dtype, order, run_kw, max_k, t0)
-        result.config["interrupted"] = True
+        result = sw.result(interrupted=True)
+        sw.save(result)
         raise SweepInterrupted(result) from exc
-    return _gather(configs, stacks, results, engine, address, cluster, device, dtype, order, run_kw, max_k, t0)
+    finally:
+        sw.cleanup()
+    result = sw.result()
+    sw.save(result)
+    return result
 
 
-def _gather(configs, stacks, results, engine, address, cluster, device, dtype, order, run_kw, max_k, t0):
-    """The :class:`SweepResult` of the stacks' rows in grid order; a stack without rows (Ctrl-C
-    came first) gets rows marked ``"not run"``."""
-    index = {c: i for i, c in enumerate(configs)}
-    rows = [None] * len(configs)
-    for s, (stack, stack_rows) in enumerate(zip(stacks, results)):
-        if stack_rows is None:
-            stack_rows = [_not_run_row(c, len(stack)) for c in stack]
-        for c, row in zip(stack, stack_rows):
-            rows[index[c]] = {"index": index[c], "stack": s, **row}
-    config = {"engine": engine, "address": address, "cluster": cluster or None, "device": device, "dtype": dtype,
-              "order": order, "order_seed": run_kw["order_seed"], "max_k": max_k, "configurations": len(configs),
-              "stacks": len(stacks), "failed": sum(r["status"] == "failed" for r in rows),
-              "not_run": sum(r["status"] == "not run" for r in rows), "interrupted": False,
-              "wall_s": round(time.perf_counter() - t0, 3)}
-    return SweepResult(rows, config)
+def rung_epochs(epochs: int, halving=None, grace: int = 1) -> list[int]:
+    """The epochs at which successive halving compares configurations: ``grace``,
+    ``grace * halving``, ``grace * halving**2``, ... below ``epochs``, then ``epochs`` itself
+    (where the last survivors finish). Without ``halving``: ``[epochs]``.
+
+    >>> from fastnet.sweep import rung_epochs
+    >>> rung_epochs(9, 3), rung_epochs(10, 3), rung_epochs(30, 2, grace=4), rung_epochs(5, 3, grace=5)
+    ([1, 3, 9], [1, 3, 9, 10], [4, 8, 16, 30], [5])
+    >>> rung_epochs(9)
+    [9]
+    """
+    if halving is None:
+        return [epochs]
+    out, e = [], grace
+    while e < epochs:
+        out.append(e)
+        e *= halving
+    return out + [epochs]
+
+
+def keep_best(scores, halving: int) -> list[int]:
+    """The configurations a rung keeps: the best ``ceil(len(scores) / halving)`` (at least
+    one) of ``scores``, a list of ``(index, accuracy)`` (accuracy None for a diverged net,
+    which ranks last); ties go to the lower index. Returned in index order.
+
+    >>> from fastnet.sweep import keep_best
+    >>> keep_best([(0, 0.5), (1, 0.9), (2, 0.7), (3, 0.9), (4, None)], 3)   # ceil(5 / 3) = 2
+    [1, 3]
+    >>> keep_best([(5, 0.8), (2, 0.8), (7, 0.8)], 2)                         # ties: the lower indices
+    [2, 5]
+    """
+    n_keep = -(-len(scores) // halving)
+    ranked = sorted(scores, key=lambda t: (t[1] is None, -(t[1] if t[1] is not None else 0.0), t[0]))
+    return sorted(i for i, _ in ranked[:n_keep])
+
+
+def _check_halving(halving, grace, configs):
+    """``(halving, grace)`` checked: halving None or an int >= 2, grace an int >= 1; halving
+    needs one number of epochs for the whole grid."""
+    if halving is not None:
+        if isinstance(halving, bool) or not isinstance(halving, numbers.Integral) or halving < 2:
+            raise ValueError(f"halving (--halving) must be an int >= 2 (each rung keeps the best 1/F). "
+                             f"Actual: {halving!r}. Fix: --halving 3, or leave it out to train every "
+                             f"configuration for every epoch")
+        halving = int(halving)
+        if len({c.epochs for c in configs}) > 1:
+            raise ValueError("halving (--halving) compares configurations at the same epochs, but these "
+                             f"configurations train for {sorted({c.epochs for c in configs})} epochs. Fix: give "
+                             "them one number of epochs")
+    if isinstance(grace, bool) or not isinstance(grace, numbers.Integral) or grace < 1:
+        raise ValueError(f"grace (--grace) must be an int >= 1 (the epochs of the first rung). Actual: {grace!r}. "
+                         f"Fix: --grace 1 (the default)")
+    return halving, int(grace)
+
+
+def _settings(halving, grace, max_k, dtype, order, order_seed) -> dict:
+    """The settings a resumed sweep must share with the one it goes on from."""
+    return {"halving": halving, "grace": grace if halving else None, "max_k": max_k, "dtype": dtype,
+            "order": order, "order_seed": order_seed}
+
+
+def _resume_state(path, now) -> dict:
+    """The state in the sweep JSON at ``path``, checked against the fingerprint ``now``
+    (:func:`_fingerprint`): a file written for another grid, other data or other settings,
+    or one without a state, is a one-line ``ValueError``; nothing is changed."""
+    fix = (f"Fix: run the same grid on the same data with the same settings, or write to another --json "
+           f"path (or leave out --resume to start {path} afresh)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--resume: cannot read {path} as a sweep's JSON ({_error_text(exc)}). {fix}") from None
+    state = doc.get("state") if isinstance(doc, dict) else None
+    saved = state.get("fingerprint") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        raise ValueError(f"--resume: {path} holds no sweep state to resume (written by fastnet sweep before "
+                         f"resuming existed, or not by fastnet sweep). {fix}")
+    if saved.get("grid") != now["grid"]:
+        raise ValueError(f"--resume: {path} was written for another grid ({saved.get('configurations')} "
+                         f"configurations; this one has {now['configurations']}, or other values). {fix}")
+    if saved.get("data") != now["data"]:
+        raise ValueError(f"--resume: {path} was written for other data ({saved.get('data')}; now "
+                         f"{now['data']}). {fix}")
+    for key, value in now["settings"].items():
+        if (saved.get("settings") or {}).get(key) != value:
+            flag = {"halving": "--halving", "grace": "--grace", "max_k": "--max-stack", "dtype": "--dtype",
+                    "order": "--order", "order_seed": "--order-seed"}[key]
+            raise ValueError(f"--resume: {path} was written with {key} ({flag}) "
+                             f"{(saved.get('settings') or {}).get(key)!r}; this sweep has {value!r}. {fix}")
+    return state
+
+
+def _fingerprint(configs, data, settings) -> dict:
+    """What a resumed sweep must match: the grid (a digest of every configuration, in
+    order), the data (:func:`fastnet.io.fingerprint` of both splits) and the settings that
+    change the rows or the stacks."""
+    import hashlib
+
+    from fastnet.io import fingerprint
+
+    grid = json.dumps([c.as_dict() for c in configs], sort_keys=True).encode()
+    Xtr, ytr, Xte, yte = data
+    return {"grid": hashlib.sha256(grid).hexdigest(), "configurations": len(configs),
+            "data": f"train {fingerprint(Xtr, ytr)}; test {fingerprint(Xte, yte)}", "settings": settings}
+
+
+#: The checkpoint files of a sweep's stacks: ``rung<r>-stack<j>.npz``.
+_CK_NAME = "rung{}-stack{}.npz"
+
+
+def _checkpoint_dir(json_path) -> str:
+    """The folder beside ``--json OUT.json`` that holds the checkpoints of unfinished stacks."""
+    return os.fspath(json_path) + ".checkpoints"
+
+
+def _remove_checkpoints(folder) -> None:
+    """Remove the sweep checkpoints in ``folder`` (only files named like them), then the
+    folder when that left it empty."""
+    import re
+
+    if not folder or not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if re.fullmatch(r"rung\d+-stack\d+\.npz", name):
+            os.unlink(os.path.join(folder, name))
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass   # something else is in there: left alone
+
+
+class _Sweep:
+    """The state of one sweep, and the loop over its rungs (see :func:`run_sweep`).
+
+    ``state``: JSON-ready. ``rows``: each configuration's final row (None until it has one);
+    ``current``: its row after the last stack it was trained in; ``seconds``: its share of
+    its stacks' times; ``home``: the first stack it ran in, and that stack's size; ``rung``
+    and ``stacks``: the rung being trained and its stacks (configuration indices, checkpoint
+    file, done)."""
+
+    def __init__(self, configs, data, run_kw, max_k, rungs, fp, json_path, json_extra, progress):
+        import tempfile
+
+        self.configs, self.data, self.run_kw, self.max_k = configs, data, run_kw, max_k
+        self.json_path, self.json_extra, self.progress = json_path, json_extra, progress
+        self.persist = json_path is not None or len(rungs) > 1   # checkpoints are needed
+        self._tmp = None
+        if json_path is not None:
+            self.ck_dir = _checkpoint_dir(json_path)
+        elif len(rungs) > 1:
+            self.ck_dir = self._tmp = tempfile.mkdtemp(prefix="fastnet-sweep-")
+        else:
+            self.ck_dir = None
+        self.t0 = time.perf_counter()
+        self._machine = None
+        n = len(configs)
+        stacks = group_stacks(configs, max_k)
+        index = {c: i for i, c in enumerate(configs)}
+        home = [None] * n
+        for j, s in enumerate(stacks):
+            for c in s:
+                home[index[c]] = [j, len(s)]
+        self.state = {"fingerprint": fp, "rungs": rungs, "rung": 0, "done": False,
+                      "stacks": [{"configs": [index[c] for c in s], "checkpoint": _CK_NAME.format(0, j),
+                                  "done": False} for j, s in enumerate(stacks)],
+                      "rows": [None] * n, "current": [None] * n, "seconds": [0.0] * n,
+                      "stack_seconds": [0.0] * n, "home": home}
+        self.config = {"cluster": None, "order": run_kw["order"], "order_seed": run_kw["order_seed"],
+                       "dtype": run_kw["dtype"],
+                       "max_k": max_k, "configurations": n, "stacks": len(stacks), "rungs": rungs,
+                       "resumed": False}
+
+    # --- files ----------------------------------------------------------------------------
+
+    def ck_path(self, name):
+        return None if name is None or not self.persist else os.path.join(self.ck_dir, name)
+
+    def load(self, path) -> None:
+        """Take over the state of the sweep JSON at ``path`` (refused when written for another
+        grid, other data or other settings: :func:`_resume_state`)."""
+        self.state = _resume_state(path, self.state["fingerprint"])
+        self.config["resumed"] = True
+
+    def save(self, result) -> None:
+        """Write ``result`` (rows, config, state) to the JSON, atomically; nothing without one."""
+        if self.json_path is None:
+            return
+        if self._machine is None:
+            from fastnet.machine import machine_info
+
+            self._machine = machine_info()
+        save_json(result, self.json_path, self.json_extra, machine=self._machine)
+
+    def cleanup(self) -> None:
+        if self.state["done"] or self._tmp is not None:
+            _remove_checkpoints(self.ck_dir)
+
+    # --- the rows ---------------------------------------------------------------------------
+
+    def result(self, interrupted=False) -> SweepResult:
+        st = self.state
+        rows = []
+        for i, c in enumerate(self.configs):
+            row = st["rows"][i]
+            if row is None:
+                row = _not_run_row(c, st["home"][i][1])
+                cur = st["current"][i]
+                row |= {"index": i, "stack": st["home"][i][0],
+                        "epochs_trained": cur["epochs_trained"] if cur else 0}
+            rows.append(row)
+        trained = sum(r.get("epochs_trained") or 0 for r in rows)
+        full = sum(c.epochs for c in self.configs)
+        config = dict(self.config) | {
+            "failed": sum(r["status"] == "failed" for r in rows),
+            "not_run": sum(r["status"] == "not run" for r in rows),
+            "pruned": sum(r.get("pruned_at") is not None for r in rows),
+            "epochs_trained": trained, "epochs_full": full, "interrupted": interrupted,
+            "wall_s": round(time.perf_counter() - self.t0, 3)}
+        return SweepResult(rows, config, st)
+
+    def _row(self, i, row) -> dict:
+        """A stack's row for configuration ``i``, with its home stack and its times summed."""
+        st = self.state
+        st["seconds"][i] += row["seconds"] or 0.0
+        st["stack_seconds"][i] += row["stack_seconds"] or 0.0
+        j, k = st["home"][i]
+        return row | {"index": i, "stack": j, "stack_size": k, "seconds": st["seconds"][i],
+                      "stack_seconds": st["stack_seconds"][i]}
+
+    def stack_done(self, j, rows, error=None) -> None:
+        """Stack ``j`` of the running rung finished (``rows``) or failed (``error``): record
+        it, report the rows that became final, save."""
+        st = self.state
+        s = st["stacks"][j]
+        last = st["rung"] == len(st["rungs"]) - 1
+        final = []
+        for pos, i in enumerate(s["configs"]):
+            if error is not None:
+                j0, k0 = st["home"][i]
+                row = _failed_row(self.configs[i], error, k0) | {"index": i, "stack": j0}
+                st["rows"][i] = row
+                final.append(row)
+            else:
+                row = st["current"][i] = self._row(i, rows[pos])
+                if last:
+                    st["rows"][i] = row
+                    final.append(row)
+        s["done"] = True
+        if final:
+            _report(self.progress, final)
+        self.save(self.result())
+        path = self.ck_path(s["checkpoint"])
+        if (last or error is not None) and path and os.path.exists(path):   # its rows are final: not needed
+            os.unlink(path)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def jobs(self):
+        """The unfinished stacks of the running rung: ``(j, configs, epochs, checkpoint path)``."""
+        st = self.state
+        target = st["rungs"][st["rung"]]
+        return [(j, [self.configs[i] for i in s["configs"]],
+                 min(target, self.configs[s["configs"][0]].epochs), self.ck_path(s["checkpoint"]))
+                for j, s in enumerate(st["stacks"]) if not s["done"]]
+
+    def drive(self, runner) -> None:
+        st = self.state
+        if self.persist:
+            os.makedirs(self.ck_dir, exist_ok=True)
+        while not st["done"]:
+            runner.run(self.jobs())
+            if st["rung"] == len(st["rungs"]) - 1:
+                st["done"] = True
+                st["stacks"] = []
+                self.save(self.result())
+                return
+            self._next_rung()
+
+    def _next_rung(self) -> None:
+        """Successive halving at the end of a rung: prune, then compact and merge the survivors'
+        checkpoints into the next rung's stacks; save; remove the old checkpoints."""
+        st = self.state
+        r, epoch = st["rung"], st["rungs"][st["rung"]]
+        old = st["stacks"]
+        cands = sorted(i for s in old for i in s["configs"] if st["rows"][i] is None)
+        halving = st["fingerprint"]["settings"]["halving"]
+        cur = st["current"]
+        kept = keep_best([(i, None if cur[i]["diverged"] else cur[i]["final_accuracy"]) for i in cands], halving) \
+            if cands else []
+        pruned = []
+        for i in sorted(set(cands) - set(kept)):
+            row = st["rows"][i] = cur[i] | {"status": "diverged" if cur[i]["diverged"] else "pruned",
+                                            "pruned_at": epoch}
+            pruned.append(row)
+        # where each survivor's state is: (old stack, position in it)
+        where = {i: (j, pos) for j, s in enumerate(old) for pos, i in enumerate(s["configs"])}
+        heads = {j: _checkpoint_head(self.ck_path(s["checkpoint"])) for j, s in enumerate(old)
+                 if any(i in where and where[i][0] == j for i in kept)}
+        groups: dict = {}
+        for i in kept:   # same shape and recipe, checkpoints that can be joined: one group
+            groups.setdefault((self.configs[i].stack_key, heads[where[i][0]]), []).append(i)
+        new = []
+        for group in groups.values():
+            for part in _split(group, self.max_k):
+                name = _CK_NAME.format(r + 1, len(new))
+                _merge_checkpoints([(self.ck_path(old[where[i][0]]["checkpoint"]), where[i][1]) for i in part],
+                                   [self.configs[i] for i in part], self.ck_path(name), self.run_kw)
+                new.append({"configs": part, "checkpoint": name, "done": False})
+        st["rung"], st["stacks"] = r + 1, new
+        if not new:   # every candidate failed: nothing left to train
+            st["rung"] = len(st["rungs"]) - 1
+            st["done"] = True
+        if pruned:
+            _report(self.progress, pruned)
+        self.save(self.result())
+        for s in old:
+            path = self.ck_path(s["checkpoint"])
+            if path and os.path.exists(path):
+                os.unlink(path)
+
+
+def _split(group, max_k) -> list:
+    """``group`` cut into the fewest runs of at most ``max_k``, as equal in size as possible."""
+    n_stacks = -(-len(group) // max_k)
+    base, extra = divmod(len(group), n_stacks)
+    out, start = [], 0
+    for j in range(n_stacks):
+        stop = start + base + (j < extra)
+        out.append(group[start:stop])
+        start = stop
+    return out
+
+
+def _checkpoint_head(path) -> str:
+    """What stacks' checkpoints must agree on to be merged into one: the epoch and sample they
+    stopped at, the engine (engines agree only to rounding), the optimizer's step count, the
+    run's settings and the shared minibatch order's generator state."""
+    from fastnet.io import read_model
+
+    meta = read_model(path)[0]
+    ck = meta["extra"]["checkpoint"]
+    shared = meta.get("order") == "shared"
+    return json.dumps([ck["epoch"], ck["step"], ck.get("engine"), ck.get("optimizer_t"), ck["run"],
+                       ck["rng_state"][0] if shared else None], sort_keys=True)
+
+
+def _merge_checkpoints(pieces, configs, path, run_kw) -> None:
+    """Write the checkpoint of a stack made of nets of other stacks' checkpoints: ``pieces``
+    is one ``(checkpoint path, position)`` per net, ``configs`` their configurations. Each
+    net keeps its weights, optimizer state (velocities, moments) and history; the minibatch
+    order, step count and engine are the pieces' own (they must agree:
+    :func:`_checkpoint_head`), so the new stack goes on exactly as each net would have."""
+    import numpy as np
+
+    import fastnet
+    from fastnet.io import read_model, save_model
+
+    cache = {}
+    for src, _ in pieces:
+        if src not in cache:
+            meta, W, b, extras = read_model(src, extra_arrays=True)
+            cache[src] = (meta, W, b, extras)
+    meta0 = cache[pieces[0][0]][0]
+    ck0 = meta0["extra"]["checkpoint"]
+
+    def take(get):
+        return [get(*cache[src])[pos] for src, pos in pieces]
+
+    n_layers = len(cache[pieces[0][0]][1])
+    Ws = [np.stack(take(lambda m, W, b, e: W[l])) for l in range(n_layers)]
+    bs = [np.stack(take(lambda m, W, b, e: b[l])) for l in range(n_layers)]
+    n_opt = sum(1 for name in cache[pieces[0][0]][3] if name.startswith("o"))
+    opt = {f"o{i}": np.stack(take(lambda m, W, b, e: e[f"o{i}"])) for i in range(n_opt)}
+    rngs = take(lambda m, W, b, e: m["extra"]["checkpoint"]["rng_state"])
+    if meta0.get("order") == "shared":   # entry 0 draws the shared order; the others are unused
+        rngs[0] = ck0["rng_state"][0]
+    nets = take(lambda m, W, b, e: m["extra"]["checkpoint"]["history"]["nets"])
+    state = dict(ck0) | {"rng_state": rngs, "history": {"nets": nets, "summary": ck0["history"]["summary"]}}
+    c0 = configs[0]
+    order = run_kw["order"]
+    stack = fastnet.NetworkStack(list(c0.sizes), len(configs), seeds=[c.seed for c in configs],
+                                 etas=[c.eta for c in configs], lmbdas=[c.lmbda for c in configs], cost=c0.cost,
+                                 activation=c0.hidden_activation, dtype=run_kw["dtype"], device="cpu",
+                                 order=order, order_seed=run_kw["order_seed"] if order == "shared" else None)
+    stack._set_params(Ws, bs)
+    save_model(stack, path, extra={"checkpoint": state}, arrays=opt)
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -865,21 +1300,32 @@ def _check_order_seed(order_seed) -> int:
     return int(order_seed)
 
 
-def _run_local(stacks, data, run_kw, progress, results) -> None:
-    """The local engine: the stacks one after the other, each one's rows into ``results[i]``
-    as it ends; ``run_kw``: :func:`run_stack`'s keywords."""
-    fail = os.environ.get(FAIL_ENV, "")
-    for i, stack in enumerate(stacks):
-        try:
-            rows = run_stack(stack, data, **run_kw, fail_pattern=fail)
-        except Exception as exc:  # a failed stack is reported in its rows; the others still run
-            rows = [_failed_row(c, _error_text(exc), len(stack)) for c in stack]
-        results[i] = rows
-        _report(progress, rows)
+class _LocalRunner:
+    """The local engine: a rung's stacks one after the other in this process, each training
+    from and into its checkpoint file (every epoch with a JSON: Ctrl-C or a kill loses at
+    most an epoch)."""
+
+    def __init__(self, sweep):
+        self.sweep = sweep
+
+    def run(self, jobs) -> None:
+        sw = self.sweep
+        fail = os.environ.get(FAIL_ENV, "")
+        for j, configs, epochs, ck in jobs:
+            try:
+                kw = {} if ck is None else {"epochs": epochs, "checkpoint": ck,
+                                            "checkpoint_every": 1 if sw.json_path is not None else epochs}
+                rows = run_stack(configs, sw.data, **sw.run_kw, fail_pattern=fail, **kw)
+            except Exception as exc:  # a failed stack is reported in its rows; the others still run
+                sw.stack_done(j, None, _error_text(exc))
+            else:
+                sw.stack_done(j, rows)
 
 
-def _stack_task(configs, data, run_kw, fail_pattern):
-    """What a Ray task runs: :func:`run_stack` with Numba's threads matched to the task's CPUs."""
+def _stack_task(configs, data, run_kw, fail_pattern, epochs=None, checkpoint=None):
+    """What a Ray task runs: :func:`run_stack` with Numba's threads matched to the task's CPUs.
+    ``checkpoint``: None (no checkpoints), or the bytes of the stack's checkpoint file (empty:
+    start afresh); it then returns ``(rows, the new checkpoint's bytes)``."""
     try:
         import numba
         import ray
@@ -889,57 +1335,101 @@ def _stack_task(configs, data, run_kw, fail_pattern):
             numba.set_num_threads(max(1, min(int(cpus), numba.config.NUMBA_NUM_THREADS)))
     except Exception:  # pragma: no cover - threads are a matter of speed, never of results
         pass
-    return run_stack(configs, data, **run_kw, fail_pattern=fail_pattern)
+    if checkpoint is None:
+        return run_stack(configs, data, **run_kw, fail_pattern=fail_pattern), None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fastnet-sweep-task-") as tmp:
+        path = os.path.join(tmp, "stack.npz")
+        if checkpoint:
+            with open(path, "wb") as f:
+                f.write(checkpoint)
+        rows = run_stack(configs, data, **run_kw, fail_pattern=fail_pattern, epochs=epochs, checkpoint=path,
+                         checkpoint_every=epochs)
+        with open(path, "rb") as f:
+            return rows, f.read()
 
 
-def _run_ray(stacks, data, run_kw, progress, address, results, cluster) -> None:
-    """The Ray engine: one task per stack; each one's rows into ``results[i]`` as it ends,
-    what the cluster has into ``cluster``. Ctrl-C cancels the tasks still running."""
-    import logging
+class _RayRunner:
+    """The Ray engine: one task per stack per rung, on the cluster at ``address`` or a local
+    one started (and shut down) here. A task reads its stack's checkpoint as bytes and
+    returns the new one, which is written beside the JSON, so a lost node's stack starts
+    again from its last rung (Ray retries a task once). Ctrl-C cancels the tasks still
+    running."""
 
-    ray = require_ray()
-    started = False
-    if not ray.is_initialized():
-        kw = {"address": address} if address else {"num_cpus": os.cpu_count() or 1, "include_dashboard": False}
+    def __init__(self, sweep, address):
+        self.sweep, self.address, self.started = sweep, address, False
+
+    def __enter__(self):
+        import logging
+
+        ray = self.ray = require_ray()
+        if not ray.is_initialized():
+            address = self.address
+            kw = {"address": address} if address else {"num_cpus": os.cpu_count() or 1, "include_dashboard": False}
+            try:
+                ray.init(**kw, logging_level=logging.ERROR)
+            except Exception as exc:
+                where = f"join the Ray cluster at {address}" if address else "start a local Ray cluster"
+                raise RuntimeError(f"could not {where}: {_error_text(exc)}") from exc
+            self.started = True
         try:
-            ray.init(**kw, logging_level=logging.ERROR)
-        except Exception as exc:
-            where = f"join the Ray cluster at {address}" if address else "start a local Ray cluster"
-            raise RuntimeError(f"could not {where}: {_error_text(exc)}") from exc
-        started = True
-    refs = {}
-    try:
-        resources = ray.cluster_resources()
-        cluster.update({"address": address or ("local" if started else "already initialised"),
-                        "cpus": resources.get("CPU"), "gpus": resources.get("GPU", 0)})
-        options = {"num_gpus": 1} if resources.get("GPU", 0) > 0 and run_kw["device"] != "cpu" else {}
-        task = ray.remote(max_retries=1, retry_exceptions=True)(_stack_task)
-        data_ref = ray.put(data)  # once: every task reads the same copy in the object store
+            resources = ray.cluster_resources()
+            self.sweep.config["cluster"] = {"address": self.address or ("local" if self.started else
+                                                                        "already initialised"),
+                                            "cpus": resources.get("CPU"), "gpus": resources.get("GPU", 0)}
+            gpu = resources.get("GPU", 0) > 0 and self.sweep.run_kw["device"] != "cpu"
+            self.options = {"num_gpus": 1} if gpu else {}
+            self.task = ray.remote(max_retries=1, retry_exceptions=True)(_stack_task)
+            self.data_ref = ray.put(self.sweep.data)  # once: every task reads the same copy in the object store
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if self.started:
+            self.ray.shutdown()
+
+    def run(self, jobs) -> None:
+        ray, sw = self.ray, self.sweep
         fail = os.environ.get(FAIL_ENV, "")
-        refs = {task.options(**options).remote(stack, data_ref, run_kw, fail): i
-                for i, stack in enumerate(stacks)}
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                i = refs[ref]
-                try:
-                    rows = ray.get(ref)
-                except Exception as exc:  # failed after its retry: report it, keep the others
-                    rows = [_failed_row(c, _error_text(exc), len(stacks[i])) for c in stacks[i]]
-                results[i] = rows
-                _report(progress, rows)
-    except KeyboardInterrupt:
-        for ref, i in refs.items():   # the stacks still running: stop them, they are reported "not run"
-            if results[i] is None:
-                try:
-                    ray.cancel(ref, force=True)
-                except Exception:  # noqa: BLE001 - already finished or gone: nothing to stop
-                    pass
-        raise
-    finally:
-        if started:
-            ray.shutdown()
+        refs, done_js = {}, set()
+        try:
+            for j, configs, epochs, ck in jobs:
+                blob = None
+                if ck is not None:
+                    blob = b""
+                    if os.path.exists(ck):
+                        with open(ck, "rb") as f:
+                            blob = f.read()
+                ref = self.task.options(**self.options).remote(configs, self.data_ref, sw.run_kw, fail, epochs, blob)
+                refs[ref] = (j, ck)
+            pending = list(refs)
+            while pending:
+                finished, pending = ray.wait(pending, num_returns=1)
+                for ref in finished:
+                    j, ck = refs[ref]
+                    try:
+                        rows, blob = ray.get(ref)
+                    except Exception as exc:  # failed after its retry: report it, keep the others
+                        done_js.add(j)
+                        sw.stack_done(j, None, _error_text(exc))
+                        continue
+                    if ck is not None:
+                        from fastnet.io import atomic_write
+
+                        atomic_write(ck, lambda f, b=blob: f.write(b), "checkpoint")
+                    done_js.add(j)
+                    sw.stack_done(j, rows)
+        except KeyboardInterrupt:
+            for ref, (j, _) in refs.items():   # the stacks still running: stop them, they are reported "not run"
+                if j not in done_js:
+                    try:
+                        ray.cancel(ref, force=True)
+                    except Exception:  # noqa: BLE001 - already finished or gone: nothing to stop
+                        pass
+            raise
 
 
 # --- output -----------------------------------------------------------------------------------
@@ -956,7 +1446,10 @@ def format_table(result) -> str:
     ``result``: a :class:`SweepResult`, its ``to_dict()`` or a list of rows. A cost, an
     activation and an optimizer column each appear when the rows have more than one value
     of it (a row without ``activation``/``optimizer``, from before they were swept, means
-    sigmoid/sgd); a failed row shows its error, a row that never ran (Ctrl-C) ``not run``.
+    sigmoid/sgd); a failed row shows its error, a row that never ran (Ctrl-C) ``not run``,
+    a row successive halving stopped ``pruned at epoch E`` (its accuracies are its last
+    epoch's). A result run with successive halving starts with a line saying how many
+    network-epochs it trained against the full grid's.
 
     >>> from fastnet.sweep import format_table
     >>> row = {"index": 0, "sizes": [784, 30, 10], "eta": 3.0, "lmbda": 0.0, "seed": 0, "batch_size": 10,
@@ -968,6 +1461,8 @@ def format_table(result) -> str:
     784-30-10      3      0     0     10     0.9125  0.9140 (2)           0.50  ok
     """
     rows = sorted(_rows(result), key=lambda r: r.get("index", 0))
+    config = result.config if isinstance(result, SweepResult) else (
+        result.get("config", {}) if isinstance(result, dict) else {})
     # the columns shown only when they vary: (title, row key, width)
     varying = [(title, key, max([w] + [len(str(_field(r, key))) for r in rows]))
                for title, key, w in (("cost", "cost", 13), ("activation", "activation", 10),
@@ -978,18 +1473,36 @@ def format_table(result) -> str:
             + "".join(f"{title:{w}s} " for title, _, w in varying) + f"{'final acc':>10s}  {'best acc (epoch)':16s} "
             f"{'seconds':>8s}  status")
     lines = [head, "-" * len(head)]
+    if config.get("halving"):
+        lines.insert(0, _halving_line(config))
     for r in rows:
         start = (f"{'-'.join(map(str, r['sizes'])):{sizes_w}s} {r['eta']:6g} {r['lmbda']:6g} {r['seed']:5d} "
                  f"{r['batch_size']:6d} " + "".join(f"{str(_field(r, key)):{w}s} " for _, key, w in varying))
-        if r.get("status") != "ok":
+        if r.get("status") not in RAN:
             why = f"failed: {r.get('error')}" if r.get("status") == "failed" else str(r.get("status"))
             lines.append(start + f"{'-':>10s}  {'-':16s} {'-':>8s}  {why}")
             continue
         final = "-" if r.get("final_accuracy") is None else f"{r['final_accuracy']:.4f}"
         best = "-" if r.get("best_accuracy") is None else f"{r['best_accuracy']:.4f} ({r['best_epoch']})"
-        status = "ok, diverged" if r.get("diverged") else "ok"
+        if r.get("status") == "ok":   # a row from before "diverged" was a status says it in "diverged"
+            status = "ok, diverged" if r.get("diverged") else "ok"
+        else:
+            status = r["status"]
+        if r.get("pruned_at") is not None:
+            status = f"pruned at epoch {r['pruned_at']}" if status == "pruned" else \
+                f"{status}, pruned at epoch {r['pruned_at']}"
         lines.append(start + f"{final:>10s}  {best:16s} {r['seconds']:8.2f}  {status}")
     return "\n".join(lines)
+
+
+def _halving_line(config) -> str:
+    """The table's first line with successive halving: the rungs and the epochs it saved."""
+    trained, full = config.get("epochs_trained"), config.get("epochs_full")
+    rungs = ", ".join(map(str, config.get("rungs") or []))
+    saved = (f": trained {trained:,} of the full grid's {full:,} network-epochs ({100 * trained / full:.0f} %), "
+             f"saved {full - trained:,}") if trained is not None and full else ""
+    return (f"successive halving (--halving {config['halving']}, rungs at epochs {rungs}; each keeps the best "
+            f"1/{config['halving']}){saved}")
 
 
 #: What a row without the key means: rows written before activations and optimizers were
@@ -1002,11 +1515,12 @@ def _field(row: dict, key: str):
     return row.get(key, ROW_DEFAULTS.get(key))
 
 
-def save_json(result, path, extra_config=None) -> None:
+def save_json(result, path, extra_config=None, *, machine=None) -> None:
     """Write ``{"machine", "config", "rows"}`` as JSON to ``path`` (atomically).
 
-    ``machine``: :func:`fastnet.machine.machine_info`; ``config``: the result's, updated with
-    ``extra_config``; ``rows``: one per configuration (NaN and infinities become null).
+    ``machine``: :func:`fastnet.machine.machine_info` (or the dict given); ``config``: the
+    result's, updated with ``extra_config``; ``rows``: one per configuration (NaN and
+    infinities become null); and ``state``, what ``--resume`` reads, when the result has one.
 
     >>> import json, os, tempfile
     >>> from fastnet.sweep import SweepResult, save_json
@@ -1020,7 +1534,10 @@ def save_json(result, path, extra_config=None) -> None:
     config = dict(result.config if isinstance(result, SweepResult) else
                   result.get("config", {}) if isinstance(result, dict) else {})
     config.update(extra_config or {})
-    doc = _clean({"machine": machine_info(), "config": config, "rows": _rows(result)})
+    doc = {"machine": machine_info() if machine is None else machine, "config": config, "rows": _rows(result)}
+    if getattr(result, "state", None) is not None:
+        doc["state"] = result.state
+    doc = _clean(doc)
     from fastnet.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n", "--json")
@@ -1047,7 +1564,8 @@ def plot_sweep(result, path=None, *, size=None):
     """Best test accuracy against each swept parameter: one panel per parameter with more than one value.
 
     Seeds are repeats, so they get a panel only when nothing else varies; each panel shows
-    every configuration as a dot and the mean over the other parameters as a line.
+    every configuration as a dot and the mean over the other parameters as a line; a
+    configuration successive halving pruned is a red cross at its best before pruning.
     Parameters with numbers (eta, lmbda, batch size) are drawn on their own scale, a log
     one for eta and batch size when they span a factor of 10 or more; sizes, costs,
     activations and optimizers as categories. Failed configurations are left out. Needs ``fastnet[plot]``.
@@ -1067,7 +1585,7 @@ def plot_sweep(result, path=None, *, size=None):
     from fastnet import plot
 
     plot.require("fastnet sweep --plot")
-    rows = [r for r in _rows(result) if r.get("status") == "ok" and r.get("best_accuracy") is not None]
+    rows = [r for r in _rows(result) if r.get("status") in RAN and r.get("best_accuracy") is not None]
     if not rows:
         raise ValueError("no configuration finished with an accuracy: nothing to plot")
 
@@ -1088,9 +1606,14 @@ def plot_sweep(result, path=None, *, size=None):
             pos = {v: v for v in vals}
         else:
             pos = {v: i for i, v in enumerate(vals)}
-        xs = [pos[value(r, key)] for r in rows]
-        ax.plot(xs, [r["best_accuracy"] for r in rows], "o", color="tab:blue", alpha=0.5,
-                label="one configuration")
+        done = [r for r in rows if r.get("pruned_at") is None]
+        cut = [r for r in rows if r.get("pruned_at") is not None]
+        if done:
+            ax.plot([pos[value(r, key)] for r in done], [r["best_accuracy"] for r in done], "o", color="tab:blue",
+                    alpha=0.5, label="one configuration")
+        if cut:   # successive halving stopped these early: their best is of fewer epochs
+            ax.plot([pos[value(r, key)] for r in cut], [r["best_accuracy"] for r in cut], "x", color="tab:red",
+                    alpha=0.7, label="pruned (best before pruning)")
         means = [float(np.mean([r["best_accuracy"] for r in rows if value(r, key) == v])) for v in vals]
         ax.plot([pos[v] for v in vals], means, "-", color="tab:orange", label="mean")
         if numeric and log and min(vals) > 0 and max(vals) / min(vals) >= 10:

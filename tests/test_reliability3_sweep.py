@@ -259,7 +259,9 @@ def test_ctrl_c_in_a_sweep_keeps_the_finished_stacks(tmp_path):
     assert [r["sizes"] for r in doc["rows"]] == [[784, 10], [784, 1000, 10], [784, 30, 10]]
     assert doc["rows"][0]["final_accuracy"] > 0.1 and doc["rows"][1]["final_accuracy"] is None
     assert doc["config"]["interrupted"] is True and doc["config"]["not_run"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+    # beside the JSON: the checkpoint of the stack Ctrl-C stopped (what --resume goes on from), nothing else
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.json.checkpoints"]
+    assert [p.name for p in (tmp_path / "s.json.checkpoints").iterdir()] == ["rung0-stack1.npz"]
 
 
 def test_sweep_interrupted_carries_the_rows_in_python(monkeypatch):

@@ -397,8 +397,9 @@ def test_a_diverging_net_is_marked_and_its_stack_mates_are_unaffected():
                            device="cpu")
     alone = sweep.run_sweep(expand_grid(etas=[0.5], costs=["cross_entropy"], epochs=1), (X, y, Xt, yt),
                             device="cpu")
-    assert [r["status"] for r in both] == ["ok", "ok"] and both[0]["stack_size"] == 2
+    assert [r["status"] for r in both] == ["ok", "diverged"] and both[0]["stack_size"] == 2
     assert [r["diverged"] for r in both] == [False, True]
     assert both[1]["best_accuracy"] is None and both[1]["final_loss"] is None, "no score from a NaN net"
     assert both[0]["accuracy_per_epoch"] == alone[0]["accuracy_per_epoch"]
-    assert sweep.format_table(both).splitlines()[3].endswith("ok, diverged")
+    assert sweep.format_table(both).splitlines()[3].endswith(" diverged")
+    assert both.ok, "a diverged configuration ran"
