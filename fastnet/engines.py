@@ -903,7 +903,8 @@ class BackgroundCompile:
         what = f"the {', '.join(repr(e) for e in self.engines)} engine{'s' if len(self.engines) > 1 else ''}"
         if self.started:
             return (f"compiling {what} in the background for the next runs ({BACKGROUND_ENV}=0 turns this off)")
-        return f"{what} {'are' if len(self.engines) > 1 else 'is'} already compiling in the background for the next runs"
+        verb = "are" if len(self.engines) > 1 else "is"
+        return f"{what} {verb} already compiling in the background for the next runs"
 
 
 def compile_later(p: Plan) -> BackgroundCompile | None:
