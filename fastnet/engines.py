@@ -893,7 +893,8 @@ def background_compile_enabled() -> bool:
 class BackgroundCompile:
     """What :func:`compile_later` did: ``engines`` (the names passed over only because they
     were not compiled yet), ``started`` (True: this call started a compiler, process id
-    ``pid``; False: other processes are compiling every unit they need already)."""
+    ``pid``; False: other compilers, of this process or another, hold every unit they
+    need already)."""
     engines: tuple
     started: bool
     pid: int | None = None
