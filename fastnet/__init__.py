@@ -58,14 +58,17 @@ __all__ = ["Network", "EarlyStopping", "NetworkStack", "load", "History", "get_b
            "DivergenceError", "ModelFileError", "TrainingInterrupted", "InputScaleWarning", "__version__"]
 
 
-def warmup(dtype="float32", n_layers=(1, 2, 3), large=False) -> str:
+def warmup(dtype="float32", n_layers=(1, 2, 3), large=False, report=None) -> str:
     """Compile the CPU engines for ``dtype`` now (cached on disk), so training starts warm.
 
     n_layers: the weight-layer counts to compile the compiled epoch loop for (each is its
     own version; ``[784, 30, 10]`` has 2). large: also the ``rows`` engine (large batches
-    of narrow nets) and its metrics pass. Every engine compiled here is "ready" to
-    :func:`fastnet.engines.plan` from then on. Returns the kernel path that will run on
-    NumPy arrays ("njit" or "xp").
+    of narrow nets) and its metrics pass. report: None, or called as
+    ``report(unit, dtype, depth, seconds, cached)`` after each unit is ready (``cached``:
+    it was compiled by an earlier run and only loaded; ``fastnet warmup`` prints these).
+    Every engine compiled here is "ready" to :func:`fastnet.engines.plan` from then on.
+    Returns the kernel path that will run on NumPy arrays ("njit" or "xp"; with "xp"
+    nothing is compiled).
 
     >>> import fastnet
     >>> fastnet.warmup("float64") in ("njit", "xp")
@@ -76,10 +79,16 @@ def warmup(dtype="float32", n_layers=(1, 2, 3), large=False) -> str:
     dtype = _validate.check_dtype(dtype)
     import numpy as np
 
+    def ready(unit, depth):
+        cached = engines.is_ready(unit, dtype, depth)
+        seconds = engines.prepare(unit, dtype, depth)
+        if report is not None:
+            report(unit, dtype, 0 if unit in engines._ANY_DEPTH else depth, seconds, cached)
+
     if ops.kernel_path(np.zeros(1)) == "njit":
-        engines.prepare("kernels", dtype, 0)
+        ready("kernels", 0)
         for depth in n_layers:
-            engines.prepare("compiled", dtype, int(depth))
+            ready("compiled", int(depth))
             if large:
-                engines.prepare("rows", dtype, int(depth))
+                ready("rows", int(depth))
     return ops.kernel_path(np.zeros(1))

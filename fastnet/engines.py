@@ -51,7 +51,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Engine", "Plan", "ENGINES", "names", "plan", "prepare", "is_ready", "describe"]
+__all__ = ["Engine", "Plan", "ENGINES", "names", "plan", "prepare", "is_ready", "describe", "compile_later",
+           "wait_background", "BackgroundCompile"]
 
 # --- thresholds (why each is where it is: bench/results and the README have the figures) -
 
@@ -842,10 +843,13 @@ def _lock_unit(unit: str, dtype: str, depth: int):
 
 def compile_in_background(engine_names, dtype: str, depth: int):
     """Compile what ``engine_names`` need for ``dtype`` and ``depth`` in a separate, detached
-    process (its own interpreter, so training here keeps both the GIL and its speed); the
-    next run finds it in Numba's disk cache. Returns the ``subprocess.Popen``, or None when
-    other processes are compiling every one of those units already: a lock per unit (held
-    by the child until it exits) lets one background compile per unit run at a time."""
+    process (its own interpreter at a lower CPU priority, so training here keeps both the
+    GIL and its speed); the next run finds it in Numba's disk cache. Returns the
+    ``subprocess.Popen``, or None when other processes are compiling every one of those
+    units already: a lock per unit (held by the child until it exits) lets one background
+    compile per unit run at a time. The child writes a unit's ready marker only once the
+    unit is compiled and cached, so a compiler killed half-way leaves no marker, and its
+    lock goes with it. See :func:`compile_later` for the call ``fit`` makes."""
     import subprocess
     import sys
 
@@ -859,7 +863,9 @@ def compile_in_background(engine_names, dtype: str, depth: int):
             locks.append(lock)
     if not units:
         return None
-    code = ("import fastnet.engines as e\n"
+    code = ("import os\n"
+            "try:\n    os.nice(10)\nexcept (AttributeError, OSError):\n    pass\n"
+            "import fastnet.engines as e\n"
             f"for u in {units!r}: e.prepare(u, {dtype!r}, {int(depth)})")
     try:
         return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -868,6 +874,88 @@ def compile_in_background(engine_names, dtype: str, depth: int):
     finally:
         for f in locks:   # the child holds the locks now
             f.close()
+
+
+#: The environment variable that turns :func:`compile_later` (``fit``'s and ``fastnet
+#: train``'s background compile) off: ``0``, ``false``, ``no`` or ``off``.
+BACKGROUND_ENV = "FASTNET_BACKGROUND_COMPILE"
+
+_background: list = []   # the compilers compile_later started in this process (subprocess.Popen)
+
+
+def background_compile_enabled() -> bool:
+    """False when ``$FASTNET_BACKGROUND_COMPILE`` is ``0``, ``false``, ``no`` or ``off``
+    (read at each call), True otherwise (the default)."""
+    return os.environ.get(BACKGROUND_ENV, "").strip().lower() not in ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class BackgroundCompile:
+    """What :func:`compile_later` did: ``engines`` (the names passed over only because they
+    were not compiled yet), ``started`` (True: this call started a compiler, process id
+    ``pid``; False: other compilers, of this process or another, hold every unit they
+    need already)."""
+    engines: tuple
+    started: bool
+    pid: int | None = None
+
+    def line(self) -> str:
+        """One line for the user, as ``fastnet train`` and ``fit(verbose=1)`` print it."""
+        what = f"the {', '.join(repr(e) for e in self.engines)} engine{'s' if len(self.engines) > 1 else ''}"
+        if self.started:
+            return (f"compiling {what} in the background for the next runs ({BACKGROUND_ENV}=0 turns this off)")
+        verb = "are" if len(self.engines) > 1 else "is"
+        return f"{what} {verb} already compiling in the background for the next runs"
+
+
+def compile_later(p: Plan) -> BackgroundCompile | None:
+    """Start compiling, in a detached background process, the engines plan ``p`` passed
+    over only because they were not compiled yet (:func:`worth_compiling_later`), so that
+    the next fit on this machine (this process or another) finds them ready. ``fit`` and
+    ``fastnet train`` call this after the plan's own units are ready.
+
+    Returns None when there is nothing to start: nothing was passed over, the background
+    compile is off (:func:`background_compile_enabled`), there is no cache folder a later
+    run could find the code in, or the process could not be started (never an error: a
+    fit must not fail for the sake of a later one). Otherwise a :class:`BackgroundCompile`.
+    :func:`wait_background` waits for the compilers this process started."""
+    later = worth_compiling_later(p)
+    if not later or not background_compile_enabled():
+        return None
+    try:
+        from fastnet import kernels
+
+        if kernels.NUMBA_PROBLEM is not None or kernels.numba_cache_dir() is None:
+            return None   # nothing compiled now would be found ready by the next run
+        _background[:] = [q for q in _background if q.poll() is None]   # reap finished ones
+        proc = compile_in_background(later, p.dtype, p.depth)
+    except Exception as exc:   # no fork, no interpreter, a full disk: the fit goes on without it
+        import logging
+
+        logging.getLogger("fastnet").debug("background compile not started: %s: %s", type(exc).__name__, exc)
+        return None
+    if proc is None:
+        return BackgroundCompile(tuple(later), False)
+    _background.append(proc)
+    return BackgroundCompile(tuple(later), True, proc.pid)
+
+
+def wait_background(timeout: float | None = None) -> bool:
+    """Wait up to ``timeout`` seconds (None: as long as it takes) for the background
+    compilers :func:`compile_later` started in this process. Returns True when none is
+    still running. Compilers started by other processes are not waited for; a new fit
+    finds their units ready once their markers are written."""
+    import subprocess
+
+    deadline = None if timeout is None else time.monotonic() + max(0.0, float(timeout))
+    for q in list(_background):
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            q.wait(left)
+        except subprocess.TimeoutExpired:
+            return False
+        _background.remove(q)
+    return True
 
 
 def describe(dtype: str = "float32", depth: int = 2) -> list[str]:

@@ -410,7 +410,12 @@ class Network(DeviceData, training.Trainable):
         :class:`TrainingInterrupted`.
         engine: ``"auto"`` (:func:`fastnet.engines.plan` picks, compiling first what is
         worth compiling; the returned History's ``engine`` says which ran) or an engine's
-        name (a ``ValueError`` saying why when it cannot run this fit).
+        name (a ``ValueError`` saying why when it cannot run this fit). An engine ``auto``
+        passes over only because it is not compiled yet is compiled in a detached
+        background process for the next fit on this machine
+        (:func:`fastnet.engines.compile_later`; ``History.config["background_compile"]``
+        lists the engines this fit started compiling, else None; with ``verbose`` one line
+        says so). The environment variable ``FASTNET_BACKGROUND_COMPILE=0`` turns that off.
         train_metrics: where each epoch's training ``loss`` and ``accuracy`` come from:
         ``"minibatch"`` (the default: summed from each minibatch's forward pass as it
         trains, before its update, as Keras and scikit-learn report them; no extra pass) or

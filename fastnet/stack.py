@@ -309,7 +309,9 @@ class NetworkStack(DeviceData, training.Trainable):
         stack ends bit for bit where an uninterrupted one would. ``train_metrics``: as for
         :meth:`fastnet.Network.fit` (``"minibatch"``, the default, or ``"exact"``). ``engine``: ``"auto"`` or
         a name of :func:`fastnet.engines.names` (``compiled``, ``step`` or ``xp`` for a
-        stack); the histories' ``engine`` says which ran. Nothing is changed when an
+        stack); the histories' ``engine`` says which ran, and ``background_compile``
+        what this fit started compiling for the next one (as for
+        :meth:`fastnet.Network.fit`; ``FASTNET_BACKGROUND_COMPILE=0`` turns it off). Nothing is changed when an
         argument is refused.
 
         >>> import numpy as np, fastnet

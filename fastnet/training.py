@@ -748,8 +748,12 @@ class Trainable:
         self._fit_histories = histories
         # compile (or load) before the first epoch starts its clock: compile time is not training time
         compile_s = round(sum(engines.prepare(u, self.dtype, self.n_layers) for u in p.units), 3)
+        later = engines.compile_later(p)   # a better engine the plan passed over: ready for the next run
+        if later is not None:
+            _say(later.line(), verbose)
         for h in histories:
-            h.config.update(engine=p.engine, kernels=p.kernels, compile_seconds=compile_s)
+            h.config.update(engine=p.engine, kernels=p.kernels, compile_seconds=compile_s,
+                            background_compile=list(later.engines) if later and later.started else None)
         bar = progress.for_fit(verbose, run["epochs"], bar_history, callbacks)
         with SigintFlag() as interrupted, self._running(p):
             try:

@@ -12,6 +12,13 @@ from pathlib import Path
 
 import pytest
 
+# fit and fastnet train compile a better engine in a detached background process
+# (fastnet.engines.compile_later). Off for the whole test run, in this process and in every
+# child it starts, so that no test leaves a compiler behind or writes to a cache it did not
+# ask for; tests/test_background_compile.py turns it on for its own tests, in a cache of
+# their own, and ends every compiler it starts.
+os.environ["FASTNET_BACKGROUND_COMPILE"] = "0"
+
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
