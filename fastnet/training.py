@@ -135,14 +135,16 @@ def _inplace(a) -> bool:
 
 # --- the step path's backprop: one function for Network (a stack of one) and NetworkStack -----
 
-def grad_sums(kt, v, X, y, ws, r, *, accumulate=False, b_scale=None) -> None:
+def grad_sums(kt, v, X, y, ws, r, *, accumulate=False, b_scale=None, row_weights=None) -> None:
     """Forward and backward pass of the K stacked nets of view ``v`` (``_stack_view``: a
     Network passes ``(1, ...)`` views of its parameters) on one batch, or row chunk, of
     ``r`` rows: the unscaled gradient sums into ``ws.gW`` / ``ws.gb`` (added to them with
     ``accumulate``), every delta from the old weights. X: ``(r, n_in)`` shared by the nets,
     or ``(K, r, n_in)``; y likewise (labels, or cost="mse"'s targets). ``kt``: the kernel
     table. ``b_scale``: plain SGD's fused bias step, ``b -= b_scale * sum(delta)``, done here
-    (b plays no part in the deltas) instead of writing ``ws.gb``."""
+    (b plays no part in the deltas) instead of writing ``ws.gb``. ``row_weights``: ``(r,)``
+    per-row weights of the loss (``fastnet.sklearn``'s ``sample_weight``), multiplied into the
+    output delta, so the sums are ``sum_i w_i * grad_i``."""
     Ws, bs, codes, cost = v["Ws"], v["bs"], v["codes"], v["cost"]
     A, D = ws.rows(ws.a, r), ws.rows(ws.d, r)
     acts, h = [], X
@@ -154,6 +156,8 @@ def grad_sums(kt, v, X, y, ws, r, *, accumulate=False, b_scale=None) -> None:
         delta = kt.output_delta_stacked(acts[-1], y, cost, D[-1])
     else:   # independent orders: each net its own labels
         delta = _output_delta_each(kt, acts[-1], y, cost, D[-1])
+    if row_weights is not None:   # w_i * dL_i/dz: every gradient sum below is weighted
+        delta = delta * array_namespace(delta).reshape(row_weights, (-1, 1))
     for l in range(len(Ws) - 1, -1, -1):
         a_prev = X if l == 0 else acts[l - 1]
         if accumulate:
