@@ -73,8 +73,9 @@ try:
     from sklearn.utils import check_random_state
     from sklearn.utils._param_validation import Interval, Options, StrOptions
     from sklearn.utils.class_weight import compute_class_weight
+    from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets, type_of_target
-    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 except ImportError as e:   # pragma: no cover - the test environment has scikit-learn
     raise ImportError(
         "fastnet.sklearn needs scikit-learn >= 1.6, which is not installed (or too old): "
@@ -82,7 +83,7 @@ except ImportError as e:   # pragma: no cover - the test environment has scikit-
 
 from fastnet import _validate as V
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "expected_failed_checks"]
 
 #: scikit-learn's activation names -> fastnet's.
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
@@ -181,6 +182,14 @@ class _Epochs:
         return True
 
 
+def _stochastic(est) -> bool:
+    """``partial_fit`` exists for the stochastic solvers only (scikit-learn's rule)."""
+    if est.solver not in ("sgd", "adam"):
+        raise AttributeError(f"partial_fit is only available for stochastic optimizers. {est.solver} is not "
+                             "stochastic.")
+    return True
+
+
 class _BaseMLP(BaseEstimator):
     """What MLPClassifier and MLPRegressor share: checks, the solvers, fitted attributes, pickling."""
 
@@ -263,6 +272,8 @@ class _BaseMLP(BaseEstimator):
         from fastnet import optim
 
         hidden = self._check_params()
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
         fitted = hasattr(self, "network_")
         first = not fitted or (not self.warm_start and not incremental)
         if incremental and self.solver == "lbfgs":
@@ -674,7 +685,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise _unsupported("y", f"a {type_of_target(y)} target of shape {y.shape}",
                                ["1-D class labels (binary or multiclass)"],
                                " (MLPClassifier here has a softmax output: one class per sample)")
-        y = np.ravel(y) if getattr(y, "ndim", 1) == 2 else y
+        y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         seen = np.unique(y)
         fitted = self.classes_ if hasattr(self, "network_") else None
@@ -699,8 +710,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                                  f"call to fit. Previously got {fitted}, `y` has {seen}")
             all_classes = fitted
         if len(all_classes) < 2:
-            raise ValueError(f"MLPClassifier needs at least 2 classes in y; got {len(all_classes)}: "
-                             f"{all_classes!r}")
+            raise ValueError(f"MLPClassifier needs samples of at least 2 classes, but the data contains only "
+                             f"one class: {all_classes[0]!r}")
         self._fit_classes = all_classes
         return np.searchsorted(all_classes, y).astype(np.int64), {"classes_": all_classes}
 
@@ -752,15 +763,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict(self, X):
         """Predicted labels ``(n_samples,)`` from ``classes_``."""
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
+    @available_if(_stochastic)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over ``(X, y)`` from where the last call left off (weights, optimizer
         state, counters). ``classes``: every label, needed on the first call. Returns self."""
         self._check_params()
-        if self.solver == "lbfgs":
-            raise AttributeError("partial_fit is only available for stochastic optimizers. lbfgs is not "
-                                 "stochastic.")
         return self._atomic(X, y, sample_weight, incremental=True, classes=classes)
 
     def __sklearn_tags__(self):
@@ -854,13 +864,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         out = self._output(X)
         return out.ravel() if self._y_1d else out
 
+    @available_if(_stochastic)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``(X, y)`` from where the last call left off (weights, optimizer
         state, counters). Returns self."""
         self._check_params()
-        if self.solver == "lbfgs":
-            raise AttributeError("partial_fit is only available for stochastic optimizers. lbfgs is not "
-                                 "stochastic.")
         return self._atomic(X, y, sample_weight, incremental=True)
 
     def __sklearn_tags__(self):
@@ -868,3 +876,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags.input_tags.sparse = False
         tags.target_tags.multi_output = True
         return tags
+
+
+def expected_failed_checks(estimator) -> dict:
+    """scikit-learn's estimator checks this estimator does not pass, with the reason
+    (``parametrize_with_checks(..., expected_failed_checks=expected_failed_checks)``): none."""
+    return {}
