@@ -88,6 +88,11 @@ __all__ = ["MLPClassifier", "MLPRegressor", "expected_failed_checks"]
 #: scikit-learn's activation names -> fastnet's.
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 
+#: The initial weights each activation gets with ``init=None``: fastnet's defaults, except that
+#: logistic units get ``"scaled"`` N(0, 1/n_in) rather than Nielsen's N(0, 1) (scikit-learn
+#: scales its Glorot-uniform draw for every activation).
+INITS = {"identity": "glorot", "logistic": "scaled", "tanh": "glorot", "relu": "he"}
+
 _CONSTRAINTS = {   # scikit-learn's own (sklearn/neural_network/_multilayer_perceptron.py)
     "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
     "activation": [StrOptions(set(ACTIVATIONS))],
@@ -295,7 +300,8 @@ class _BaseMLP(BaseEstimator):
                              "(hidden_layer_sizes or the data's shape changed); fix: set warm_start=False")
         if first:
             net = fastnet.Network(sizes, activation=ACTIVATIONS[self.activation], cost=self._cost(),
-                                  init=self.init, dtype=self.dtype, device=self.device, seed=seed)
+                                  init=INITS[self.activation] if self.init is None else self.init,
+                                  dtype=self.dtype, device=self.device, seed=seed)
             s = {"n_iter": 0, "t": 0, "loss_curve": [], "no_improvement": 0, "best_loss": np.inf,
                  "validation_scores": [], "best_validation_score": -np.inf, "state": None}
         else:
@@ -375,6 +381,8 @@ class _BaseMLP(BaseEstimator):
         with warnings.catch_warnings():
             # scikit-learn's convention is standardised input (negative values included)
             warnings.simplefilter("ignore", fastnet.InputScaleWarning)
+            # classes_ may hold classes this call's y lacks (partial_fit's classes=, a split)
+            warnings.filterwarnings("ignore", message="the output layer has .* units but y holds classes")
             try:
                 if w is not None:
                     self._weighted_epochs(net, X, Y, w, batch, state, ep, epochs)
@@ -619,8 +627,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Softmax with log-loss (scikit-learn's), or Nielsen's sigmoid output with the
         quadratic cost (``predict_proba`` then normalises the outputs to sum to 1).
     init : {None, "scaled", "nielsen", "he", "glorot"}, default None
-        The initial weights: None follows the activation (He for relu, Glorot for tanh and
-        identity, N(0, 1) for logistic; see :class:`fastnet.Network`).
+        The initial weights (:class:`fastnet.Network`'s names): None follows the activation
+        (:data:`INITS`: He for relu, Glorot for tanh and identity, ``"scaled"`` N(0, 1/n_in)
+        for logistic). scikit-learn draws Glorot-uniform for all four.
     device : {"cpu", "auto", "cuda"}, default "cpu"
     dtype : {"float32", "float64"}, default "float32"
 
