@@ -9,7 +9,8 @@ Needs scikit-learn (``pip install 'fastnet[sklearn]'``). Both take every paramet
     >>> from sklearn.preprocessing import StandardScaler
     >>> from sklearn.datasets import load_iris
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = make_pipeline(StandardScaler(), MLPClassifier((16,), max_iter=300, random_state=0))
+    >>> clf = make_pipeline(StandardScaler(), MLPClassifier((16,), learning_rate_init=0.01, max_iter=300,
+    ...                                                     random_state=0))
     >>> clf.fit(X, y).score(X, y) > 0.9
     True
 
