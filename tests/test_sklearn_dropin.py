@@ -375,3 +375,43 @@ def test_a_cuda_pickle_loads_without_a_gpu_and_runs_on_the_cpu_with_one_warning(
     assert len(caught) == 1 and "fitted with device='cuda'" in str(caught[0].message)
     assert twin.network_.backend.name == "numpy"
     np.testing.assert_array_equal(twin.predict_proba(X), clf.predict_proba(X))
+
+
+# --- the two hooks in fastnet's core this needs ------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore::fastnet.InputScaleWarning")
+def test_network_fit_optimizer_state_continues_adam_across_fits():
+    from fastnet import optim
+
+    X, y = _data()
+    kw = dict(batch_size=15, eta=0.01, optimizer=optim.Adam(), shuffle=False)
+    a = fastnet.Network([5, 6, 3], activation="relu", cost="cross_entropy", dtype="float64", device="cpu", seed=1)
+    b = a.copy()
+    state = optim.State(optim.Adam(), a.weights + a.biases, np)
+    a.fit(X, y, epochs=1, optimizer_state=state, **kw)
+    a.fit(X, y, epochs=1, optimizer_state=state, **kw)
+    b.fit(X, y, epochs=2, **kw)
+    for p, q in zip(a.weights + a.biases, b.weights + b.biases):
+        np.testing.assert_allclose(p, q, rtol=1e-12)
+    assert state.t == 8
+    before = [w.copy() for w in a.weights]
+    with pytest.raises(ValueError, match="optimizer_state is for Adam"):
+        a.fit(X, y, epochs=1, batch_size=15, optimizer="nesterov", optimizer_state=state)
+    assert all(np.array_equal(p, q) for p, q in zip(a.weights, before))
+
+
+def test_grad_sums_row_weights_equal_repeated_rows():
+    from fastnet import training
+
+    X, y = _data(n=12)
+    net = fastnet.Network([5, 4, 3], activation="tanh", cost="cross_entropy", dtype="float64", device="cpu", seed=0)
+    w = np.array([0, 1, 2, 3, 1, 1, 2, 0, 1, 1, 4, 1], dtype=np.float64)
+    rep = np.repeat(np.arange(12), w.astype(int))
+    view = net._stack_view({"eta": 1.0, "lmbda": 0.0, "n_train": 1})
+    ws = training.Workspace(np, net.sizes, 12, np.float64)
+    training.grad_sums(net._kern(), view, X, y, ws, 12, row_weights=w)
+    weighted = [g[0].copy() for g in ws.gW + ws.gb]
+    ws2 = training.Workspace(np, net.sizes, len(rep), np.float64)
+    training.grad_sums(net._kern(), view, np.ascontiguousarray(X[rep]), y[rep], ws2, len(rep))
+    for p, q in zip(weighted, [g[0] for g in ws2.gW + ws2.gb]):
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
