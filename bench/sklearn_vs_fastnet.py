@@ -160,7 +160,8 @@ def defaults_race(argv=None) -> dict:
     ap.add_argument("--data", default="fashion")
     ap.add_argument("--repeat", type=int, default=1, help="fits per side; the fastest counts")
     ap.add_argument("--quick", action="store_true",
-                    help="a smoke run: 3,000 Fashion rows for 1 epoch, a 3,000-row regression for 5 epochs; nothing saved")
+                    help="a smoke run: 3,000 Fashion rows for 1 epoch, a 3,000-row regression for 5 epochs; "
+                         "nothing saved")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/sklearn-defaults-vs-fastnet-...)")
     a = ap.parse_args(argv)
 
@@ -208,7 +209,8 @@ def defaults_race(argv=None) -> dict:
                 s = _fit_timed(e, Xa, ya)
                 if best is None or s < best:
                     best, est = s, e
-            row[side] = {"fit_s": round(best, 3), "n_iter": int(est.n_iter_), "s_per_epoch": round(best / est.n_iter_, 4),
+            row[side] = {"fit_s": round(best, 3), "n_iter": int(est.n_iter_),
+                         "s_per_epoch": round(best / est.n_iter_, 4),
                          ("test_accuracy" if task == "classifier" else "test_r2"): round(float(est.score(Xb, yb)), 4)}
             print(f"{task} {side}: {row[side]}", flush=True)
         metric = "test_accuracy" if task == "classifier" else "test_r2"

@@ -74,7 +74,8 @@ def _twins(ours_cls, theirs_cls, X, y, seed=3, **kw):
     regression = ours_cls is MLPRegressor
     out = (y.shape[1] if y.ndim == 2 else 1) if regression else len(np.unique(y))
     act = kw.get("activation", "relu")
-    net = fastnet.Network([X.shape[1], 7, out], activation=fastnet.sklearn.ACTIVATIONS[act], init=fastnet.sklearn.INITS[act],
+    net = fastnet.Network([X.shape[1], 7, out], activation=fastnet.sklearn.ACTIVATIONS[act],
+                          init=fastnet.sklearn.INITS[act],
                           cost="mse" if regression else "cross_entropy", dtype="float64", device="cpu", seed=seed)
     theirs = theirs_cls(warm_start=True, **kw)
     with warnings.catch_warnings():
