@@ -89,10 +89,11 @@ __all__ = ["MLPClassifier", "MLPRegressor", "expected_failed_checks"]
 #: scikit-learn's activation names -> fastnet's.
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 
-#: The initial weights each activation gets with ``init=None``: fastnet's defaults, except that
-#: logistic units get ``"scaled"`` N(0, 1/n_in) rather than Nielsen's N(0, 1) (scikit-learn
-#: scales its Glorot-uniform draw for every activation).
-INITS = {"identity": "glorot", "logistic": "scaled", "tanh": "glorot", "relu": "he"}
+#: The initial weights each activation gets with ``init=None``: scikit-learn's Glorot-uniform
+#: draw ``U(+-sqrt(6 / (n_in + n_out)))`` (fastnet's ``"glorot"``; its biases start at 0 where
+#: scikit-learn draws them too), and for logistic units ``"scaled"`` N(0, 1/n_in) (scikit-learn
+#: narrows its draw to ``sqrt(2 / (n_in + n_out))`` there; Nielsen's N(0, 1) stalls at 784 inputs).
+INITS = {"identity": "glorot", "logistic": "scaled", "tanh": "glorot", "relu": "glorot"}
 
 _CONSTRAINTS = {   # scikit-learn's own (sklearn/neural_network/_multilayer_perceptron.py)
     "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
@@ -629,8 +630,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         quadratic cost (``predict_proba`` then normalises the outputs to sum to 1).
     init : {None, "scaled", "nielsen", "he", "glorot"}, default None
         The initial weights (:class:`fastnet.Network`'s names): None follows the activation
-        (:data:`INITS`: He for relu, Glorot for tanh and identity, ``"scaled"`` N(0, 1/n_in)
-        for logistic). scikit-learn draws Glorot-uniform for all four.
+        (:data:`INITS`: scikit-learn's Glorot-uniform weights for relu, tanh and identity,
+        ``"scaled"`` N(0, 1/n_in) for logistic; biases start at 0).
     device : {"cpu", "auto", "cuda"}, default "cpu"
     dtype : {"float32", "float64"}, default "float32"
 

@@ -35,6 +35,7 @@ FLOAT64_CHECKS = {"check_sample_weight_equivalence_on_dense_data", "check_method
                          expected_failed_checks=expected_failed_checks)
 def test_sklearn_estimator_checks(estimator, check):
     name = getattr(check, "func", check).__name__
+    estimator = sklearn.base.clone(estimator)   # the instance is shared by every check: set_params on a copy
     if name == "check_sample_weight_equivalence_on_dense_data":
         estimator.set_params(**SAMPLE_WEIGHT_SETTINGS[type(estimator)])
     if name in FLOAT64_CHECKS:
