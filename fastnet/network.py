@@ -369,7 +369,7 @@ class Network(DeviceData, training.Trainable):
             validation_split=0.0, early_stopping=None,
             shuffle=True, verbose=0, callbacks: Iterable[Callable] = (),
             on_divergence="stop", checkpoint=None, checkpoint_every=1, resume=False,
-            engine="auto", train_metrics="minibatch") -> History:
+            engine="auto", train_metrics="minibatch", optimizer_state=None) -> History:
         """Train by minibatch SGD; returns the per-epoch :class:`fastnet.history.History`.
 
         X: ``(n, sizes[0])`` (uint8 is scaled by 1/255); y: ``(n,)`` integer class ids
@@ -423,6 +423,10 @@ class Network(DeviceData, training.Trainable):
         costs about a quarter of a small net's epoch). Engines that cannot sum them (the
         ``rows`` and ``fused`` engines) score exactly; ``History.config["train_metrics"]``
         says which was used. Validation metrics are always exact.
+        optimizer_state: a :class:`fastnet.optim.State` of ``optimizer`` to continue from
+        (velocities, moments, step count; ``fastnet.sklearn``'s ``warm_start`` and
+        ``partial_fit``): the fit updates it in place and its ``eta`` and L2 become this
+        fit's. None (the default): a fresh state, dropped after the fit.
 
         Nothing is changed when an argument is refused.
 
@@ -461,8 +465,15 @@ class Network(DeviceData, training.Trainable):
             "device": self.backend.device, "backend": self.backend.name,
             "n_val": None if val is None else int(val[0].shape[0]),
         })
-        self._opt_state = (None if opt.code == optim.SGD.code else
-                           optim.State(opt, self._W + self._b, self.xp, eta, lmbda / n))
+        if optimizer_state is not None and opt.code != optim.SGD.code:
+            if optimizer_state.optimizer != opt or len(optimizer_state.s1) != 2 * self.n_layers:
+                raise ValueError(f"optimizer_state is for {optimizer_state.optimizer!r} on "
+                                 f"{len(optimizer_state.s1)} arrays; this fit runs {opt!r} on {2 * self.n_layers}")
+            optimizer_state.eta, optimizer_state.l2 = eta, lmbda / n
+            self._opt_state = optimizer_state
+        else:
+            self._opt_state = (None if opt.code == optim.SGD.code else
+                               optim.State(opt, self._W + self._b, self.xp, eta, lmbda / n))
         try:
             self._fit(Xd, yd, val, run, history, [history], p, verbose=verbose, bar_history=history,
                       callbacks=callbacks, on_divergence=on_divergence, checkpoint=checkpoint,

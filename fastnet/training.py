@@ -203,7 +203,8 @@ def _to_host(a):
     return get() if callable(get) else np.asarray(a)
 
 
-def grad_sums(kt, v, X, y, ws, r, *, accumulate=False, b_scale=None, meter=None) -> None:
+def grad_sums(kt, v, X, y, ws, r, *, accumulate=False, b_scale=None, meter=None,
+              row_weights=None) -> None:
     """Forward and backward pass of the K stacked nets of view ``v`` (``_stack_view``: a
     Network passes ``(1, ...)`` views of its parameters) on one batch, or row chunk, of
     ``r`` rows: the unscaled gradient sums into ``ws.gW`` / ``ws.gb`` (added to them with
@@ -211,7 +212,9 @@ def grad_sums(kt, v, X, y, ws, r, *, accumulate=False, b_scale=None, meter=None)
     or ``(K, r, n_in)``; y likewise (labels, or cost="mse"'s targets). ``kt``: the kernel
     table. ``b_scale``: plain SGD's fused bias step, ``b -= b_scale * sum(delta)``, done here
     (b plays no part in the deltas) instead of writing ``ws.gb``. ``meter``: a :class:`Meter`
-    that adds this batch's training metrics from the outputs, or None."""
+    that adds this batch's training metrics from the outputs, or None. ``row_weights``:
+    ``(r,)`` per-row weights of the loss (``fastnet.sklearn``'s ``sample_weight``),
+    multiplied into the output delta, so the sums are ``sum_i w_i * grad_i``."""
     Ws, bs, codes, cost = v["Ws"], v["bs"], v["codes"], v["cost"]
     A, D = ws.rows(ws.a, r), ws.rows(ws.d, r)
     acts, h = [], X
@@ -225,6 +228,8 @@ def grad_sums(kt, v, X, y, ws, r, *, accumulate=False, b_scale=None, meter=None)
         delta = kt.output_delta_stacked(acts[-1], y, cost, D[-1])
     else:   # independent orders: each net its own labels
         delta = _output_delta_each(kt, acts[-1], y, cost, D[-1])
+    if row_weights is not None:   # w_i * dL_i/dz: every gradient sum below is weighted
+        delta = delta * array_namespace(delta).reshape(row_weights, (-1, 1))
     for l in range(len(Ws) - 1, -1, -1):
         a_prev = X if l == 0 else acts[l - 1]
         if accumulate:
