@@ -42,10 +42,10 @@ How scikit-learn's names map onto fastnet (the loss and the steps are scikit-lea
 - The loss: softmax and log-loss (``MLPClassifier``; two classes use two softmax outputs,
   the same model as scikit-learn's one logistic output, so ``coefs_[-1]`` has two columns,
   ``n_outputs_`` is 2 and ``out_activation_`` is ``"softmax"``); half the squared error
-  with an identity output (``MLPRegressor``; multi-output y). ``loss_curve_`` holds the loss
-  of the whole training set after each epoch (scikit-learn averages the batches' losses
-  during the epoch), plus the L2 term, in scikit-learn's scale (the regressor's divided by
-  the number of outputs).
+  with an identity output (``MLPRegressor``; multi-output y). ``loss_curve_`` holds, as in
+  scikit-learn, the average of the batches' losses during each epoch (each batch scored
+  before its step: fastnet's minibatch training metrics), plus the L2 term of the
+  epoch's end, in scikit-learn's scale (the regressor's divided by the number of outputs).
 - sample_weight (``fit`` and ``partial_fit``): weights each row's loss, as scikit-learn 1.7
   does (weighted deltas, each batch's gradient divided by its weight sum). Weights of all
   ones train exactly as no weights. class_weight (classifier, which scikit-learn lacks):
@@ -426,6 +426,7 @@ class _BaseMLP(BaseEstimator):
             engines.prepare(unit, net.dtype, net.n_layers)
         for _ in range(epochs):
             order = net._shuffle_rng.permutation(n) if self.shuffle else np.arange(n)
+            cost = 0.0   # the epoch's weighted cost, summed from each batch before its step
             with net._running(p):
                 for k in range(0, n, batch):
                     idx = order[k:k + batch]
@@ -433,13 +434,17 @@ class _BaseMLP(BaseEstimator):
                     if sw <= 0:
                         continue   # a batch of zero weight has no gradient
                     ix = net.backend.asarray(idx)
-                    self._weighted_sums(net, Xd[ix], Yd[ix], wd[ix])
-                    ws = net._workspace(len(idx))
+                    ws = self._weighted_sums(net, Xd[ix], Yd[ix], wd[ix])
+                    cost += self._weighted_loss(net, None, Yd[ix], w[idx], out=ws.a[-1][0, :len(idx)],
+                                                l2=False) * sw
                     state.eta, state.l2 = ep.lr, float(self.alpha) / sw
                     W, b = net._W, net._b
                     state.apply(W, b, [g[0] for g in ws.gW], [g[0] for g in ws.gb], net._kern(), sw)
                     net._W, net._b = W, b
-            loss = self._weighted_loss(net, Xd, Yd, w)
+            # scikit-learn's loss_: the batches' weighted costs (as fit's minibatch metrics
+            # report them) plus the L2 term of the epoch's end
+            sq = sum(float(np.sum(_host(net, W).astype(np.float64) ** 2)) for W in net.weights)
+            loss = cost / float(np.sum(w)) + 0.5 * float(self.alpha) * sq / float(np.sum(w))
             if not np.isfinite(loss):
                 raise ValueError(f"Solver produced non-finite parameter weights (loss {loss}). The input data may "
                                  "contain large values and need to be preprocessed, or lower learning_rate_init.")
@@ -458,9 +463,10 @@ class _BaseMLP(BaseEstimator):
                            row_weights=wb)
         return ws
 
-    def _weighted_loss(self, net, Xd, Yd, w, out=None):
-        """scikit-learn's loss with sample weights ``w`` (None: equal) plus its L2 term, over
-        ``(Xd, Yd)``; ``out`` the output activations when already computed."""
+    def _weighted_loss(self, net, Xd, Yd, w, out=None, l2=True):
+        """scikit-learn's loss with sample weights ``w`` (None: equal) plus its L2 term (not
+        with ``l2=False``), over ``(Xd, Yd)``; ``out`` the output activations when already
+        computed."""
         a = _host(net, net.feedforward(Xd) if out is None else out).astype(np.float64)
         sw = float(len(a)) if w is None else float(np.sum(w))
         if self._regressor:
@@ -470,6 +476,8 @@ class _BaseMLP(BaseEstimator):
             eps = np.finfo(a.dtype).eps
             per_row = -np.log(np.clip(a[np.arange(len(a)), _host(net, Yd)], eps, 1 - eps))
         data = float(per_row.sum() if w is None else per_row @ w) / sw
+        if not l2:
+            return data
         sq = sum(float(np.sum(_host(net, W).astype(np.float64) ** 2)) for W in net.weights)
         return data + 0.5 * float(self.alpha) * sq / sw
 
