@@ -1025,7 +1025,21 @@ def _ignore_sigint() -> None:
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``fastnet`` command; returns the exit code."""
+    """Entry point of the ``fastnet`` command; returns the exit code.
+
+    As the command itself (``argv`` None), an interrupted run (exit code 130: everything
+    saved and said) leaves at once instead of returning: Python's shutdown would join the
+    compiled loop's pool threads, and a Ctrl-C racing with that could end the process by
+    the signal (status -2) instead of 130."""
+    code = _main(argv)
+    if argv is None and code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv=None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:

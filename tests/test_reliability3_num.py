@@ -261,7 +261,7 @@ def test_estimator_booleans_must_be_bools(param):
     clf = MLPClassifier((5,), max_iter=2, batch_size=4, random_state=0, **{param: "no"})
     with pytest.raises(TypeError) as e:
         clf.fit(X, y)
-    one_line(e.value, param, "True or False", "'no'")
+    one_line(e.value, param, "instance of 'bool'", "'no'")   # scikit-learn's own parameter check
     assert not hasattr(clf, "network_")
 
 
