@@ -43,8 +43,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["FASTNET_PATHS", "PEERS", "PLOT_SIZE", "RAW_PATH", "USER_PATHS", "Case", "cases", "format_table", "gemm_step_seconds",
-           "parse_against", "plot_rows", "run"]
+__all__ = ["FASTNET_PATHS", "PEERS", "PLOT_SIZE", "RAW_PATH", "USER_PATHS", "Case", "cases", "format_table",
+           "gemm_step_seconds", "parse_against", "plot_rows", "run"]
 
 #: fastnet's paths: name -> the peer script's ``--variant`` (the raw engines, then what users call).
 FASTNET_PATHS = {"njit": "auto", "step": "step", "xp": "xp", "fit": "fit", "train_step": "train_step"}
