@@ -77,8 +77,9 @@ THROUGHPUT_CASES = [
     ("784,500,500,10", 10000, 8, 2),
     ("784,30,10", 60000, 15, 2),
 ]
-THROUGHPUT_PEERS = [
+THROUGHPUT_PEERS = [   # "fastnet": its raw engine's step; "fastnet train_step": the public call (as before 2026-12-07)
     ("fastnet", "fastnet", []),
+    ("fastnet train_step", "fastnet", ["--variant", "train_step"]),
     ("torch eager autograd, 2 threads", "torch", ["--variant", "autograd", "--threads", "2"]),
     ("torch eager manual, 2 threads", "torch", ["--variant", "manual", "--threads", "2"]),
     ("jax jit step", "jax", ["--variant", "jit"]),

@@ -7,10 +7,17 @@ A *case* is a network, a batch size, a dtype and a kind of measurement:
 * ``steps``: one SGD step repeated on one fixed batch (the first samples of the training set,
   repeated when the set is smaller); samples/s from the median step.
 
-Each case runs on fastnet's paths -- ``njit`` (the default: Numba kernels and, in epochs, the
-compiled whole-epoch loop), ``step`` (Numba kernels one step at a time,
+Each case runs on fastnet's raw engines -- ``njit`` (the default: Numba kernels and, in
+epochs, the compiled whole-epoch loop), ``step`` (Numba kernels one step at a time,
 ``engine="step"``; epochs only, since a lone step is the same on both),
-``xp`` (plain NumPy, ``FASTNET_KERNELS=xp``) -- and on the peers asked for (``torch``: eager
+``xp`` (plain NumPy, ``FASTNET_KERNELS=xp``) -- timed as the engine runs: an epoch by fit's
+own clock around the engine's steps, a step by the engine's trainer driven directly. Next
+to them, what users get (:data:`USER_PATHS`): ``fit`` (epochs: ``Network.fit(X, y,
+epochs=E, batch_size=B, eta=...)`` as a user calls it, its wall time / E, the per-epoch
+training metrics and set-up included) and ``train_step`` (steps: the public
+``Network.train_step`` on the batch, repeated). Their rows carry the gap to the raw engine
+of the same case (:data:`RAW_PATH`): ``over_raw``, their time over its time (``fit/raw =
+1.20x``: fit takes 20 % longer than its engine). And the peers asked for (``torch``: eager
 mode, hand-written backprop; ``jax``: ``jit`` steps, a ``lax.scan`` epoch). Every run is its
 own process (:mod:`fastnet._peers`), so thread pools and JIT caches never mix; a peer that is
 not installed gives a row saying so.
@@ -36,11 +43,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["FASTNET_PATHS", "PEERS", "PLOT_SIZE", "Case", "cases", "format_table", "gemm_step_seconds",
-           "parse_against", "plot_rows", "run"]
+__all__ = ["FASTNET_PATHS", "PEERS", "PLOT_SIZE", "RAW_PATH", "USER_PATHS", "Case", "cases", "format_table",
+           "gemm_step_seconds", "parse_against", "plot_rows", "run"]
 
-#: fastnet's paths: name -> the peer script's ``--variant``.
-FASTNET_PATHS = {"njit": "auto", "step": "step", "xp": "xp"}
+#: fastnet's paths: name -> the peer script's ``--variant`` (the raw engines, then what users call).
+FASTNET_PATHS = {"njit": "auto", "step": "step", "xp": "xp", "fit": "fit", "train_step": "train_step"}
+#: The paths that time a public call, not the raw engine: path -> the kind of case they run in.
+USER_PATHS = {"fit": "epoch", "train_step": "steps"}
+#: The raw engine a user path's gap (``over_raw``) is measured against: the same engine the
+#: public call picks.
+RAW_PATH = "njit"
 #: The peers ``--against`` accepts: name -> (``--variant`` for epochs, for steps, extra arguments).
 PEERS = {"torch": ("manual", "manual", ["--threads", str(len(os.sched_getaffinity(0))
                                                          if hasattr(os, "sched_getaffinity")
@@ -173,7 +185,7 @@ def _peer_argv(case: Case, data: str, dtype: str, seed: int, device: str = "cpu"
 def _plan(case: Case, against: list[str], device: str = "cpu") -> list[tuple[str, str, list[str]]]:
     """(path or peer, script, extra arguments) for each run of ``case``."""
     runs = [(path, "fastnet", ["--variant", variant]) for path, variant in FASTNET_PATHS.items()
-            if not (path == "step" and case.kind != "epoch")]
+            if not (path == "step" and case.kind != "epoch") and USER_PATHS.get(path, case.kind) == case.kind]
     if device == "cuda":   # each GPU peer of the frameworks asked for
         for peer, (script, epoch_variant, step_variant) in GPU_PEERS.items():
             if script in against:
@@ -191,7 +203,8 @@ def _measure(run: dict, case: Case) -> dict:
 
     res = run["result"]
     if case.kind == "epoch":
-        s = median_tail(res["epochs"])
+        # fit as users call it: its wall time over the epochs; a raw engine: the median epoch
+        s = res["fit"]["s_per_epoch"] if "fit" in res else median_tail(res["epochs"])
         n = res["epochs"][0]["samples_per_s"] * res["epochs"][0]["seconds"]
         return {"samples_per_s": n / s, "s_per_epoch": s, "s_per_step": s / -(-round(n) // case.batch),
                 "n_train": round(n), "test_accuracy": res["epochs"][-1]["test_accuracy"]}
@@ -212,7 +225,9 @@ def run(*, quick: bool = False, data: str = "sample", against=(), dtype: str = "
     (``"ok"``, ``"not installed"`` or ``"failed ..."``) and, when ok, ``samples_per_s``,
     ``s_per_step`` (``s_per_epoch`` for epochs), ``ratio_to_best_peer`` (None without peers),
     ``gemm_ceiling_ratio`` (GEMM-only step time / the row's step time) and ``step_over_gemm``
-    (its inverse). With ``repeat`` > 1 the runs are repeated in interleaved rounds and each
+    (its inverse). The user paths' rows (:data:`USER_PATHS`) add ``raw_path`` and
+    ``over_raw``: their step (or epoch) time over that raw engine's in the same case (None
+    when it has no result). With ``repeat`` > 1 the runs are repeated in interleaved rounds and each
     row keeps its fastest. ``progress``: draw a bar over the runs (None: when
     :func:`fastnet.progress.enabled`). ``device="cuda"``: every run on the GPU (fastnet, and
     per framework asked for its GPU peers: PyTorch eager, PyTorch CUDA graphs, JAX), the GEMM
@@ -289,6 +304,12 @@ def run(*, quick: bool = False, data: str = "sample", against=(), dtype: str = "
             else:
                 row["status"] = _failure(failed[(case, path)])
             case_rows.append(row)
+        raw = next((r for r in case_rows if r["path"] == RAW_PATH and r["status"] == "ok"), None)
+        for row in case_rows:
+            if row["path"] in USER_PATHS:
+                row["raw_path"] = RAW_PATH
+                row["over_raw"] = (row["s_per_step"] / raw["s_per_step"]
+                                   if raw is not None and row["status"] == "ok" else None)
         peers_ok = [r for r in case_rows if r["peer"] and r["status"] == "ok"]
         top = max(peers_ok, key=lambda r: r["samples_per_s"], default=None)
         for row in case_rows:
@@ -308,9 +329,10 @@ def _fmt(x, spec: str, width: int) -> str:
 
 
 def format_table(result: dict) -> str:
-    """The table ``fastnet bench`` prints: one line per (case, path or peer)."""
+    """The table ``fastnet bench`` prints: one line per (case, path or peer); the user paths'
+    ``x raw`` (their time over the raw engine's), repeated under the table as ``fit/raw = 1.20x``."""
     head = (f"{'case':22s} {'path':11s} {'samples/s':>12s} {'s/epoch':>9s} {'x best peer':>11s} "
-            f"{'% GEMM ceiling':>14s} {'busy':>5s}")
+            f"{'% GEMM ceiling':>14s} {'busy':>5s} {'x raw':>6s}")
     lines = [head, "-" * len(head)]
     for r in result["rows"]:
         start = f"{r['case']:22s} {r['path']:11s} "
@@ -320,7 +342,18 @@ def format_table(result: dict) -> str:
         ratio = r.get("ratio_to_best_peer")
         lines.append(start + f"{r['samples_per_s']:12,.0f} {_fmt(r.get('s_per_epoch'), '.3f', 9)} "
                      + _fmt(ratio, '.2f', 10) + ("x" if ratio is not None else " ")
-                     + f" {100 * r['gemm_ceiling_ratio']:13.0f}% {100 * r['others_share']:4.0f}%")
+                     + f" {100 * r['gemm_ceiling_ratio']:13.0f}% {100 * r['others_share']:4.0f}%"
+                     + (f" {_fmt(r.get('over_raw'), '.2f', 5)}{'x' if r.get('over_raw') is not None else ' '}"
+                        if r["path"] in USER_PATHS else ""))
+    gaps = [r for r in result["rows"] if r["path"] in USER_PATHS and r.get("over_raw") is not None]
+    if gaps:
+        lines.append("what users get over the raw engine (time; 1.00x: no gap):")
+    for r in gaps:
+        unit, key = ("s/epoch", "s_per_epoch") if r["kind"] == "epoch" else ("ms/step", "s_per_step")
+        scale = 1.0 if r["kind"] == "epoch" else 1e3
+        raw = next(q for q in result["rows"] if q["case"] == r["case"] and q["path"] == r["raw_path"])
+        lines.append(f"  {r['path']}/raw = {r['over_raw']:.2f}x  {r['case']}: {r['path']} "
+                     f"{scale * r[key]:.4f} {unit}, {r['raw_path']} {scale * raw[key]:.4f} {unit}")
     busy = [r for r in result["rows"] if r.get("others_share", 0) > BUSY]
     if busy:
         lines.append(f"warning: other processes used over {100 * BUSY:.0f}% of the CPUs during {len(busy)} of the "

@@ -274,12 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="training throughput of fastnet's paths (and torch, jax) in one table",
                        description="Measure training throughput: Nielsen's recipe epoch ([784,30,10], "
                                    "minibatch 10) on --data and large-batch SGD steps ([784,500,500,10] at "
-                                   "batch 1,000 and 10,000, [784,30,10] at 60,000), on fastnet's paths njit "
-                                   "(default), step (no compiled epoch loop) and xp (plain NumPy), and on the "
-                                   "peers of --against, each run in its own process. Prints one table: "
-                                   "samples/s (and s/epoch), the ratio to the best peer and the share of the "
-                                   "machine's GEMM ceiling (NumPy's time for the step's matrix products alone, "
-                                   "measured in the same run). A progress bar on a terminal.")
+                                   "batch 1,000 and 10,000, [784,30,10] at 60,000), on fastnet's raw engines "
+                                   "njit (default), step (no compiled epoch loop) and xp (plain NumPy), on "
+                                   "what users call (fit: Network.fit's wall time per epoch, metrics and "
+                                   "set-up included, in the epoch case; train_step: the public "
+                                   "Network.train_step, in the step cases) and on the peers of --against, "
+                                   "each run in its own process. Prints one table: samples/s (and s/epoch), "
+                                   "the ratio to the best peer, the share of the machine's GEMM ceiling "
+                                   "(NumPy's time for the step's matrix products alone, measured in the same "
+                                   "run) and, for fit and train_step, x raw: their time over the njit "
+                                   "engine's (the gap users pay, also printed as fit/raw = ...x). A progress "
+                                   "bar on a terminal.")
     b.add_argument("--quick", action="store_true",
                    help="small networks and few steps on the sample (under a minute on 2 cores)")
     b.add_argument("--data", default="sample",
@@ -819,7 +824,8 @@ def cmd_bench(a) -> int:
           f"{cfg['wall_s']:.0f} s")
     print(benchmark.format_table(result))
     print("x best peer: samples/s over the best peer's (>1: faster); % GEMM ceiling: NumPy's time for the "
-          "step's matrix products alone over the step's time; busy: other processes' share of the CPUs")
+          "step's matrix products alone over the step's time; busy: other processes' share of the CPUs; "
+          "x raw: fit's or train_step's time over the njit engine's (>1: what users call is slower)")
     if a.json:
         from fastnet.io import atomic_write_text
 
