@@ -18,6 +18,9 @@ checks: the callers keep every index in range.
 """
 from __future__ import annotations
 
+import platform as _platform
+import sys as _sys
+
 import llvmlite.binding as _llvm
 from llvmlite import ir
 from numba import njit, types
@@ -26,7 +29,8 @@ from numba.core import config as numba_config
 from numba.extending import intrinsic, models, register_model
 
 __all__ = ["Vec", "WIDE_BYTES", "NARROW_BYTES", "QUAD_TILES", "narrow_zero", "wide_zero",
-           "lanes", "load", "store", "sload", "broadcast", "fma", "prefetch", "mm", "upd"]
+           "lanes", "load", "store", "sload", "broadcast", "fma", "prefetch", "mm", "upd",
+           "X86_64_LINUX", "atomic_load", "atomic_store", "spin_pause", "yield_cpu", "wait_for"]
 
 
 def _target_has_avx512() -> bool:
@@ -200,6 +204,94 @@ def prefetch(typingctx, arr, idx):
         builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
     return types.none(arr, idx), codegen
+
+
+# --- two threads on one net's step (kernels/epoch_cpu.py): a flag word each way ----------
+
+#: Where the spin-wait helpers below have their machine instructions (elsewhere they do
+#: nothing, and the compiled loop does not split a net over two threads by default).
+X86_64_LINUX = _platform.machine().lower() in ("x86_64", "amd64") and _sys.platform.startswith("linux")
+if X86_64_LINUX:   # yield_cpu's one inline-asm instruction needs LLVM's assembler parser
+    try:
+        _llvm.initialize_native_asmparser()
+    except Exception:  # pragma: no cover - an llvmlite without it: no split by default
+        X86_64_LINUX = False
+
+
+def _i64_array(arr):
+    return isinstance(arr, types.Array) and arr.layout == "C" and arr.dtype == types.int64
+
+
+@intrinsic
+def atomic_load(typingctx, arr, idx):
+    """``arr.flat[idx]`` (int64) read with acquire ordering: what the thread that stored it
+    wrote before its release store is visible after this load. Never hoisted from a loop."""
+    if not _i64_array(arr) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        return builder.load_atomic(ptr, "acquire", 8)
+    return types.int64(arr, idx), codegen
+
+
+@intrinsic
+def atomic_store(typingctx, arr, idx, value):
+    """``arr.flat[idx] = value`` (int64) with release ordering (see :func:`atomic_load`)."""
+    if not _i64_array(arr) or not isinstance(idx, types.Integer) or not isinstance(value, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        val = context.cast(builder, args[2], sig.args[2], types.int64)
+        builder.store_atomic(val, ptr, "release", 8)
+        return context.get_dummy_value()
+    return types.none(arr, idx, value), codegen
+
+
+@intrinsic
+def spin_pause(typingctx):
+    """The CPU's spin-wait hint (x86 ``pause``): a waiting loop leaves the core's shared
+    resources to its other hyperthread and ends without a memory-order stall."""
+    def codegen(context, builder, sig, args):
+        if X86_64_LINUX:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
+@intrinsic
+def yield_cpu(typingctx):
+    """Give the CPU to another runnable thread (Linux ``sched_yield``, syscall 24 on x86-64,
+    inline: no library address in the cached machine code): a thread that has waited long
+    lets a busy machine's other work run."""
+    def codegen(context, builder, sig, args):
+        if X86_64_LINUX:
+            i64 = ir.IntType(64)
+            builder.asm(ir.FunctionType(i64, [i64]), "syscall", "={rax},{rax},~{rcx},~{r11},~{memory}",
+                        [ir.Constant(i64, 24)], side_effect=True)
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
+#: Spins (x86 ``pause``, ~40-140 cycles each) before a waiting thread yields its CPU: a
+#: minibatch-10 step is a few microseconds, a busy machine's time slices milliseconds.
+SPIN_BEFORE_YIELD = 4096
+
+
+@njit(cache=True)
+def wait_for(flags, idx, value):
+    """Spin until ``flags.flat[idx] == value`` (acquire), yielding the CPU after
+    :data:`SPIN_BEFORE_YIELD` spins."""
+    spins = 0
+    while atomic_load(flags, idx) != value:
+        spins += 1
+        if spins < SPIN_BEFORE_YIELD:
+            spin_pause()
+        else:
+            yield_cpu()
 
 
 # =====================================================================================

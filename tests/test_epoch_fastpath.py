@@ -192,13 +192,17 @@ def test_ctrl_c_inside_an_epoch_stops_after_the_chunk_and_resumes_bitwise(path, 
         np.testing.assert_array_equal(a, b)
 
 
-def test_chunk_calls_allocate_nothing_per_step():
+@pytest.mark.parametrize("split, per_call", [(False, 4_000), (True, 16_000)])
+def test_chunk_calls_allocate_nothing_per_step(split, per_call):
+    """Per call: the thread handoff's few Python objects (a second thread: a future); per
+    step: nothing."""
     net = fastnet.Network([784, 30, 10], device="cpu", seed=0)
     X, y = random_data(2000, 784, 10)
     Xd, yd = net._prepare_X(X), net._prepare_y(y, 2000)
     order = np.random.default_rng(0).permutation(2000)
     runner = epoch_cpu.StackRunner([W[None] for W in net._W], [b[None] for b in net._b],
-                                   [3.0], [1.0], 10, True, threads=1)
+                                   [3.0], [1.0], 10, True, threads=1, split=split)
+    assert runner.split == split
     runner.run(Xd, yd, order, 0, 2)                              # compile / load, first touch
 
     def peak(s0, s1):
@@ -210,7 +214,7 @@ def test_chunk_calls_allocate_nothing_per_step():
         finally:
             tracemalloc.stop()
     one, rest = peak(2, 3), peak(3, 200)        # one step; the rest of the epoch in one call
-    assert one < 4_000, f"a call of StackRunner.run allocated {one} bytes at peak"
+    assert one < per_call, f"a call of StackRunner.run allocated {one} bytes at peak"
     assert rest <= one + 256, f"{rest} bytes at peak for 197 steps, {one} for one"
 
 
