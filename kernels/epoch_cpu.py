@@ -40,9 +40,9 @@ does ``X_b[:, :h] @ W0[:h]``, adds the other half, runs the rest of the step and
 rows ``.. h``. Two one-way flags per step (``simd.atomic_store`` / ``wait_for``: spin with
 ``pause``, then yield the CPU), no locks, nothing allocated. Whoever computes them, the two
 halves are summed in that order (one thread does both otherwise), so 1 and 2 threads give
-the same bits (``tests/test_epoch_split.py``). Measured on the Intel Xeon AVX-512 day
-(``/tmp``-free script in the note of issue 23): Nielsen's epoch 1.35x faster, ReLU + Adam
-at ``[784, 100, 10]`` b32 1.65x.
+the same bits (``tests/test_epoch_split.py``). ``bench/bench_split.py`` measures one
+thread against two (Intel Xeon AVX-512, 2026-12-07: Nielsen's epoch 1.35x faster, ReLU +
+Adam at ``[784, 100, 10]`` b32 1.65x).
 
 Threads. Given the shared batch the groups are independent: each has its own parameters
 and buffers, reads the batch's rows of X in place (no copy), and runs the whole chunk of
