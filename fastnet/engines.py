@@ -59,6 +59,15 @@ __all__ = ["Engine", "Plan", "ENGINES", "names", "plan", "prepare", "is_ready", 
 #: The compiled loop's register-blocked products beat BLAS only while a step is small:
 #: a forward pass of at most this many float32 multiply-adds (half for float64).
 COMPILED_MAX_MACS = 1_500_000
+#: ... unless one net's step runs on two threads (``epoch_cpu.StackRunner``'s split: a
+#: Network with two usable CPUs on x86-64 Linux) and its layers after the first are small:
+#: then up to this many. On the Intel Xeon AVX-512 of 2026-12-07 the split loop against
+#: the BLAS step (ReLU + Adam, Fashion-MNIST): [784, 100, 10] b200 1.38x, [784, 300, 10]
+#: b200 1.20x, [784, 100, 100, 10] b200 1.20x, [784, 1000, 10] b100 1.09x, [784, 100, 10]
+#: b1000 0.99x; [784, 500, 500, 10] b100 0.64x (a wide second layer: narrow vectors).
+COMPILED_SPLIT_MAX_MACS = 80_000_000
+#: ... and each weight layer after the first holds at most this many weights.
+COMPILED_SPLIT_MAX_INNER = 128 * 128
 #: The row-threaded FMA step replaces OpenBLAS where OpenBLAS is poor: N <= 32 products
 #: on at least this many rows (on the Intel Xeon AVX-512 of 2026-12-07 it wins 1.39-1.93x at
 #: [784, 30, 10] and loses or ties at widths 50-100: bench/bench_engines.py).
@@ -207,10 +216,23 @@ def _no_compiled(r):
         return "each net draws its own minibatch order (order='independent')"
     if not r.contiguous:
         return "the parameters are not C-contiguous NumPy arrays"
-    if _macs(r.model, r.m) > COMPILED_MAX_MACS:
+    limit = COMPILED_SPLIT_MAX_MACS if _splits(r) else COMPILED_MAX_MACS
+    if _macs(r.model, r.m) > limit:
         return _Slower(f"a step of {r.m:,} rows is {_macs(r.model, r.m):,} multiply-adds, past the "
-                       f"{COMPILED_MAX_MACS:,} where BLAS wins")
+                       f"{limit:,} where BLAS wins")
     return None
+
+
+def _splits(r) -> bool:
+    """Whether the compiled loop would run this fit's one net on two threads with small
+    layers after the first (the case where it beats BLAS on larger steps)."""
+    from fastnet.kernels import threads
+    from fastnet.kernels.epoch_cpu import SPLIT_MIN_INPUTS
+    from fastnet.kernels.simd import X86_64_LINUX
+
+    sizes = r.model.sizes
+    return (not r.stack and X86_64_LINUX and threads.usable_cpus() >= 2 and sizes[0] >= SPLIT_MIN_INPUTS
+            and all(i * o <= COMPILED_SPLIT_MAX_INNER for i, o in zip(sizes[1:-1], sizes[2:])))
 
 
 def _network_only(r):

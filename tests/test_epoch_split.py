@@ -97,3 +97,21 @@ def test_small_inputs_and_stacks_do_not_split():
     bs = [np.zeros((2, 8), np.float32), np.zeros((2, 3), np.float32)]
     assert not StackRunner(Ws, bs, [1.0, 1.0], [1.0, 1.0], 10, True, threads=2, split=True).split
     assert _math.OPT_ADAM in _math.OPT_CODES
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_the_plan_takes_the_split_loop_for_larger_steps_of_narrow_nets(monkeypatch, cpus):
+    from fastnet import engines
+    from fastnet.kernels import simd, threads
+
+    monkeypatch.setattr(threads, "usable_cpus", lambda: cpus)
+    X, y = np.zeros((600, 784), np.float32), np.zeros(600, np.int64)
+    narrow = fastnet.Network([784, 100, 10], activation="relu", cost="cross_entropy", device="cpu")
+    wide = fastnet.Network([784, 500, 500, 10], activation="relu", cost="cross_entropy", device="cpu")
+    p = engines.plan(narrow, X, batch_size=200, epochs=50, y=y, optimizer=optim.get("adam"))
+    q = engines.plan(wide, X, batch_size=100, epochs=50, y=y, optimizer=optim.get("adam"))
+    if cpus == 2 and simd.X86_64_LINUX:   # one net on two threads: the compiled loop up to 80M
+        assert p.engine == "compiled"
+    else:
+        assert "past the 1,500,000" in p.rejected["compiled"]
+    assert "past the 1,500,000" in q.rejected["compiled"]   # a wide second layer: BLAS
