@@ -81,9 +81,12 @@ CHUNK_ELEMS = 1 << 20
 
 #: What each compiled unit costs to compile once with an empty Numba cache (seconds, on
 #: the 2-core development machine; only compared with the estimated saving below). The
-#: compiled loop with the activation and optimizer tables: 8.2 s at depth 2 (5.8 s before
-#: them), the element-wise kernels 3.5 s (2.5 s), Intel Xeon AVX-512, 2026-12-07.
-COMPILE_SECONDS = {"kernels": 4.0, "compiled": 8.0, "rows": 4.5, "fused": 3.0}
+#: compiled loop: 5.8 s at depth 2 before the activation and optimizer tables, 8.6 s with
+#: them, 11.4 s with the minibatch metrics and the two-thread split (it was 19.5 s before
+#: the optimizer's loops became one function and literal arguments stopped compiling
+#: callees twice); the element-wise kernels 2.5 s, 3.6 s, 5.0 s. Intel Xeon AVX-512,
+#: 2026-12-07 (FASTNET_CACHE=empty python -c "...epoch_cpu.warmup('float32', (2,))").
+COMPILE_SECONDS = {"kernels": 5.0, "compiled": 11.5, "rows": 4.5, "fused": 3.0}
 #: Rough per-step overhead (seconds) and rate (the step's multiply-adds per second, 3 per
 #: forward one) per engine, from fastnet bench on the 2-core development machine (fused: the
 #: H200 target), for the compile-or-not and the CPU-or-GPU decisions only.

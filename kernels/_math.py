@@ -215,47 +215,39 @@ def opt_state_used(code):
     return (code in (OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM), code in (OPT_ADAM, OPT_RMSPROP))
 
 
-def _block_loop(code):
-    """The loop of :func:`opt_block` for one optimizer ``code``, a compile-time constant of
-    the closure: LLVM folds :func:`opt_step`'s branches and vectorizes one rule."""
-    use1, use2 = opt_state_used(code)
-
-    @njit(error_model="numpy")
-    def loop(P, G, S1, S2, off, rows, cols, ld, lrc, l2c, sc, h0, h1, h2, f0, f1, tiny):
-        zero = tiny - tiny
+_BLOCK_LOOP = """
+    if code == {code}:
         for r in range(rows):
             k0 = off + r * ld     # row slices: indices LLVM knows are in range (vectorizes)
             Pr, Gr, Ar, Br = P[k0:k0 + cols], G[k0:k0 + cols], S1[k0:k0 + cols], S2[k0:k0 + cols]
             for c in range(cols):
                 p = Pr[c]
-                q, a, b = opt_step(p, sc * Gr[c] + _col(l2c, c) * p, Ar[c], Br[c], code, _col(lrc, c),
+                q, a, b = opt_step(p, sc * Gr[c] + _col(l2c, c) * p, Ar[c], Br[c], {code}, _col(lrc, c),
                                    h0, h1, h2, f0, f1)
                 Pr[c] = q
-                if use1:
+                if {use1}:
                     Ar[c] = a if abs(a) >= tiny else zero
-                if use2:
+                if {use2}:
                     Br[c] = b if abs(b) >= tiny else zero
-    return loop
+        return
+"""
 
 
-def _block_dispatch(codes):
-    """``opt_block`` over ``codes``: the first code's loop, else the rest's dispatch."""
-    first = _block_loop(codes[0])
-    if len(codes) == 1:
-        @njit(error_model="numpy")
-        def last(P, G, S1, S2, off, rows, cols, ld, code, lrc, l2c, sc, h0, h1, h2, f0, f1, tiny):
-            first(P, G, S1, S2, off, rows, cols, ld, lrc, l2c, sc, h0, h1, h2, f0, f1, tiny)
-        return last
-    rest = _block_dispatch(codes[1:])
-    head = codes[0]
+def _block_source(codes) -> str:
+    """The source of :func:`opt_block`: one loop per code, the code a literal in each, so
+    LLVM folds :func:`opt_step`'s branches and vectorizes one rule per loop, all in one
+    compiled function (a function per rule cost Numba ~0.5 s of compile time each)."""
+    head = ("def opt_block(P, G, S1, S2, off, rows, cols, ld, code, lrc, l2c, sc, h0, h1, h2, f0, f1, tiny):\n"
+            "    zero = tiny - tiny\n")
+    body = "".join(_BLOCK_LOOP.format(code=c, use1=opt_state_used(c)[0], use2=opt_state_used(c)[1])
+                   for c in codes)
+    return head + body
 
-    @njit(error_model="numpy")
-    def dispatch(P, G, S1, S2, off, rows, cols, ld, code, lrc, l2c, sc, h0, h1, h2, f0, f1, tiny):
-        if code == head:
-            first(P, G, S1, S2, off, rows, cols, ld, lrc, l2c, sc, h0, h1, h2, f0, f1, tiny)
-        else:
-            rest(P, G, S1, S2, off, rows, cols, ld, code, lrc, l2c, sc, h0, h1, h2, f0, f1, tiny)
-    return dispatch
+
+def _make_block(codes):
+    ns = {"opt_step": opt_step, "_col": _col}
+    exec(compile(_block_source(codes), "<fastnet.kernels._math.opt_block>", "exec"), ns)
+    return njit(error_model="numpy")(ns["opt_block"])
 
 
 #: ``opt_block(P, G, S1, S2, off, rows, cols, ld, code, lrc, l2c, sc, h0, h1, h2, f0, f1, tiny)``:
@@ -265,6 +257,5 @@ def _block_dispatch(codes):
 #: state S1, S2; state below ``tiny`` (the dtype's smallest normal number) is flushed to 0,
 #: as subnormals cost some CPUs a hundred times an ordinary operation (the rule changes by
 #: less than 1e-38). Every scalar in P's dtype. One vectorized loop per code of
-#: :data:`OPT_CODES`, made from :func:`opt_step` (an unknown code runs the last one's).
-opt_block = _block_dispatch(OPT_CODES) \
-    if overload is not None else None
+#: :data:`OPT_CODES`, made from :func:`opt_step` (an unknown code does nothing).
+opt_block = _make_block(OPT_CODES) if overload is not None else None

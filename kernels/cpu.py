@@ -795,7 +795,8 @@ def opt_update_flat(p, G, s1, s2, code, lr, h0, h1, h2, f0, f1, scale, l2, lo, h
     CPUs a hundred times an ordinary operation; the rule changes by less than 1e-38).
     Every scalar is cast to p's dtype once. Unchecked."""
     t = p.dtype.type
-    _math.opt_block(p, G, s1, s2, lo, 1, hi - lo, 0, code, t(lr), t(l2), t(scale), t(h0), t(h1), t(h2),
+    i0 = lo - lo   # int64 0 and 1, not literals (a literal argument compiles the callee once more)
+    _math.opt_block(p, G, s1, s2, lo, i0 + 1, hi - lo, i0, code, t(lr), t(l2), t(scale), t(h0), t(h1), t(h2),
                     t(f0), t(f1), t(np.finfo(p.dtype).tiny))
 
 

@@ -212,6 +212,8 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
     layer-0 delta is ready (role 1), counted from ``tick0``.
     """
     sgd = opt[0] == 0
+    i0 = s1 - s1                            # int64 0 and 1, not literals: a literal argument
+    i1 = i0 + 1                             # makes Numba compile the callee once more
     metered = msum.shape[0] == g
     mkind = 0 if quadratic else 1
     ocode = int(opt[0])
@@ -250,13 +252,13 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
 
         # forward: layer 0 of all the nets at once (in two halves of its inputs when h > 0),
         # then layers >= 1 net by net
-        if h == 0:
-            mm(Xf, 0, xrows, W0.ravel(), 0, C0, acts[0].ravel(), 0, C0, m, n0, C0, wv)
-        else:
-            if role != 2:
-                mm(Xf, 0, xrows, W0.ravel(), 0, C0, acts[0].ravel(), 0, C0, m, h, C0, wv)
-            if role != 1:
-                mm(Xf, h, xrows, W0.ravel(), h * C0, C0, part.ravel(), 0, C0, m, n0 - h, C0, wv)
+        for half in range(2 if h > 0 else 1):  # one call site: each inlined copy costs compile time
+            if (half == 0 and role != 2) or (half == 1 and role != 1):
+                p0 = 0 if half == 0 else h
+                p1 = n0 if h == 0 else (h if half == 0 else n0)
+                mm(Xf, p0, xrows, W0.ravel(), p0 * C0, C0, (acts[0] if half == 0 else part).ravel(), 0, C0,
+                   m, p1 - p0, C0, wv)
+        if h > 0:
             if role == 2:                      # hand the half over; wait for the delta
                 atomic_store(sync, 0, tick)
                 wait_for(sync, 8, tick)
@@ -335,7 +337,7 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
         if role == 1:
             atomic_store(sync, 8, tick)        # its delta is ready
         r1 = h if role == 1 else n0
-        _w0_update(Xf, xrows, deltas[0], W0, gW0, dvs[0], zdv[0], 0, r1, m, sgd, wv)
+        _w0_update(Xf, xrows, deltas[0], W0, gW0, dvs[0], zdv[0], i0, r1, m, sgd, wv)
         if sgd:
             _bias_add_colsum(deltas[0], bs[0], acc, m)
             continue
@@ -348,17 +350,17 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
         t = X.dtype.type
         h0, h1, h2, tiny, f0_, f1_, one = t(opt[1]), t(opt[2]), t(opt[3]), t(opt[5]), t(f0), t(f1), t(1)
         real0 = g * sizes[1]
-        _w0_opt(W0, gW0, st0, 0, r1, g, sizes[1], ocode, lrs[0], l2s[0], opt)
+        _w0_opt(W0, gW0, st0, i0, r1, g, sizes[1], ocode, lrs[0], l2s[0], opt)
         for l in range(n_layers):
             C = real0 if l == 0 else bs[l].shape[0]
-            _math.opt_block(bs[l], gbs[l], sbs[l][0], sbs[l][1], 0, 1, C, C, ocode, lrs[l], zdv[l],
+            _math.opt_block(bs[l], gbs[l], sbs[l][0], sbs[l][1], i0, i1, C, C, ocode, lrs[l], zdv[l],
                             one, h0, h1, h2, f0_, f1_, tiny)                    # no L2 on biases
         for l in range(1, n_layers):
             nin = sizes[l]
             nout = sizes[l + 1]
             for j in range(g):
                 _math.opt_block(Ws[l][j].ravel(), gWs[l][j].ravel(), sts[l][0][j].ravel(),
-                                sts[l][1][j].ravel(), 0, 1, nin * nout, 0, ocode, lrs[l][j * nout],
+                                sts[l][1][j].ravel(), i0, i1, nin * nout, i0, ocode, lrs[l][j * nout],
                                 l2s[l][j * nout], one, h0, h1, h2, f0_, f1_, tiny)
     return min(s1 * B, n) - s0 * B
 
@@ -370,10 +372,8 @@ def _w0_update(Xf, xrows, D0, W0, gW0, dv, zdv, r0, r1, m, sgd, wv):
     C0 = W0.shape[1]
     if r1 <= r0:
         return
-    if sgd:
-        upd(Xf, r0, xrows, D0.ravel(), 0, C0, W0.ravel(), r0 * C0, C0, dv, 0, m, r1 - r0, C0, wv)
-    else:
-        upd(Xf, r0, xrows, D0.ravel(), 0, C0, gW0.ravel(), r0 * C0, C0, zdv, 0, m, r1 - r0, C0, wv)
+    upd(Xf, r0, xrows, D0.ravel(), 0, C0, (W0 if sgd else gW0).ravel(), r0 * C0, C0, dv if sgd else zdv, 0, m,
+        r1 - r0, C0, wv)
 
 
 @njit(cache=True, error_model="numpy")
@@ -385,13 +385,15 @@ def _w0_opt(W0, gW0, st0, r0, r1, g, n1, code, lrc, l2c, opt):
     if r1 <= r0:
         return
     C0 = W0.shape[1]
+    i0 = C0 - C0                            # int64, not literals (see _group_steps)
+    i1 = i0 + 1
     t = W0.dtype.type
     f0, f1 = _math.opt_factors(code, opt[1], opt[2], opt[4])
     h0, h1, h2, tiny, f0_, f1_, one = t(opt[1]), t(opt[2]), t(opt[3]), t(opt[5]), t(f0), t(f1), t(1)
     real0 = g * n1
     P, G, S1, S2 = W0.ravel(), gW0.ravel(), st0[0].ravel(), st0[1].ravel()
     if g == 1 and 4 * C0 < 5 * real0:
-        _math.opt_block(P, G, S1, S2, r0 * C0, 1, (r1 - r0) * C0, 0, code, lrc[0], l2c[0], one, h0, h1, h2,
+        _math.opt_block(P, G, S1, S2, r0 * C0, i1, (r1 - r0) * C0, i0, code, lrc[0], l2c[0], one, h0, h1, h2,
                         f0_, f1_, tiny)
     else:
         _math.opt_block(P, G, S1, S2, r0 * C0, r1 - r0, real0, C0, code, lrc, l2c, one, h0, h1, h2, f0_, f1_,
