@@ -65,6 +65,7 @@ COMPILED_MAX_MACS = 1_500_000
 #: the BLAS step (ReLU + Adam, Fashion-MNIST): [784, 100, 10] b200 1.38x, [784, 300, 10]
 #: b200 1.20x, [784, 100, 100, 10] b200 1.20x, [784, 1000, 10] b100 1.09x, [784, 100, 10]
 #: b1000 0.99x; [784, 500, 500, 10] b100 0.64x (a wide second layer: narrow vectors).
+#: Below ROWS_MIN_ROWS rows only: from there narrow nets are the rows engine's.
 COMPILED_SPLIT_MAX_MACS = 80_000_000
 #: ... and each weight layer after the first holds at most this many weights.
 COMPILED_SPLIT_MAX_INNER = 128 * 128
@@ -219,7 +220,7 @@ def _no_compiled(r):
         return "each net draws its own minibatch order (order='independent')"
     if not r.contiguous:
         return "the parameters are not C-contiguous NumPy arrays"
-    limit = COMPILED_SPLIT_MAX_MACS if _splits(r) else COMPILED_MAX_MACS
+    limit = COMPILED_SPLIT_MAX_MACS if r.m < ROWS_MIN_ROWS and _splits(r) else COMPILED_MAX_MACS
     if _macs(r.model, r.m) > limit:
         return _Slower(f"a step of {r.m:,} rows is {_macs(r.model, r.m):,} multiply-adds, past the "
                        f"{limit:,} where BLAS wins")

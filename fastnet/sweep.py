@@ -1170,11 +1170,11 @@ class _Sweep:
         cur = st["current"]
         kept = keep_best([(i, None if cur[i]["diverged"] else cur[i]["final_accuracy"]) for i in cands], halving) \
             if cands else []
-        pruned = []
-        for i in sorted(set(cands) - set(kept)):
-            row = st["rows"][i] = cur[i] | {"status": "diverged" if cur[i]["diverged"] else "pruned",
-                                            "pruned_at": epoch}
-            pruned.append(row)
+        # the pruned rows enter the state only with the next rung's stacks, after the merges:
+        # a Ctrl-C in between leaves the state of the rung's end, and a resume decides again
+        # from the same candidates (not from the survivors alone)
+        pruned = {i: cur[i] | {"status": "diverged" if cur[i]["diverged"] else "pruned", "pruned_at": epoch}
+                  for i in sorted(set(cands) - set(kept))}
         # where each survivor's state is: (old stack, position in it)
         where = {i: (j, pos) for j, s in enumerate(old) for pos, i in enumerate(s["configs"])}
         heads = {j: _checkpoint_head(self.ck_path(s["checkpoint"])) for j, s in enumerate(old)
@@ -1189,12 +1189,14 @@ class _Sweep:
                 _merge_checkpoints([(self.ck_path(old[where[i][0]]["checkpoint"]), where[i][1]) for i in part],
                                    [self.configs[i] for i in part], self.ck_path(name), self.run_kw)
                 new.append({"configs": part, "checkpoint": name, "done": False})
+        for i, row in pruned.items():
+            st["rows"][i] = row
         st["rung"], st["stacks"] = r + 1, new
         if not new:   # every candidate failed: nothing left to train
             st["rung"] = len(st["rungs"]) - 1
             st["done"] = True
         if pruned:
-            _report(self.progress, pruned)
+            _report(self.progress, list(pruned.values()))
         self.save(self.result())
         for s in old:
             path = self.ck_path(s["checkpoint"])

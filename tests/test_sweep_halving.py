@@ -287,3 +287,31 @@ def test_ray_runs_one_task_per_stack_per_rung_with_the_local_numbers(small, tmp_
     assert ray_res.config["cluster"]["address"] == "local"
     assert without_times(ray_res.rows) == without_times(local.rows)
     assert not os.path.exists(str(tmp_path / "r.json") + ".checkpoints")
+
+
+def test_ctrl_c_while_a_rung_merges_its_survivors_resumes_to_the_same_rows(small, tmp_path, monkeypatch):
+    """Ctrl-C between a rung's decision and its merged checkpoints (a window a real SIGINT
+    hit in CI): the state stays the rung's end, so the resume decides from the same
+    candidates again and not from the survivors alone (which pruned one survivor more)."""
+    grid = expand_grid(sizes=[[784, 12, 10]], etas=[0.3, 1.0, 3.0], seeds=[0, 1, 2], optimizers=["momentum"],
+                       epochs=4)
+    kw = dict(device="cpu", max_k=4, halving=3)
+    whole = sweep.run_sweep(grid, small, **kw, json_path=tmp_path / "whole.json")
+    real = sweep._merge_checkpoints
+    calls = []
+
+    def interrupted_merge(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:   # the first rung's survivors, before their stack is written
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(sweep, "_merge_checkpoints", interrupted_merge)
+    out = tmp_path / "part.json"
+    with pytest.raises(sweep.SweepInterrupted):
+        sweep.run_sweep(grid, small, **kw, json_path=out)
+    assert len(calls) == 1
+    monkeypatch.setattr(sweep, "_merge_checkpoints", real)
+    resumed = sweep.run_sweep(grid, small, **kw, json_path=out, resume=True)
+    assert without_times(resumed.rows) == without_times(whole.rows)
+    assert resumed.config["epochs_trained"] == whole.config["epochs_trained"]
