@@ -230,12 +230,10 @@ def _no_compiled(r):
 def _splits(r) -> bool:
     """Whether the compiled loop would run this fit's one net on two threads with small
     layers after the first (the case where it beats BLAS on larger steps)."""
-    from fastnet.kernels import threads
-    from fastnet.kernels.epoch_cpu import SPLIT_MIN_INPUTS
-    from fastnet.kernels.simd import X86_64_LINUX
+    from fastnet.kernels.epoch_cpu import splits_by_default
 
     sizes = r.model.sizes
-    return (not r.stack and X86_64_LINUX and threads.usable_cpus() >= 2 and sizes[0] >= SPLIT_MIN_INPUTS
+    return (not r.stack and splits_by_default(sizes[0])
             and all(i * o <= COMPILED_SPLIT_MAX_INNER for i, o in zip(sizes[1:-1], sizes[2:])))
 
 

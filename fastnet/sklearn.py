@@ -136,6 +136,11 @@ def _host(net, a):
     return np.asarray(net.backend.asnumpy(a))
 
 
+def _sq_weights(net) -> float:
+    """``||W||^2`` over every weight layer, in float64 on the host (the L2 term's sum)."""
+    return sum(float(np.sum(_host(net, W).astype(np.float64) ** 2)) for W in net.weights)
+
+
 class _Epochs:
     """scikit-learn's per-epoch bookkeeping (``_fit_stochastic`` and
     ``_update_no_improvement_count``) as a fastnet callback: the loss curve, ``t_``, the
@@ -443,7 +448,7 @@ class _BaseMLP(BaseEstimator):
                     net._W, net._b = W, b
             # scikit-learn's loss_: the batches' weighted costs (as fit's minibatch metrics
             # report them) plus the L2 term of the epoch's end
-            sq = sum(float(np.sum(_host(net, W).astype(np.float64) ** 2)) for W in net.weights)
+            sq = _sq_weights(net)
             loss = cost / float(np.sum(w)) + 0.5 * float(self.alpha) * sq / float(np.sum(w))
             if not np.isfinite(loss):
                 raise ValueError(f"Solver produced non-finite parameter weights (loss {loss}). The input data may "
@@ -478,7 +483,7 @@ class _BaseMLP(BaseEstimator):
         data = float(per_row.sum() if w is None else per_row @ w) / sw
         if not l2:
             return data
-        sq = sum(float(np.sum(_host(net, W).astype(np.float64) ** 2)) for W in net.weights)
+        sq = _sq_weights(net)
         return data + 0.5 * float(self.alpha) * sq / sw
 
     def _fit_lbfgs(self, net, X, Y, w, s):

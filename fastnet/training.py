@@ -148,8 +148,9 @@ class Meter:
     trained on (``kernels/cpu.py``'s ``metrics_stacked`` on NumPy with the njit kernels,
     else a few ``xp`` operations on the device, synced once per epoch by :meth:`take`)."""
 
-    def __init__(self, K: int, n_out: int, cost: str, kt, like):
+    def __init__(self, K: int, n_out: int, cost: str, kt, like, to_host):
         self.kind = _METRIC_KIND[cost]
+        self.to_host = to_host   # the model's Backend.asnumpy
         self.njit = kt.path == "njit" and type(like) is np.ndarray
         self.xp = array_namespace(like)
         self.shape = (K, 2 + n_out)
@@ -180,8 +181,7 @@ class Meter:
             else:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     cost = -xp.sum(xp.log(xp.sum(t * a64, axis=2)), axis=1)
-            part = xp.concat([cost[:, None] * xp.ones((K, 1), dtype=xp.float64),
-                              hits[..., None] * xp.ones((K, 1), dtype=xp.float64),
+            part = xp.concat([xp.reshape(cost, (K, 1)), xp.reshape(hits, (K, 1)),
                               xp.zeros((K, self.shape[1] - 2), dtype=xp.float64)], axis=1)
         self.M = self.M + part
 
@@ -192,15 +192,9 @@ class Meter:
 
     def take(self) -> np.ndarray:
         """The sums so far, ``(K, 2 + n_out)`` float64 on the host, and start again from 0."""
-        out = np.array(self.M, dtype=np.float64) if self.njit else np.asarray(
-            _to_host(self.M), dtype=np.float64)
+        out = np.array(self.M if self.njit else self.to_host(self.M), dtype=np.float64)
         self.M = np.zeros(self.shape) if self.njit else self.xp.zeros(self.shape, dtype=self.xp.float64)
         return out
-
-
-def _to_host(a):
-    get = getattr(a, "get", None)   # CuPy
-    return get() if callable(get) else np.asarray(a)
 
 
 def grad_sums(kt, v, X, y, ws, r, *, accumulate=False, b_scale=None, meter=None,
@@ -327,7 +321,7 @@ class StepTrainer:
             self.scales[m] = model._to_device(np.array([e / m for e in self.v["etas"]]))
         self.decays = model._to_device(np.array(self.v["decays"], dtype=np.float64))
         self.ones = model._to_device(np.ones(self.K))
-        self.meter = (Meter(self.K, model.sizes[-1], self.v["cost"], model._kern(), Xd)
+        self.meter = (Meter(self.K, model.sizes[-1], self.v["cost"], model._kern(), Xd, model.backend.asnumpy)
                       if self.own is None and run.get("train_metrics") == "minibatch" else None)
 
     def take_metrics(self):

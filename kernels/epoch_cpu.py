@@ -78,6 +78,7 @@ from fastnet.kernels import _math
 from fastnet.kernels.cpu import bias_act_rows, bias_softmax_rows, delta_labels_rows, metrics_rows, sqerr_row
 from fastnet.kernels.simd import (WIDE_BYTES, X86_64_LINUX, atomic_store, mm, narrow_zero, prefetch, upd, wait_for,
                                   wide_zero)
+from fastnet.kernels import threads as _threads
 from fastnet.kernels.threads import spread, usable_cpus
 
 __all__ = ["StackRunner", "warmup", "CHUNK_SAMPLES", "MAX_CHUNK_STEPS", "WIDE_BYTES"]
@@ -134,13 +135,8 @@ def _colsum_into(S, out, m):
 def _bias_add_colsum(S, b, acc, m):
     """``b += S[:m].sum(axis=0)``: the column sums first (row order, in scratch acc), then
     one add, as ``b - scale * sum(delta)`` with the scale already in S."""
-    n = S.shape[1]
-    for c in range(n):
-        acc[c] = S[0, c]
-    for i in range(1, m):
-        for c in range(n):
-            acc[c] += S[i, c]
-    for c in range(n):
+    _colsum_into(S, acc, m)
+    for c in range(S.shape[1]):
         b[c] = b[c] + acc[c]
 
 
@@ -466,7 +462,7 @@ class _Group:
         self.xrows = np.zeros(B, np.int64)
         self.yb = np.zeros(B, np.int64)
         # layer 0's inputs in two halves (see _group_steps), whoever computes them
-        self.h = sizes[0] // 2 if sizes[0] >= SPLIT_MIN_INPUTS else 0
+        self.h = split_row(sizes[0])
         self.part = np.zeros((B, widths[0]), dt)
         self.sync = np.zeros(16, np.int64)   # the two threads' flags, a cache line each
         self.ticks = 0                       # steps run so far (the flags count them)
@@ -518,6 +514,17 @@ class _Group:
 #: Layer 0's inputs are summed in two halves (and may run on two threads) from this many
 #: inputs up: MNIST's 784 are; a tiny test net's 12 are not.
 SPLIT_MIN_INPUTS = 64
+
+
+def split_row(n_inputs: int) -> int:
+    """Where layer 0's inputs are halved (0: not, below :data:`SPLIT_MIN_INPUTS`)."""
+    return n_inputs // 2 if n_inputs >= SPLIT_MIN_INPUTS else 0
+
+
+def splits_by_default(n_inputs: int) -> bool:
+    """Whether :class:`StackRunner` runs a lone net of ``n_inputs`` inputs on two threads
+    when not told: two usable CPUs on x86-64 Linux, and inputs to halve."""
+    return X86_64_LINUX and _threads.usable_cpus() >= 2 and split_row(n_inputs) > 0
 
 
 class StackRunner:
@@ -605,7 +612,7 @@ class StackRunner:
         self._groups = [_Group(t * K // threads, (t + 1) * K // threads, sizes, dt, batch_size,
                                etas, decays, l2s, stateful) for t in range(threads)]
         if split is None:
-            split = X86_64_LINUX and usable_cpus() >= 2
+            split = splits_by_default(sizes[0])
         self.split = bool(split) and len(self._groups) == 1 and self._groups[0].h > 0
         self._T0 = np.zeros((0, 0), dt)     # "no target matrix" (0 rows: never n)
         self._y0 = np.zeros(0, np.int64)    # "no labels" (a target matrix's fit), grown to n
