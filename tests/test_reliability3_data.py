@@ -1,7 +1,6 @@
 """Issue 22, data files: decompression bombs, wide CSV lines, byte-order marks, true messages.
 
 Each test fails on the code before the fix; none needs a GPU or a real data set."""
-import os
 import struct
 import tracemalloc
 import zipfile
