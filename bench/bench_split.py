@@ -11,7 +11,6 @@ of its shape) and saves them with the machine's CPU flags. Run:
 """
 import argparse
 import json
-import platform
 import time
 
 import numpy as np
@@ -64,10 +63,10 @@ def main():
         print(f"{shape:9s} {act:8s} {opt_name:5s} {2 if split else 1} thread(s): {best:.4f} s/epoch, "
               f"{one / best:.2f}x one thread's speed, {best / base:.2f}x sigmoid+SGD on one thread")
     if a.out:
-        flags = open("/proc/cpuinfo").read() if platform.system() == "Linux" else ""
-        info = {"cpu": platform.processor() or platform.machine(),
-                "avx512f": " avx512f" in flags, "numpy": np.__version__, "fastnet": fastnet.__version__,
-                "date": time.strftime("%Y-%m-%d"), "command": "python bench/bench_split.py", "rows": rows}
+        from fastnet.machine import machine_info
+
+        info = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
+                "command": "python bench/bench_split.py", "rows": rows}
         with open(a.out, "w") as f:
             json.dump(info, f, indent=1)
         print("saved", a.out)
