@@ -38,13 +38,14 @@ def train(path, name, sizes, X, y, dtype="float64", cost="quadratic", seed=3, **
     return net, hist
 
 
-SHAPES = [(10, 784, 30), (7, 13, 30), (3, 6, 9), (1, 5, 8), (12, 11, 17), (6, 9, 10), (4, 5, 3)]
+SHAPES = [(10, 784, 30), (7, 13, 30), (3, 6, 9), (1, 5, 8), (12, 11, 17), (6, 9, 10), (4, 5, 3), (200, 100, 1),
+          (19, 13, 2), (9, 17, 7)]
 
 
 @njit
 def _products(A, a0, ra, W, ldw, Z, D, Wu, dv, m, k, n, v):
     """simd.mm and simd.upd in the width of the witness v, then the same column by column
-    (one column: fewer than one vector's lanes, the scalar loops)."""
+    (one column: fewer than one vector's lanes, the scalar loops, eight chains at a time)."""
     simd.mm(A, a0, ra, W, 0, ldw, Z, 0, n, m, k, n, v)
     simd.upd(A, a0, ra, D, 0, n, Wu, 0, ldw, dv, 0, m, k, n, v)
     Zc = np.zeros_like(Z)
@@ -53,6 +54,25 @@ def _products(A, a0, ra, W, ldw, Z, D, Wu, dv, m, k, n, v):
         simd.mm(A, a0, ra, W, j, ldw, Zc, j, n, m, k, 1, v)
         simd.upd(A, a0, ra, D, j, n, Wc, j, ldw, dv, j, m, k, 1, v)
     return Zc, Wc
+
+
+@njit
+def _chains(A, a0, ra, W, ldw, D, Wu, dv, m, k, n):
+    """The reference: one element at a time, each a plain FMA chain in index order."""
+    Z = np.zeros(m * n, A.dtype)
+    for i in range(m):
+        for j in range(n):
+            s = A.dtype.type(0)
+            for p in range(k):
+                s = simd.fma(A[a0 + ra[i] + p], W[p * ldw + j], s)
+            Z[i * n + j] = s
+    for p in range(k):
+        for j in range(n):
+            s = A.dtype.type(0)
+            for i in range(m):
+                s = simd.fma(A[a0 + ra[i] + p], D[i * n + j], s)
+            Wu[p * ldw + j] = simd.fma(dv[j], Wu[p * ldw + j], s)
+    return Z
 
 
 @njit
@@ -71,7 +91,8 @@ def _products_narrow(*args):
 def test_products_are_fma_chains_in_index_order_whatever_the_tiles(dtype, m, k, n, wide):
     """The matrix products of the compiled loops (kernels/simd.py): every element is one
     chain of FMAs in index order from 0, whatever vector width, tile, overlap or clamped
-    row computes it -- bitwise equal to the scalar loop -- and equals NumPy to rounding.
+    row computes it -- bitwise equal to the plain one-element-at-a-time chain (``_chains``)
+    -- and equals NumPy to rounding.
     Rows of A are read at offsets (a batch gathered in place); W has a row stride."""
     rng = np.random.default_rng(m * 1000 + k * 10 + n)
     Af = rng.standard_normal((m + 3) * k + 2).astype(dtype)
@@ -88,6 +109,9 @@ def test_products_are_fma_chains_in_index_order_whatever_the_tiles(dtype, m, k, 
     Zc, Wc = products(Af, 1, ra, Wf, ldw, Z, D.ravel(), Wu, dv, m, k, n)
     np.testing.assert_array_equal(Z, Zc)
     np.testing.assert_array_equal(Wu, Wc)
+    Wr = Wf.copy()
+    np.testing.assert_array_equal(Z, _chains(Af, 1, ra, Wf, ldw, D.ravel(), Wr, dv, m, k, n))
+    np.testing.assert_array_equal(Wu, Wr)
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == "float64" else dict(rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(Z.reshape(m, n), A @ W, **tol)
     ref = Wf.reshape(k, ldw).copy()
