@@ -25,9 +25,9 @@ buffer ``(B, C_l)`` and of the biases, so the element-wise steps (bias + sigmoid
 Hadamard step, the scaling by ``-eta_j / m``, the bias sums) run over whole rows for all
 the nets at once, with per-column scale and decay vectors. Layer 0 (``784 x 30`` for
 Nielsen's net: 98 % of the arithmetic) is one WIDE matrix ``(n_0, C_0)`` holding all the
-group's nets side by side, ``C_0`` = ``g * n_1`` rounded up to two SIMD vectors (the
+group's nets side by side, ``C_0`` = ``g * n_1`` rounded up to a whole SIMD vector (the
 padding columns are zero, get a zero delta and stay zero; K = 8, ``n_1`` = 30 on two
-threads: 120 columns, padded to 128). So its forward pass is one product ``X_b @ W0``,
+threads: 120 columns, padded to 128 with AVX-512's 16 lanes, 120 with AVX2's 8). So its forward pass is one product ``X_b @ W0``,
 and its update ``W0 <- decay_c * W0 + X_b.T @ (-eta_c / m * delta0)`` one pass with a
 decay per column. Layers >= 1 are small (``30 x 10``): ``(g, n_l, n_{l+1})`` arrays,
 one product per net, reading and writing its columns of the wide buffers in place.
@@ -173,7 +173,7 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
     X (n, n_0), y (n,) int64, order (n,) int64 as in :meth:`StackRunner.run`; sizes
     (L + 1,) int64, the layer sizes; g the number of nets. Net j of the group owns
     columns ``j * n_{l+1} .. (j + 1) * n_{l+1}`` of every (B, C_l) buffer: C_0 = g * n_1
-    rounded up to two wide vectors (zero padding), C_l = g * n_{l+1} above. W0
+    rounded up to a whole wide vector (zero padding), C_l = g * n_{l+1} above. W0
     (n_0, C_0): the wide layer 0; Ws[l] (g, n_l, n_{l+1}) for l >= 1 (Ws[0] unused).
     bs, dvs, nscs (C_l,): biases, per-column decay (padding: 1), scratch for the
     per-column ``-eta / m``; ecols (C_l,) float64: per-column eta (padding: 0). acts,
@@ -414,7 +414,7 @@ class _Group:
         L = len(sizes) - 1
         B = batch_size
         lanes = WIDE_BYTES // dt.itemsize
-        widths = [_round_up(g * sizes[1], 2 * lanes)] + [g * sizes[l + 1] for l in range(1, L)]
+        widths = [_round_up(g * sizes[1], lanes)] + [g * sizes[l + 1] for l in range(1, L)]
         self.sizes = np.asarray(sizes, np.int64)
 
         def params(full=True):   # W0, Ws, bs in this layout (tiny placeholders when not full)

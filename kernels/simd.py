@@ -468,6 +468,42 @@ def _upd_col8(A, a0, ra, D, e, ldd, W, w, ldw, d, m, p0, p1, p2, p3, p4, p5, p6,
         W[w + p7 * ldw] = fma(d, W[w + p7 * ldw], s7)
 
 
+@njit(cache=True, inline="always")
+def _mm_block1(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, m, c, v):
+    """Rows i..i+9 of Z (clamped to m - 1), the one tile at column c: 10 accumulators."""
+    r0, r1, r2, r3, r4 = i, min(i + 1, m - 1), min(i + 2, m - 1), min(i + 3, m - 1), min(i + 4, m - 1)
+    r5, r6, r7, r8, r9 = (min(i + 5, m - 1), min(i + 6, m - 1), min(i + 7, m - 1), min(i + 8, m - 1),
+                          min(i + 9, m - 1))
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = s9 = v
+    i0, i1, i2, i3, i4 = a0 + ra[r0], a0 + ra[r1], a0 + ra[r2], a0 + ra[r3], a0 + ra[r4]
+    i5, i6, i7, i8, i9 = a0 + ra[r5], a0 + ra[r6], a0 + ra[r7], a0 + ra[r8], a0 + ra[r9]
+    w = w0 + c
+    for p in range(k):
+        wa = load(W, w, v)
+        s0 = fma(broadcast(sload(A, i0 + p), v), wa, s0)
+        s1 = fma(broadcast(sload(A, i1 + p), v), wa, s1)
+        s2 = fma(broadcast(sload(A, i2 + p), v), wa, s2)
+        s3 = fma(broadcast(sload(A, i3 + p), v), wa, s3)
+        s4 = fma(broadcast(sload(A, i4 + p), v), wa, s4)
+        s5 = fma(broadcast(sload(A, i5 + p), v), wa, s5)
+        s6 = fma(broadcast(sload(A, i6 + p), v), wa, s6)
+        s7 = fma(broadcast(sload(A, i7 + p), v), wa, s7)
+        s8 = fma(broadcast(sload(A, i8 + p), v), wa, s8)
+        s9 = fma(broadcast(sload(A, i9 + p), v), wa, s9)
+        w += ldw
+    z = z0 + c
+    store(Z, z + r0 * ldz, s0)
+    store(Z, z + r1 * ldz, s1)
+    store(Z, z + r2 * ldz, s2)
+    store(Z, z + r3 * ldz, s3)
+    store(Z, z + r4 * ldz, s4)
+    store(Z, z + r5 * ldz, s5)
+    store(Z, z + r6 * ldz, s6)
+    store(Z, z + r7 * ldz, s7)
+    store(Z, z + r8 * ldz, s8)
+    store(Z, z + r9 * ldz, s9)
+
+
 @njit(cache=True)
 def mm(A, a0, ra, W, w0, ldw, Z, z0, ldz, m, k, n, v):
     """``Z[:m, :n] = A[:m, :k] @ W[:k, :n]``: W and Z are the flat ``W[w0 + p * ldw + j]``,
@@ -483,15 +519,24 @@ def mm(A, a0, ra, W, w0, ldw, Z, z0, ldz, m, k, n, v):
                          min(i + 2, m - 1), min(i + 3, m - 1), min(i + 4, m - 1), min(i + 5, m - 1),
                          min(i + 6, m - 1), min(i + 7, m - 1))
         return
-    g0 = 0
-    if QUAD_TILES and n % (2 * L) == 0:        # whole vectors (layer 0): 4 tiles at a time
-        quads = n // (4 * L)
-        for q in range(quads):
+    if n % L == 0:                             # whole vectors (layer 0): no tile twice
+        c = 0
+        if QUAD_TILES:                         # 4 tiles at a time
+            for q in range(n // (4 * L)):
+                for i in range(0, m, 5):
+                    _mm_block4(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, min(i + 1, m - 1),
+                               min(i + 2, m - 1), min(i + 3, m - 1), min(i + 4, m - 1), c, v)
+                c += 4 * L
+        while c + 2 * L <= n:                  # then 2
             for i in range(0, m, 5):
-                _mm_block4(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, min(i + 1, m - 1),
-                           min(i + 2, m - 1), min(i + 3, m - 1), min(i + 4, m - 1), q * 4 * L, v)
-        g0 = 2 * quads
-    for g in range(g0, _n_pairs(n, L)):
+                _mm_block(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, min(i + 1, m - 1),
+                          min(i + 2, m - 1), min(i + 3, m - 1), min(i + 4, m - 1), c, c + L, v)
+            c += 2 * L
+        if c < n:                              # then the odd one, ten rows at a time
+            for i in range(0, m, 10):
+                _mm_block1(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, m, c, v)
+        return
+    for g in range(_n_pairs(n, L)):            # overlapping tiles, in pairs
         c0, c1 = _pair_cols(g, n, L)
         for i in range(0, m, 5):
             _mm_block(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, min(i + 1, m - 1),
@@ -576,6 +621,56 @@ def _upd_block4(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p0, p1, p2, p3, p
         _upd_row4(W, w0 + p4 * ldw + c, L, d0, d1, d2, d3, g40, g41, g42, g43, v)
 
 
+@njit(cache=True, inline="always")
+def _upd_row1(W, w, d, g):
+    """One tile of one row of W at ``W.flat[w]``: ``W <- d * W + g`` (FMA)."""
+    store(W, w, fma(d, load(W, w, g), g))
+
+
+@njit(cache=True, inline="always")
+def _upd_block1(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p, k, c, v):
+    """Rows p..p+9 of W (clamped to k - 1; a repeat is not updated twice), the one tile at
+    column c: the gradient over the batch, then the update (as :func:`_upd_block`)."""
+    p0, p1, p2, p3, p4 = p, min(p + 1, k - 1), min(p + 2, k - 1), min(p + 3, k - 1), min(p + 4, k - 1)
+    p5, p6, p7, p8, p9 = (min(p + 5, k - 1), min(p + 6, k - 1), min(p + 7, k - 1), min(p + 8, k - 1),
+                          min(p + 9, k - 1))
+    g0 = g1 = g2 = g3 = g4 = g5 = g6 = g7 = g8 = g9 = v
+    for i in range(m):
+        da = load(D, e0 + i * ldd + c, v)
+        r = a0 + ra[i]
+        g0 = fma(broadcast(sload(A, r + p0), v), da, g0)
+        g1 = fma(broadcast(sload(A, r + p1), v), da, g1)
+        g2 = fma(broadcast(sload(A, r + p2), v), da, g2)
+        g3 = fma(broadcast(sload(A, r + p3), v), da, g3)
+        g4 = fma(broadcast(sload(A, r + p4), v), da, g4)
+        g5 = fma(broadcast(sload(A, r + p5), v), da, g5)
+        g6 = fma(broadcast(sload(A, r + p6), v), da, g6)
+        g7 = fma(broadcast(sload(A, r + p7), v), da, g7)
+        g8 = fma(broadcast(sload(A, r + p8), v), da, g8)
+        g9 = fma(broadcast(sload(A, r + p9), v), da, g9)
+    d = load(dv, dv0 + c, v)
+    w = w0 + c
+    _upd_row1(W, w + p0 * ldw, d, g0)
+    if p1 != p0:
+        _upd_row1(W, w + p1 * ldw, d, g1)
+    if p2 != p1:
+        _upd_row1(W, w + p2 * ldw, d, g2)
+    if p3 != p2:
+        _upd_row1(W, w + p3 * ldw, d, g3)
+    if p4 != p3:
+        _upd_row1(W, w + p4 * ldw, d, g4)
+    if p5 != p4:
+        _upd_row1(W, w + p5 * ldw, d, g5)
+    if p6 != p5:
+        _upd_row1(W, w + p6 * ldw, d, g6)
+    if p7 != p6:
+        _upd_row1(W, w + p7 * ldw, d, g7)
+    if p8 != p7:
+        _upd_row1(W, w + p8 * ldw, d, g8)
+    if p9 != p8:
+        _upd_row1(W, w + p9 * ldw, d, g9)
+
+
 @njit(cache=True)
 def upd(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, k, n, v):
     """``W[:k, :n] <- dv * W + A[:m, :k].T @ D[:m, :n]``, ``dv[dv0:dv0 + n]`` the per-column
@@ -590,16 +685,25 @@ def upd(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, k, n, v):
                           min(p + 2, k - 1), min(p + 3, k - 1), min(p + 4, k - 1), min(p + 5, k - 1),
                           min(p + 6, k - 1), min(p + 7, k - 1))
         return
-    g0 = 0
-    if QUAD_TILES and n % (2 * L) == 0:        # whole vectors (layer 0): 4 tiles at a time
-        quads = n // (4 * L)
-        for q in range(quads):
+    if n % L == 0:                             # whole vectors (layer 0): no tile twice
+        c = 0
+        if QUAD_TILES:                         # 4 tiles at a time
+            for q in range(n // (4 * L)):
+                for p in range(0, k, 5):
+                    _upd_block4(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p,
+                                min(p + 1, k - 1), min(p + 2, k - 1), min(p + 3, k - 1),
+                                min(p + 4, k - 1), c, v)
+                c += 4 * L
+        while c + 2 * L <= n:                  # then 2
             for p in range(0, k, 5):
-                _upd_block4(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p,
-                            min(p + 1, k - 1), min(p + 2, k - 1), min(p + 3, k - 1),
-                            min(p + 4, k - 1), q * 4 * L, v)
-        g0 = 2 * quads
-    for g in range(g0, _n_pairs(n, L)):
+                _upd_block(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p, min(p + 1, k - 1),
+                           min(p + 2, k - 1), min(p + 3, k - 1), min(p + 4, k - 1), c, c + L, v)
+            c += 2 * L
+        if c < n:                              # then the odd one, ten rows of W at a time
+            for p in range(0, k, 10):
+                _upd_block1(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p, k, c, v)
+        return
+    for g in range(_n_pairs(n, L)):            # overlapping tiles, in pairs
         c0, c1 = _pair_cols(g, n, L)
         for p in range(0, k, 5):
             _upd_block(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p, min(p + 1, k - 1),
