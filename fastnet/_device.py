@@ -111,6 +111,14 @@ class DeviceData:
         the dtype the network computes in."""
         if not (V._numeric_kind(a, name) == "f" and V.narrows(a, self.dtype)):
             return self._to_device(a)
+        if self.backend.name == "numpy" and type(a) is np.ndarray:
+            fused = V.cast_scan(a, self.dtype)   # one read: the cast and both checks
+            if fused is not None:
+                ad, finite, inside = fused
+                if finite:
+                    V.remember_inside(ad, inside)
+                    return ad
+                V.check_cast(a, ad, n_features, name)   # raises, naming the first bad row
         with np.errstate(over="ignore"):   # the overflow is reported below, as an error
             ad = self._to_device(a)
         V.check_cast(a, ad, n_features, name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+import weakref
 
 import numpy as np
 
@@ -172,7 +173,7 @@ def check_X(X, n_features: int, name: str = "X", *, finite: bool = True):
             f"{name} has {X.shape[1]} features per sample, the network's input layer expects {n_features}"
         )
     if kind == "f" and finite:
-        if _all_finite_fast(X):  # NumPy: one read-only compiled pass at memory speed
+        if _scan_fast(X):  # NumPy: one read-only compiled pass at memory speed
             return kind
         xp = _xp(X)
         if bool(xp.all(xp.isfinite(X))):  # the common case: one pass, no per-row work
@@ -266,7 +267,11 @@ class InputScaleWarning(UserWarning):
 
 def _inside_unit_fast(Xd) -> bool:
     """True when NumPy ``Xd`` is known to lie in [0, 1.5] by one fast pass (the usual case:
-    no min and max needed); False when it does not or cannot be told that way."""
+    no min and max needed), or by the pass that just checked it (:func:`remember_inside`);
+    False when it does not or cannot be told that way."""
+    known = _recall_inside(Xd)
+    if known is not None:
+        return known
     try:
         from fastnet.kernels.cpu import outside_unit_cpu
     except Exception:  # noqa: BLE001 - no Numba: the min and max
@@ -326,6 +331,64 @@ def check_targets(Y, n_samples: int, n_out: int, name: str = "Y"):
     if len(Y.shape) != 2 or tuple(Y.shape) != (n_samples, n_out):
         raise ValueError(f"{name} must have shape ({n_samples}, {n_out}). Actual: {tuple(Y.shape)}")
     check_X(Y, n_out, name)
+
+
+# The answer of the last fused pass over an array (finite and inside [0, 1.5] together,
+# :func:`_scan_fast` or the cast in ``Network._to_device_checked``) to the input-scale
+# question, for the same array object, read once: fit asks it a few lines later, so X
+# is read once instead of twice. Held by a weak reference: it keeps no array alive.
+_last_scan = None
+
+
+def remember_inside(X, inside: bool) -> None:
+    """Record that ``X`` (as it is now) lies in [0, 1.5] or not, for the next
+    :func:`warn_input_scale` on that same array object."""
+    global _last_scan
+    _last_scan = (weakref.ref(X), bool(inside))
+
+
+def _recall_inside(X):
+    """The remembered answer for ``X`` (then forgotten), or None."""
+    global _last_scan
+    last, _last_scan = _last_scan, None
+    if last is not None and last[0]() is X:
+        return last[1]
+    return None
+
+
+def _scan_fast(X) -> bool:
+    """As :func:`_all_finite_fast`, and when the pass also answered the input-scale
+    question (NumPy float arrays), remembers it (:func:`remember_inside`)."""
+    if type(X) is not np.ndarray or X.dtype.kind != "f" or not X.flags.c_contiguous:
+        return False
+    try:
+        from fastnet.kernels.cpu import scan_cpu
+    except ImportError:  # pragma: no cover - Numba missing: the isfinite pass
+        return False
+    try:
+        r = scan_cpu(X)
+    except Exception:  # noqa: BLE001 - e.g. a damaged kernel cache: the isfinite pass decides
+        return False
+    if r is None:
+        return False
+    finite, inside = r
+    if finite:
+        remember_inside(X, inside)
+    return finite
+
+
+def cast_scan(X, dtype):
+    """``(X cast to dtype, finite, inside)`` in one compiled read of a C-contiguous NumPy
+    float array (see :func:`fastnet.kernels.cpu.cast_scan_cpu`); None when that cannot
+    be done (no Numba, another array type): then cast and check the usual way."""
+    try:
+        from fastnet.kernels.cpu import cast_scan_cpu
+    except ImportError:  # pragma: no cover - Numba missing
+        return None
+    try:
+        return cast_scan_cpu(X, dtype)
+    except Exception:  # noqa: BLE001 - e.g. a damaged kernel cache: the caller's way
+        return None
 
 
 def _all_finite_fast(X) -> bool:

@@ -76,7 +76,8 @@ try:
     from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets, type_of_target
-    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
+    from sklearn.utils.validation import (_assert_all_finite, _check_sample_weight, check_is_fitted, column_or_1d,
+                                          validate_data)
 except ImportError as e:   # pragma: no cover - the test environment has scikit-learn
     raise ImportError(
         "fastnet.sklearn needs scikit-learn >= 1.6, which is not installed (or too old): "
@@ -229,15 +230,22 @@ class _BaseMLP(BaseEstimator):
                                " (fastnet trains on dense arrays; X.toarray() makes one)")
         if getattr(X, "dtype", None) == np.uint8 and hasattr(X, "shape"):
             X = X.astype(dtype) * np.asarray(1 / 255, dtype=dtype)
-        kw = dict(dtype=[np.float64, np.float32], reset=reset)
+        # finiteness is checked below, in the same read as the cast (scikit-learn's message)
+        kw = dict(dtype=[np.float64, np.float32], reset=reset, ensure_all_finite=False)
         if y is None:
             X = validate_data(self, X, **kw)
         else:
             X, y = validate_data(self, X, y, multi_output=True, y_numeric=self._regressor, **kw)
-        with np.errstate(over="ignore"):   # reported below, as an error
-            Xc = np.ascontiguousarray(X, dtype=dtype)
-        if V.narrows(X, dtype):
-            V.check_cast(X, Xc, X.shape[1], "X")
+        fused = V.cast_scan(X, dtype) if X.dtype != dtype or not X.flags.c_contiguous else None
+        if fused is not None:   # a new array: fastnet's two-thread cast with the checks in it
+            Xc, finite, _ = fused
+        else:
+            with np.errstate(over="ignore"):   # reported below, as an error
+                Xc = np.ascontiguousarray(X, dtype=dtype)
+            finite = V._all_finite_fast(Xc) or bool(np.isfinite(Xc).all())
+        if not finite:
+            _assert_all_finite(X, input_name="X", estimator_name=type(self).__name__)   # NaN, inf
+            V.check_cast(X, Xc, X.shape[1], "X")   # finite float64 beyond float32's range
         return Xc if y is None else (Xc, y)
 
     def _seed(self):
