@@ -89,3 +89,71 @@ def bench_torch_relu_adam(benchmark, fashion, sizes, batch):
     mine = RELU_ADAM.get((tuple(sizes), batch))
     if mine:
         benchmark.extra_info["fastnet_faster_by"] = per_epoch / mine
+
+
+@pytest.mark.parametrize("sizes, batch", SHAPES, ids=[f"{s[1]}h-b{b}" for s, b in SHAPES])
+def bench_jax_relu_adam(benchmark, fashion, sizes, batch):
+    """The peer issue 23 names: JAX on the CPU, a whole epoch as one ``jax.lax.scan`` over
+    the full minibatches (jitted and compiled before the clock), ReLU hidden layers,
+    softmax + cross-entropy, gradients by ``jax.grad`` and Adam written in JAX (lr 1e-3,
+    betas 0.9 / 0.999, eps 1e-8 added to the bias-corrected root, as torch and fastnet
+    do). The leftover ``n % batch`` samples are left out of its epoch (a small favour to
+    JAX). ``fastnet_faster_by`` compares it with the relu-adam row of the same shape above;
+    XLA:CPU uses all usable cores."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+    import numpy as np
+
+    X, y = fashion
+    Xd = jnp.asarray(X.astype(np.float32) / 255)
+    Yd = jax.nn.one_hot(jnp.asarray(y), sizes[-1], dtype=jnp.float32)
+    rng = np.random.default_rng(0)
+    params = []
+    for i, o in zip(sizes[:-1], sizes[1:]):
+        bound = np.sqrt(6 / (i + o))
+        params.append((jnp.asarray(rng.uniform(-bound, bound, (i, o)).astype(np.float32)), jnp.zeros(o, jnp.float32)))
+    b1, b2, lr, eps = 0.9, 0.999, 1e-3, 1e-8
+
+    def loss(p, Xb, Yb):
+        a = Xb
+        for W, b in p[:-1]:
+            a = jax.nn.relu(a @ W + b)
+        W, b = p[-1]
+        return -jnp.mean(jnp.sum(Yb * jax.nn.log_softmax(a @ W + b, axis=-1), axis=1))
+
+    def adam_step(carry, idx):
+        p, m, v, t = carry
+        g = jax.grad(loss)(p, Xd[idx], Yd[idx])
+        t = t + 1
+        m = jax.tree_util.tree_map(lambda m_, g_: b1 * m_ + (1 - b1) * g_, m, g)
+        v = jax.tree_util.tree_map(lambda v_, g_: b2 * v_ + (1 - b2) * g_ * g_, v, g)
+        c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+        p = jax.tree_util.tree_map(lambda p_, m_, v_: p_ - lr * (m_ / c1) / (jnp.sqrt(v_ / c2) + eps), p, m, v)
+        return (p, m, v, t), None
+
+    def epoch(carry, idx_full):
+        carry, _ = jax.lax.scan(adam_step, carry, idx_full)
+        return carry
+
+    nfull = len(y) // batch
+    def zeros():
+        return jax.tree_util.tree_map(jnp.zeros_like, params)
+
+    carry = (params, zeros(), zeros(), jnp.float32(0))
+    epoch_c = jax.jit(epoch, donate_argnums=0).lower(carry, jnp.zeros((nfull, batch), jnp.int32)).compile()
+    times = []
+
+    def run():
+        nonlocal carry
+        order = rng.permutation(len(y))[:nfull * batch].reshape(nfull, batch).astype(np.int32)
+        t0 = time.perf_counter()
+        carry = jax.block_until_ready(epoch_c(carry, jnp.asarray(order)))
+        times.append(time.perf_counter() - t0)
+
+    benchmark.group = f"compiled epoch fashion {sizes} mb{batch}"
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=0)
+    per_epoch = min(times)
+    benchmark.extra_info.update(seconds_per_epoch=per_epoch, jax=jax.__version__, backend=jax.default_backend())
+    mine = RELU_ADAM.get((tuple(sizes), batch))
+    if mine:
+        benchmark.extra_info["fastnet_faster_by"] = per_epoch / mine
