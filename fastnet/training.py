@@ -152,9 +152,15 @@ class Meter:
         self.kind = _METRIC_KIND[cost]
         self.to_host = to_host   # the model's Backend.asnumpy
         self.njit = kt.path == "njit" and type(like) is np.ndarray
+        # plain NumPy: the batches' outputs are kept (copies, a few hundred bytes each) and
+        # summed DEFER_STEPS at a time, a few NumPy calls instead of a dozen per step
+        self.pending = [] if not self.njit and type(like) is np.ndarray else None
         self.xp = array_namespace(like)
         self.shape = (K, 2 + n_out)
         self.M = np.zeros(self.shape) if self.njit else self.xp.zeros(self.shape, dtype=self.xp.float64)
+
+    #: How many batches the plain-NumPy meter keeps before it sums them.
+    DEFER_STEPS = 256
 
     def add(self, a, y) -> None:
         """Add the outputs ``a`` ``(K, r, n_out)`` of a batch (or row chunk) with labels (or
@@ -164,6 +170,24 @@ class Meter:
 
             metrics_stacked(a, y, self.kind, self.M)
             return
+        if self.pending is not None:
+            self.pending.append((a.copy(), y.copy()))
+            if len(self.pending) >= self.DEFER_STEPS:
+                self._flush()
+            return
+        self._add_now(a, y)
+
+    def _flush(self) -> None:
+        """Sum the kept batches at once (the rows of every batch side by side)."""
+        if not self.pending:
+            return
+        parts, self.pending = self.pending, []
+        a0, y0 = parts[0]
+        shared = y0.ndim == a0.ndim - (1 if self.kind == 2 else 2)   # labels (r,), targets (r, n_out)
+        self._add_now(np.concatenate([a for a, _ in parts], axis=1),
+                      np.concatenate([y for _, y in parts], axis=0 if shared else 1))
+
+    def _add_now(self, a, y) -> None:
         xp = self.xp
         a64 = xp.astype(a, xp.float64)
         K = a.shape[0]
@@ -188,10 +212,14 @@ class Meter:
     def put(self, sums) -> None:
         """Start from ``sums`` ``(K, 2 + n_out)`` (a mid-epoch checkpoint's) instead of 0."""
         sums = np.array(sums, dtype=np.float64).reshape(self.shape)
+        if self.pending is not None:
+            self.pending = []
         self.M = sums if self.njit else self.xp.asarray(sums)
 
     def take(self) -> np.ndarray:
         """The sums so far, ``(K, 2 + n_out)`` float64 on the host, and start again from 0."""
+        if self.pending is not None:
+            self._flush()
         out = np.array(self.M if self.njit else self.to_host(self.M), dtype=np.float64)
         self.M = np.zeros(self.shape) if self.njit else self.xp.zeros(self.shape, dtype=self.xp.float64)
         return out

@@ -55,6 +55,24 @@ def test_minibatch_metrics_are_the_costs_and_hits_before_each_step(engine, cost,
     assert h[-1]["loss"] != pytest.approx(net.loss(X, y, 0.7), rel=1e-6)
 
 
+@pytest.mark.parametrize("defer", [1, 2, 3])
+@pytest.mark.parametrize("cost", ["quadratic", "cross_entropy"])
+def test_the_numpy_meter_gives_the_same_sums_whatever_batches_it_keeps(monkeypatch, defer, cost):
+    """The plain-NumPy path keeps each batch's outputs and sums Meter.DEFER_STEPS of them at
+    once: the sums are those of the batches one by one, whatever the grouping (with the
+    leftover batch of 3 in a group or alone)."""
+    from fastnet import training
+
+    X, y = data()
+    net = fastnet.Network([12, 7, 4], cost=cost, dtype="float64", device="cpu", seed=1)
+    twin = net.copy()
+    monkeypatch.setattr(training.Meter, "DEFER_STEPS", defer)
+    h = net.fit(X, y, epochs=2, batch_size=5, eta=0.5, lmbda=0.7, shuffle=False, engine="xp")
+    for rec, (loss, acc) in zip(h, by_hand(twin, X, y, 5, 0.5, 0.7, 2)):
+        assert math.isclose(rec["loss"], loss, rel_tol=1e-12)
+        assert math.isclose(rec["accuracy"], acc, rel_tol=1e-12)
+
+
 @pytest.mark.parametrize("engine", ["compiled", "step", "xp"])
 def test_mse_minibatch_loss_and_r2(engine):
     rng = np.random.default_rng(0)
