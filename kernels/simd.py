@@ -519,28 +519,23 @@ def mm(A, a0, ra, W, w0, ldw, Z, z0, ldz, m, k, n, v):
                          min(i + 2, m - 1), min(i + 3, m - 1), min(i + 4, m - 1), min(i + 5, m - 1),
                          min(i + 6, m - 1), min(i + 7, m - 1))
         return
-    if n % L == 0:                             # whole vectors (layer 0): no tile twice
-        c = 0
-        if QUAD_TILES:                         # 4 tiles at a time
-            for q in range(n // (4 * L)):
-                for i in range(0, m, 5):
-                    _mm_block4(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, min(i + 1, m - 1),
-                               min(i + 2, m - 1), min(i + 3, m - 1), min(i + 4, m - 1), c, v)
-                c += 4 * L
-        while c + 2 * L <= n:                  # then 2
+    whole = n % L == 0                         # whole vectors (layer 0): no tile twice
+    c = 0
+    if QUAD_TILES and whole:                   # 4 tiles at a time
+        for q in range(n // (4 * L)):
             for i in range(0, m, 5):
-                _mm_block(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, min(i + 1, m - 1),
-                          min(i + 2, m - 1), min(i + 3, m - 1), min(i + 4, m - 1), c, c + L, v)
-            c += 2 * L
-        if c < n:                              # then the odd one, ten rows at a time
-            for i in range(0, m, 10):
-                _mm_block1(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, m, c, v)
-        return
-    for g in range(_n_pairs(n, L)):            # overlapping tiles, in pairs
-        c0, c1 = _pair_cols(g, n, L)
+                _mm_block4(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, min(i + 1, m - 1),
+                           min(i + 2, m - 1), min(i + 3, m - 1), min(i + 4, m - 1), c, v)
+            c += 4 * L
+    # then pairs: side by side after the quads (whole), else overlapping ones over all n
+    for g in range((n - c) // (2 * L) if whole else _n_pairs(n, L)):
+        c0, c1 = (c + 2 * g * L, c + (2 * g + 1) * L) if whole else _pair_cols(g, n, L)
         for i in range(0, m, 5):
             _mm_block(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, min(i + 1, m - 1),
                       min(i + 2, m - 1), min(i + 3, m - 1), min(i + 4, m - 1), c0, c1, v)
+    if whole and (n - c) % (2 * L):            # then the odd one, ten rows at a time
+        for i in range(0, m, 10):
+            _mm_block1(A, a0, ra, W, w0, ldw, Z, z0, ldz, k, i, m, n - L, v)
 
 
 @njit(cache=True, inline="always")
@@ -685,26 +680,21 @@ def upd(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, k, n, v):
                           min(p + 2, k - 1), min(p + 3, k - 1), min(p + 4, k - 1), min(p + 5, k - 1),
                           min(p + 6, k - 1), min(p + 7, k - 1))
         return
-    if n % L == 0:                             # whole vectors (layer 0): no tile twice
-        c = 0
-        if QUAD_TILES:                         # 4 tiles at a time
-            for q in range(n // (4 * L)):
-                for p in range(0, k, 5):
-                    _upd_block4(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p,
-                                min(p + 1, k - 1), min(p + 2, k - 1), min(p + 3, k - 1),
-                                min(p + 4, k - 1), c, v)
-                c += 4 * L
-        while c + 2 * L <= n:                  # then 2
+    whole = n % L == 0                         # whole vectors (layer 0): no tile twice
+    c = 0
+    if QUAD_TILES and whole:                   # 4 tiles at a time
+        for q in range(n // (4 * L)):
             for p in range(0, k, 5):
-                _upd_block(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p, min(p + 1, k - 1),
-                           min(p + 2, k - 1), min(p + 3, k - 1), min(p + 4, k - 1), c, c + L, v)
-            c += 2 * L
-        if c < n:                              # then the odd one, ten rows of W at a time
-            for p in range(0, k, 10):
-                _upd_block1(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p, k, c, v)
-        return
-    for g in range(_n_pairs(n, L)):            # overlapping tiles, in pairs
-        c0, c1 = _pair_cols(g, n, L)
+                _upd_block4(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p,
+                            min(p + 1, k - 1), min(p + 2, k - 1), min(p + 3, k - 1),
+                            min(p + 4, k - 1), c, v)
+            c += 4 * L
+    # then pairs: side by side after the quads (whole), else overlapping ones over all n
+    for g in range((n - c) // (2 * L) if whole else _n_pairs(n, L)):
+        c0, c1 = (c + 2 * g * L, c + (2 * g + 1) * L) if whole else _pair_cols(g, n, L)
         for p in range(0, k, 5):
             _upd_block(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p, min(p + 1, k - 1),
                        min(p + 2, k - 1), min(p + 3, k - 1), min(p + 4, k - 1), c0, c1, v)
+    if whole and (n - c) % (2 * L):            # then the odd one, ten rows of W at a time
+        for p in range(0, k, 10):
+            _upd_block1(A, a0, ra, D, e0, ldd, W, w0, ldw, dv, dv0, m, p, k, n - L, v)
