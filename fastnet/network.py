@@ -420,8 +420,8 @@ class Network(DeviceData, training.Trainable):
         ``"minibatch"`` (the default: summed from each minibatch's forward pass as it
         trains, before its update, as Keras and scikit-learn report them; no extra pass) or
         ``"exact"`` (a full forward pass over the training data after each epoch, which
-        costs about a quarter of a small net's epoch). Engines that cannot sum them (the
-        ``rows`` and ``fused`` engines) score exactly; ``History.config["train_metrics"]``
+        costs about a quarter of a small net's epoch). The ``rows`` engine, which cannot sum
+        them, scores exactly; ``History.config["train_metrics"]``
         says which was used. Validation metrics are always exact.
         optimizer_state: a :class:`fastnet.optim.State` of ``optimizer`` to continue from
         (velocities, moments, step count; ``fastnet.sklearn``'s ``warm_start`` and

@@ -516,17 +516,20 @@ class FusedTrainer:
             self.yd = xp.astype(yd, xp.int64, copy=False)
         self.Ws, self.bs = Ws, bs
         self.runner = FusedEpoch(Ws, bs, etas, decays, B, quadratic, codes=codes,
-                                 optimizer=None if state is None else state.optimizer, state=state, l2s=l2s)
+                                 optimizer=None if state is None else state.optimizer, state=state, l2s=l2s,
+                                 metered=run.get("train_metrics") == "minibatch")
 
     def steps(self, orders, s0, s1) -> None:
         self.runner.run(self.Xd, self.yd, orders[0], s0, s1)
 
     def take_metrics(self):
-        """None: the fused kernel does not sum training metrics yet (the fit scores exactly)."""
-        return None
+        """The minibatch metrics the fused kernel summed since the last call (one copy to
+        the host), or None when the fit asked for exact ones."""
+        return self.runner.take_metrics()
 
     def put_metrics(self, sums) -> None:
-        """Nothing to restore (see :meth:`take_metrics`)."""
+        """Go on summing from ``sums`` (a mid-epoch checkpoint's)."""
+        self.runner.put_metrics(sums)
 
     def sync(self) -> None:
         self.runner.store(self.Ws, self.bs)

@@ -49,7 +49,9 @@ A step (all threads of the block; ``__syncthreads`` between the phases):
    softmax by rows (one thread per row) or the identity on the output layer.
 2. Output delta, one thread per element: labels read through ``order`` (no one-hot), or,
    for cost="mse", ``a - t`` with the targets ``T`` gathered by row (a (1, 1) stand-in
-   when there are labels).
+   when there are labels). With ``metered`` (fit's minibatch metrics), thread 0 first adds
+   the batch's cost, samples right and (mse) squared errors to the net's row of the
+   float64 ``msum``, row by row from the outputs, as the compiled CPU loop does.
 3. Backward, top layer down: ``delta_(l-1) = (delta_l @ W_l.T) * f'(z)`` one thread
    per element (``_math.backward_delta`` for sigmoid, else ``_math.act_grad`` with the
    layer's code), from the OLD weights (no weight has been touched yet in this step).
@@ -231,11 +233,53 @@ def _build(dtype):
     SIGMOID, SOFTMAX, OPT_SGD = _math.SIGMOID, _math.SOFTMAX, _math.OPT_SGD
 
     @cuda.jit(device=True)
+    def meter(dyn, zo, m, nL, order, k, y, T, targets, quadratic, msum, net):
+        """One thread adds the minibatch's metrics to ``msum[net]`` from the outputs at
+        ``dyn[zo:]``, in float64, row by row as the compiled CPU loop's
+        ``cpu.metrics_rows`` / ``sqerr_row`` do: the cost, the samples whose label is their
+        first largest output, and cost="mse"'s squared error per output."""
+        cost = 0.0
+        right = 0.0
+        for i in range(m):
+            r = order[k + i]
+            row = zo + i * nL
+            if targets:
+                sq = 0.0
+                for c in range(nL):
+                    d = float(dyn[row + c]) - float(T[r, c])
+                    msum[net, 2 + c] += d * d
+                    sq += d * d
+                msum[net, 0] += 0.5 * sq
+            else:
+                label = y[r]
+                best = 0
+                top = dyn[row]
+                for c in range(1, nL):
+                    if dyn[row + c] > top:
+                        best = c
+                        top = dyn[row + c]
+                if best == label:
+                    right += 1.0
+                if quadratic:
+                    sq = 0.0
+                    for c in range(nL):
+                        d = float(dyn[row + c]) - (1.0 if c == label else 0.0)
+                        sq += d * d
+                    cost += 0.5 * sq
+                elif 0 <= label < nL:  # an output that underflowed to 0: an infinite cost (divergence)
+                    cost -= math.log(float(dyn[row + label]))
+        if not targets:
+            msum[net, 0] += cost
+            msum[net, 1] += right
+
+    @cuda.jit(device=True)
     def steps(X, y, T, order, s0, s1, B, Wp, Sp, s1b, s2b, dyn, base, sizes, woff, boff, aoff, codes,
-              scale_full, scale_last, decay, quadratic, targets, net, ocode, hyp, factors, one, zero):
+              scale_full, scale_last, decay, quadratic, targets, net, ocode, hyp, factors, msum, metered, one,
+              zero):
         """Steps s0..s1-1 for the block's net. Wp: its parameter vector (shared or global);
         Sp: its optimizer state (S1 from offset s1b, S2 from s2b; shared or global; unused
-        for SGD); dyn: the dynamic shared array, its step buffers from offset ``base``."""
+        for SGD); dyn: the dynamic shared array, its step buffers from offset ``base``;
+        msum: the nets' minibatch metric sums (float64), added to when ``metered``."""
         t = cuda.threadIdx.x
         T_ = cuda.blockDim.x
         n = X.shape[0]
@@ -319,9 +363,11 @@ def _build(dtype):
                     for it in range(t, items, T_):
                         dyn[zo + it] = act(dyn[zo + it], code, one)
                 cuda.syncthreads()
-            # --- 2. output delta
+            # --- 2. output delta (and the minibatch's metrics, by thread 0, from the outputs)
             nL = sizes[L]
             zo = base + aoff[L - 1]
+            if metered and t == 0:
+                meter(dyn, zo, m, nL, order, k, y, T, targets, quadratic, msum, net)
             do = dbase + aoff[L - 1]
             for it in range(t, m * nL, T_):
                 i = it // nL
@@ -405,7 +451,7 @@ def _build(dtype):
             cuda.syncthreads()
 
     def epoch_kernel(X, y, T, order, s0, s1, B, params, state, sizes, woff, boff, aoff, codes, scales, decays,
-                     hyp, factors, quadratic, targets, ocode, on_chip, state_on_chip, one, zero):
+                     hyp, factors, quadratic, targets, ocode, on_chip, state_on_chip, msum, metered, one, zero):
         """Steps ``[s0, s1)`` for net ``blockIdx.x``; see the module docstring."""
         net = cuda.blockIdx.x
         t = cuda.threadIdx.x
@@ -430,10 +476,10 @@ def _build(dtype):
         if on_chip:
             if state_on_chip:
                 steps(X, y, T, order, s0, s1, B, dyn, dyn, sb, sb + P, dyn, base, sizes, woff, boff, aoff, codes,
-                      sf, sl, decay, quadratic, targets, net, ocode, hyp, factors, one, zero)
+                      sf, sl, decay, quadratic, targets, net, ocode, hyp, factors, msum, metered, one, zero)
             else:
                 steps(X, y, T, order, s0, s1, B, dyn, state[net], 0, P, dyn, base, sizes, woff, boff, aoff, codes,
-                      sf, sl, decay, quadratic, targets, net, ocode, hyp, factors, one, zero)
+                      sf, sl, decay, quadratic, targets, net, ocode, hyp, factors, msum, metered, one, zero)
             for q in range(t, P, T_):
                 params[net, q] = dyn[q]
             if state_on_chip:
@@ -441,7 +487,7 @@ def _build(dtype):
                     state[net, q] = dyn[sb + q]
         else:
             steps(X, y, T, order, s0, s1, B, params[net], state[net], 0, P, dyn, base, sizes, woff, boff, aoff,
-                  codes, sf, sl, decay, quadratic, targets, net, ocode, hyp, factors, one, zero)
+                  codes, sf, sl, decay, quadratic, targets, net, ocode, hyp, factors, msum, metered, one, zero)
 
     return epoch_kernel, cuda.jit(epoch_kernel)
 
@@ -459,7 +505,7 @@ def signature(dtype) -> str:
     f = "float32" if np.dtype(dtype) == np.float32 else "float64"
     return (f"void({f}[:, ::1], int64[::1], {f}[:, ::1], int64[::1], int64, int64, int64, {f}[:, ::1], "
             f"{f}[:, ::1], int64[::1], int64[::1], int64[::1], int64[::1], int64[::1], {f}[:, ::1], {f}[::1], "
-            f"{f}[:, ::1], {f}[:, ::1], boolean, boolean, int64, boolean, boolean, "
+            f"{f}[:, ::1], {f}[:, ::1], boolean, boolean, int64, boolean, boolean, float64[:, ::1], boolean, "
             f"{f}, {f})")
 
 
@@ -517,6 +563,13 @@ def _meta(name, x):
     return dt, shape, ok
 
 
+def _to_host(a):
+    """A device array as a NumPy array (NumPy under the simulator passes through)."""
+    if isinstance(a, np.ndarray):
+        return a
+    return a.get()
+
+
 def _namespace(x):
     from array_api_compat import array_namespace
 
@@ -547,7 +600,7 @@ class FusedEpoch:
     output delta is ``a - t``)."""
 
     def __init__(self, Ws, bs, etas, decays, batch_size, quadratic, *, threads=None, on_chip=None, codes=None,
-                 optimizer=None, state=None, l2s=None, state_on_chip=None):
+                 optimizer=None, state=None, l2s=None, state_on_chip=None, metered=False):
         Ws, bs = list(Ws), list(bs)
         if not Ws or len(Ws) != len(bs):
             raise ValueError(f"FusedEpoch needs one bias array per weight array (at least one). "
@@ -632,7 +685,28 @@ class FusedEpoch:
         self.params = xp.zeros((K, self._P), dtype=Ws[0].dtype)
         # the optimizer's state: S1 then S2, each laid out as params; a (K, 1) stand-in for SGD
         self.opt_state = xp.zeros((K, 2 * self._P if stateful else 1), dtype=Ws[0].dtype)
+        # the minibatch metrics per net (cost, samples right, mse's squared error per output)
+        self.metered = bool(metered)
+        self.msum = xp.zeros((K, 2 + sizes[-1]) if metered else (1, 1), dtype=xp.float64)
         self.load(Ws, bs)
+
+    # --- the minibatch metrics -------------------------------------------------------------
+
+    def take_metrics(self):
+        """The minibatch metrics summed since the last call, ``(K, 2 + n_L)`` float64 on the
+        host (per net: the cost, the samples classified right, and cost="mse"'s squared
+        error per output, over the samples it trained on), and zero them; None when not
+        ``metered``. Waits for the launches queued before it."""
+        if not self.metered:
+            return None
+        out = np.array(_to_host(self.msum), dtype=np.float64)
+        self.msum[...] = 0.0
+        return out
+
+    def put_metrics(self, sums) -> None:
+        """Set the sums :meth:`take_metrics` goes on from (``(K, 2 + n_L)``, e.g. a resume's)."""
+        if self.metered:
+            self.msum[...] = self._xp.asarray(np.asarray(sums, np.float64).reshape(self.msum.shape))
 
     # --- parameters in and out ---------------------------------------------------------
 
@@ -756,7 +830,8 @@ class FusedEpoch:
         ints = self._ints
         args = [X, y, T, order, s0, s1, self.batch_size, self.params, self.opt_state, ints["sizes"], ints["woff"],
                 ints["boff"], ints["aoff"], ints["codes"], scales, self._decays, self._hyp, factors, self.quadratic,
-                bool(targets), self._ocode, cfg.params_on_chip, cfg.state_on_chip, t(1), t(0)]
+                bool(targets), self._ocode, cfg.params_on_chip, cfg.state_on_chip, self.msum, self.metered, t(1),
+                t(0)]
         if SIMULATOR:
             kernel[cfg.grid, cfg.threads, 0, cfg.dynamic_shared](*args)
             return

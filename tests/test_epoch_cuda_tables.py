@@ -23,7 +23,7 @@ import fastnet
 from fastnet import activations, engines, optim
 from fastnet.kernels import _math
 from fastnet.kernels import epoch_cuda as E
-from reference import random_data, train_general
+from reference import OptimizerOracle, backprop_general, forward_general, random_data, targets, train_general
 from test_kernels_cuda import run_simulator_main
 
 ACTS = sorted(activations.HIDDEN)
@@ -59,9 +59,10 @@ def test_one_kernel_per_dtype_covers_every_table():
     pytest.importorskip("numba.cuda")
     targets = E.ptx_targets()
     assert [sig for _, sigs in targets for sig in sigs] == [E.signature("float32"), E.signature("float64")]
-    for dt in ("float32", "float64"):   # codes, targets, optimizer: run-time arguments
+    for dt in ("float32", "float64"):   # codes, targets, optimizer, metering: run-time arguments
         sig = E.signature(dt)
-        assert sig.count("boolean") == 4 and sig.count("int64[::1]") == 7
+        assert sig.count("boolean") == 5 and sig.count("int64[::1]") == 7
+        assert sig.count("float64[:, ::1]") == (1 if dt == "float32" else 8)   # the metric sums
 
 
 # --- the engine table --------------------------------------------------------------------
@@ -136,6 +137,36 @@ def _check(got, start, X, y, hidden, cost, opt, eta, lmbda, orders, what):
     return err
 
 
+def _metric_sums(start, X, y, hidden, cost, opt, eta, lmbda, orders):
+    """Per epoch, the minibatch metrics the fused kernel sums, replayed in float64: before
+    each step, the batch's outputs give its cost (0.5 ||a - t||^2, or -log a[label]), the
+    samples whose label is their largest output and (mse) each output's squared error."""
+    W, b = [np.asarray(w, float).copy() for w in start[0]], [np.asarray(v, float).copy() for v in start[1]]
+    L, n_out = len(W), W[-1].shape[1]
+    T = targets(y, n_out) if cost != "mse" else np.asarray(y, float)
+    oracle = OptimizerOracle(opt, W + b)
+    out = []
+    for order in orders:
+        sums = np.zeros(2 + n_out)
+        for k in range(0, N, BATCH):
+            idx = order[k:k + BATCH]
+            a = forward_general(W, b, X[idx], hidden, cost)
+            d = a - T[idx]
+            if cost == "mse":
+                sums[2:] += (d * d).sum(axis=0)
+                sums[0] += 0.5 * (d * d).sum()
+            else:
+                sums[1] += float(np.sum(np.argmax(a, axis=1) == y[idx]))
+                sums[0] += (0.5 * (d * d).sum() if cost == "quadratic"
+                            else -np.log(a[np.arange(len(idx)), y[idx]]).sum())
+            gW, gb = backprop_general(W, b, X[idx], T[idx], hidden, cost)
+            gW = [g + lmbda / N * w for g, w in zip(gW, W)]
+            new = oracle.step(W + b, gW + gb, eta)
+            W, b = new[:L], new[L:]
+        out.append(sums)
+    return out
+
+
 def sim_trainer(i, opt, cost, stack):
     """A Network (or a stack of 2) through ``engines.get("fused").trainer``, as a fit runs it
     (the subprocess plans 8 threads a block: see :func:`_simulator_main`)."""
@@ -199,21 +230,31 @@ def sim_direct(i, opt, cost, K):
     codes = [CODE[h] for h in hidden] + [OUTPUT_CODE[cost]]
     f = E.FusedEpoch(Ws, bs, etas, [1 - e * lm / N for e, lm in zip(etas, lmbdas)], BATCH, cost == "quadratic",
                      threads=threads, on_chip=on_chip, state_on_chip=state_on_chip, codes=codes, optimizer=o,
-                     state=state, l2s=[lm / N for lm in lmbdas])
+                     state=state, l2s=[lm / N for lm in lmbdas], metered=True)
     assert f.config.params_on_chip == (on_chip is None)
     assert f.config.state_on_chip == (opt != "sgd" and on_chip is None and state_on_chip is None)
     orders = _orders(50 + i)
     yk = y if cost == "mse" else y.astype(np.int64)
     steps = -(-N // BATCH)
-    for order in orders:
-        assert f.run(X, yk, order, 0, 2) + f.run(X, yk, order, 2, steps) == N
+    metrics = []
+    for e, order in enumerate(orders):
+        assert f.run(X, yk, order, 0, 2) == 2 * BATCH
+        if e == 1:   # a checkpoint's take and put between launches: the sums go on
+            f.put_metrics(f.take_metrics())
+        assert f.run(X, yk, order, 2, steps) == N - 2 * BATCH
+        metrics.append(f.take_metrics())
     Wo, bo = [np.zeros_like(W) for W in Ws], [np.zeros_like(b) for b in bs]
     f.store(Wo, bo)
     err = 0.0
     for k in range(K):
         got = ([W[k] for W in Wo], [b[k] for b in bo])
-        err = max(err, _check(got, ([W[k] for W in start[0]], [b[k] for b in start[1]]), X, y, hidden, cost,
+        start_k = ([W[k] for W in start[0]], [b[k] for b in start[1]])
+        err = max(err, _check(got, start_k, X, y, hidden, cost,
                               opt, etas[k], lmbdas[k], orders, f"direct K={K} {hidden} {cost} {opt} net {k}"))
+        for e, want in enumerate(_metric_sums(start_k, X, y, hidden, cost, opt, etas[k], lmbdas[k], orders)):
+            np.testing.assert_allclose(metrics[e][k], want, rtol=1e-10, atol=1e-12,
+                                       err_msg=f"metrics epoch {e} direct K={K} {hidden} {cost} {opt} net {k}")
+            assert cost == "mse" or 0 < want[1] <= N   # hits counted: the check can fail
     if state is not None:
         assert state.t == EPOCHS * steps
     return err
