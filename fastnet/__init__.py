@@ -61,8 +61,8 @@ __all__ = ["Network", "EarlyStopping", "NetworkStack", "load", "History", "get_b
 def warmup(dtype="float32", n_layers=(1, 2, 3), large=False, report=None) -> str:
     """Compile the CPU engines for ``dtype`` now (cached on disk), so training starts warm.
 
-    n_layers: the weight-layer counts to compile the compiled epoch loop for (each is its
-    own version; ``[784, 30, 10]`` has 2). large: also the ``rows`` engine (large batches
+    n_layers: the weight-layer counts to compile the compiled epoch loop for (``[784, 30,
+    10]`` has 2; one version serves every count up to 4, each deeper one is its own). large: also the ``rows`` engine (large batches
     of narrow nets) and its metrics pass. report: None, or called as
     ``report(unit, dtype, depth, seconds, cached)`` after each unit is ready (``cached``:
     it was compiled by an earlier run and only loaded; ``fastnet warmup`` prints these).
@@ -87,8 +87,11 @@ def warmup(dtype="float32", n_layers=(1, 2, 3), large=False, report=None) -> str
 
     if ops.kernel_path(np.zeros(1)) == "njit":
         ready("kernels", 0)
+        versions = set()   # depths that share one compiled loop are compiled (and reported) once
         for depth in n_layers:
-            ready("compiled", int(depth))
+            if engines._unit_depth("compiled", int(depth)) not in versions:
+                versions.add(engines._unit_depth("compiled", int(depth)))
+                ready("compiled", int(depth))
             if large:
                 ready("rows", int(depth))
     return ops.kernel_path(np.zeros(1))

@@ -377,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--dtype", type=_lower(), choices=DTYPES, nargs="+", default=["float32"], metavar="DTYPE",
                    help="float32 | float64, one or both (default float32)")
     w.add_argument("--depth", type=_COUNT, nargs="+", default=[1, 2, 3], metavar="N",
-                   help="weight-layer counts to compile the epoch loop for; 784,30,10 has 2 (default 1 2 3)")
+                   help="weight-layer counts to compile the epoch loop for; 784,30,10 has 2; one version "
+                        "serves 1-4 (default 1 2 3)")
     w.add_argument("--large", action="store_true",
                    help="also the rows engine (large batches of narrow nets), ~5 s per depth")
     return p

@@ -85,9 +85,13 @@ CHUNK_ELEMS = 1 << 20
 #: compiled loop: 5.8 s at depth 2 before the activation and optimizer tables, 8.6 s with
 #: them, 11.4 s with the minibatch metrics and the two-thread split (it was 19.5 s before
 #: the optimizer's loops became one function and literal arguments stopped compiling
-#: callees twice); the element-wise kernels 2.5 s, 3.6 s, 5.0 s. Intel Xeon AVX-512,
-#: 2026-12-07 (FASTNET_CACHE=empty python -c "...epoch_cpu.warmup('float32', (2,))").
-COMPILE_SECONDS = {"kernels": 5.0, "compiled": 11.5, "rows": 4.5, "fused": 3.0}
+#: callees twice); the element-wise kernels 2.5 s, 3.6 s, 5.0 s. Later the same day the
+#: same depth-2 measurement gave 13.2 s (the machine's speed varies from hour to hour); the
+#: odd-tile products made it 15.0 s, and one version for every depth up to 4 (tuples
+#: padded, epoch_cpu.MAX_SHARED_DEPTH) 15.8 s, which then serves depths 1-4 alike. Intel
+#: Xeon AVX-512, 2026-12-07 (FASTNET_CACHE=empty python -c "...epoch_cpu.warmup('float32',
+#: (2,))").
+COMPILE_SECONDS = {"kernels": 5.0, "compiled": 15.8, "rows": 4.5, "fused": 3.0}
 #: Rough per-step overhead (seconds) and rate (the step's multiply-adds per second, 3 per
 #: forward one) per engine, from fastnet bench on the 2-core development machine (fused: the
 #: H200 target), for the compile-or-not and the CPU-or-GPU decisions only.
@@ -393,6 +397,21 @@ _ANY_DEPTH = ("kernels", "fused")
 _PROCESS_ONLY = ("fused",)
 
 
+def _unit_depth(unit: str, depth: int) -> int:
+    """The depth ``unit``'s compiled code is keyed by: 0 for units compiled once per dtype;
+    for the compiled loop, the length its per-layer tuples are padded to (one version for
+    every depth up to ``epoch_cpu.MAX_SHARED_DEPTH``, then one per depth)."""
+    if unit in _ANY_DEPTH:
+        return 0
+    if unit == "compiled":
+        try:
+            from fastnet.kernels.epoch_cpu import padded_depth
+        except ImportError:   # no Numba: nothing is ready, whatever the key
+            return depth
+        return padded_depth(depth)
+    return depth
+
+
 def _marker(unit: str, dtype: str, depth: int) -> str | None:
     """The ready marker of ``unit``: a small JSON file in the cache folder listing the Numba
     cache index files (``.nbi``) that hold the unit's code; None where nothing is cached."""
@@ -474,7 +493,7 @@ def is_ready(unit: str, dtype: str, depth: int) -> bool:
     (its marker is there and so is every cache file the marker lists)."""
     from fastnet import kernels
 
-    depth = 0 if unit in _ANY_DEPTH else depth
+    depth = _unit_depth(unit, depth)
     key = (unit, dtype, depth)
     if key in _ready_here:
         return True
@@ -568,7 +587,7 @@ def prepare(unit: str, dtype: str, depth: int) -> float:
     Numba cannot compile (``fastnet.kernels.NUMBA_PROBLEM``) it raises ``RuntimeError``."""
     from fastnet import kernels
 
-    depth = 0 if unit in _ANY_DEPTH else depth
+    depth = _unit_depth(unit, depth)
     key = (unit, dtype, depth)
     if key in _loaded_here:
         return 0.0
@@ -848,7 +867,7 @@ def _lock_unit(unit: str, dtype: str, depth: int):
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no lock, as before
         return True
-    depth = 0 if unit in _ANY_DEPTH else depth
+    depth = _unit_depth(unit, depth)
     path = _marker(unit, dtype, depth)
     if path is None:
         return True

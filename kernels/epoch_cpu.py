@@ -216,7 +216,7 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
     targets = T.shape[0] == X.shape[0]
     n = X.shape[0]
     n0 = X.shape[1]
-    n_layers = len(bs)
+    n_layers = sizes.shape[0] - 1            # the tuples may be longer: see padded_depth
     B = yb.shape[0]
     C0 = W0.shape[1]
     Xf = X.ravel()
@@ -471,6 +471,16 @@ class _Group:
         self.msum = np.zeros((g, 2 + sizes[-1]), np.float64)   # minibatch metrics (see _group_steps)
         self._no_msum = np.zeros((0, 0), np.float64)
         self.metered = True
+        # every per-layer tuple padded to padded_depth(L) with placeholders: one compiled
+        # _group_steps serves every depth up to MAX_SHARED_DEPTH
+        D = padded_depth(L)
+        one, p1, p2, p3 = np.zeros(1, np.int64), np.zeros(1, dt), np.zeros((1, 1), dt), np.zeros((1, 1, 1), dt)
+        for name, like in (("Ws", p3), ("gWs", p3), ("bs", p1), ("gbs", p1), ("dvs", p1),
+                           ("ecols", np.zeros(1, np.float64)), ("nscs", p1), ("acts", p2), ("deltas", p2),
+                           ("sdeltas", p2), ("rows", one), ("l2s", p1), ("zdv", p1), ("lrs", p1),
+                           ("sts", (p3, p3)), ("sbs", (p1, p1))):
+            t = tuple(getattr(self, name))
+            setattr(self, name, t + (like,) * (D - len(t)))
 
     def _sets(self):
         """(W0, Ws, bs) of the parameters, then of the two optimizer state buffers."""
@@ -509,6 +519,17 @@ class _Group:
                             self.gW0, self.gWs, self.gbs, self.st0, self.sts, self.sbs, self.l2s, self.zdv,
                             self.lrs, self.msum if self.metered else self._no_msum, self.h, role, self.part,
                             self.sync, self.ticks)
+
+
+#: Nets of up to this many weight layers share one compiled ``_group_steps`` per dtype
+#: (their per-layer tuples are padded to this length with placeholders the loop never
+#: reads); a deeper net compiles its own.
+MAX_SHARED_DEPTH = 4
+
+
+def padded_depth(n_layers: int) -> int:
+    """The tuple length a net of ``n_layers`` weight layers is compiled for."""
+    return max(int(n_layers), MAX_SHARED_DEPTH)
 
 
 #: Layer 0's inputs are summed in two halves (and may run on two threads) from this many
@@ -715,9 +736,10 @@ class StackRunner:
 
 def warmup(dtype="float32", n_layers=(1, 2, 3)) -> int:
     """Compile (or load from the on-disk cache) :class:`StackRunner`'s steps for ``dtype``
-    and networks of each of ``n_layers`` weight layers (each count is its own compiled
-    version; ``[784, 30, 10]`` has 2), by running one tiny step. Returns the number of
-    versions touched. ``fit`` does this on its first call anyway.
+    and networks of each of ``n_layers`` weight layers (one compiled version serves every
+    depth up to :data:`MAX_SHARED_DEPTH`; a deeper one is its own), by running one tiny
+    step. Returns the number of versions touched. ``fit`` does this on its first call
+    anyway.
     """
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -725,8 +747,9 @@ def warmup(dtype="float32", n_layers=(1, 2, 3)) -> int:
     X = np.zeros((2, 3), dt)
     y = np.zeros(2, np.int64)
     order = np.arange(2, dtype=np.int64)
-    for layers in n_layers:
-        Ws = [np.zeros((1, 3, 3), dt) for _ in range(layers)]
-        bs = [np.zeros((1, 3), dt) for _ in range(layers)]
+    versions = sorted({padded_depth(layers) for layers in n_layers})
+    for depth in versions:
+        Ws = [np.zeros((1, 3, 3), dt) for _ in range(depth)]
+        bs = [np.zeros((1, 3), dt) for _ in range(depth)]
         StackRunner(Ws, bs, [0.1], [1.0], 2, True, threads=1).run(X, y, order, 0, 1)
-    return len(n_layers)
+    return len(versions)

@@ -115,7 +115,7 @@ class Cache:
         return out
 
     def marker(self, unit: str, dtype="float32", depth=2) -> str:
-        return engines._marker(unit, dtype, depth)
+        return engines._marker(unit, dtype, engines._unit_depth(unit, depth))
 
     def lock_held(self, unit: str, dtype="float32", depth=2) -> bool:
         """Whether a compiler holds ``unit``'s lock now (taken and let go at once otherwise)."""

@@ -232,3 +232,40 @@ def test_resume_runs_the_checkpoints_engine_bit_for_bit(tmp_path):
     assert h.engine == "step"
     for a, b in zip(resumed.weights + resumed.biases, ref.weights + ref.biases):
         np.testing.assert_array_equal(a, b)
+
+
+def test_one_compiled_loop_serves_every_depth_up_to_the_shared_one(tmp_path):
+    """Issue 23, item 3: the compiled loop's per-layer tuples are padded to
+    epoch_cpu.MAX_SHARED_DEPTH, so one compile per dtype serves depths 1..4: a fresh cache
+    warmed at depth 2 has the compiled engine ready for a 3-layer net, which trains on it
+    loading, not compiling. A deeper net is its own version."""
+    from fastnet.kernels import epoch_cpu
+
+    shared = epoch_cpu.MAX_SHARED_DEPTH
+    assert {engines._unit_depth("compiled", d) for d in range(1, shared + 1)} == {shared}
+    assert engines._unit_depth("compiled", shared + 1) == shared + 1
+    assert engines._unit_depth("rows", 3) == 3 and engines._unit_depth("kernels", 3) == 0
+    assert epoch_cpu.warmup("float64", tuple(range(1, shared + 1))) == 1
+    code = """
+import json, numpy as np, fastnet
+from fastnet import engines
+from fastnet.kernels import epoch_cpu
+epoch_cpu.warmup("float32", (2,))
+engines.prepare("compiled", "float32", 2)   # writes the ready marker, as a background compile does
+print(json.dumps([engines.is_ready("compiled", "float32", d) for d in (1, 2, 3, 4, 5)]))
+"""
+    env = {**os.environ, "FASTNET_CACHE": str(tmp_path / "cache"), "FASTNET_BACKGROUND_COMPILE": "0"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[true, true, true, true, false]"
+    fit = """
+import json, numpy as np, fastnet
+rng = np.random.default_rng(0)
+X, y = rng.random((500, 20)).astype(np.float32), rng.integers(0, 3, 500)
+h = fastnet.Network([20, 8, 6, 3], seed=0).fit(X, y, epochs=1, batch_size=10, eta=0.5, engine="compiled")
+print(json.dumps([h.config["engine"], h.config["compile_seconds"]]))
+"""
+    r = subprocess.run([sys.executable, "-c", fit], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    engine, seconds = __import__("json").loads(r.stdout.strip().splitlines()[-1])
+    assert engine == "compiled" and seconds < 3.0, (engine, seconds)   # loaded (a compile takes ~15 s)

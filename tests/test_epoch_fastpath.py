@@ -216,10 +216,11 @@ def test_ctrl_c_inside_an_epoch_stops_after_the_chunk_and_resumes_bitwise(path, 
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("split, per_call", [(False, 4_000), (True, 16_000)])
+@pytest.mark.parametrize("split, per_call", [(False, 8_000), (True, 20_000)])
 def test_chunk_calls_allocate_nothing_per_step(split, per_call):
-    """Per call: the thread handoff's few Python objects (a second thread: a future); per
-    step: nothing."""
+    """Per call: Numba's typing of the arguments (about 40 arrays, the per-layer tuples
+    padded to epoch_cpu.MAX_SHARED_DEPTH) and the thread handoff's few Python objects (a
+    second thread: a future); per step: nothing."""
     net = fastnet.Network([784, 30, 10], device="cpu", seed=0)
     X, y = random_data(2000, 784, 10)
     Xd, yd = net._prepare_X(X), net._prepare_y(y, 2000)
