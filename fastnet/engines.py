@@ -420,6 +420,7 @@ def _marker(unit: str, dtype: str, depth: int) -> str | None:
     root = numba_cache_dir()
     if root is None:
         return None
+    depth = _unit_depth(unit, depth)
     return os.path.join(root, "fastnet-ready", f"{unit}-{dtype}-{depth}-{_cache_key()}")
 
 
