@@ -97,7 +97,7 @@ def test_fit_on_float64_refuses_nan_in_either_half_and_changes_nothing(big_data,
 
 def test_fit_on_float64_still_warns_once_about_scale_and_trains_as_on_float32(big_data):
     X, y = big_data
-    with pytest.warns(fastnet.InputScaleWarning, match=r", 255\]; .*divide by 255") as rec:
+    with pytest.warns(fastnet.InputScaleWarning, match=r", 25\d[.\d]*\]; .*divide by 255") as rec:
         fastnet.Network([16, 4, 3], device="cpu", seed=0).fit(X * 255, y, epochs=1, batch_size=1000)
     assert sum(issubclass(w.category, fastnet.InputScaleWarning) for w in rec) == 1
     with warnings.catch_warnings():
