@@ -356,13 +356,6 @@ def backward_delta_flat(g, a, lo, hi):
         g[k] = _math.backward_delta(g[k], a[k], one)
 
 
-@njit(cache=True, nogil=True)
-def _backward_delta_part(g, a, lo, hi):
-    """:func:`backward_delta_flat` without the GIL: one thread's half of a large step."""
-    backward_delta_flat(g, a, lo, hi)
-    return 0
-
-
 @njit(cache=True)
 def _backward_delta_s(G, a):
     if G.ndim != 2 or a.ndim != 2:
@@ -550,35 +543,14 @@ def _scan_range(a, k0, k1, hi):
     return int(bad) + 2 * int(out)
 
 
-#: From this many elements the input pass and the step path's large element-wise steps
-#: (sigmoid, its derivative, the SGD update) run in two halves on two threads: a hand-off
-#: costs some 20 us, a 1000 x 500 sigmoid 280 us on one core.
-SCAN_SPLIT_MIN = 1 << 18
-
-
-def _two_threads(n) -> bool:
-    """Whether ``n`` elements of element-wise work go to two threads: enough of them, two
-    usable CPUs, and not already on one of fastnet's pool threads (no nested hand-off)."""
-    if n < SCAN_SPLIT_MIN:
-        return False
-    import threading
-
-    from fastnet.kernels import threads
-
-    return threads.usable_cpus() >= 2 and not threading.current_thread().name.startswith("fastnet")
-
-
-def _halves(fn, args, n):
-    """``fn(*args, 0, n // 2)`` and ``fn(*args, n // 2, n)`` on two threads."""
-    from fastnet.kernels import threads
-
-    return threads.spread(fn, [(*args, 0, n // 2), (*args, n // 2, n)])
+#: Below this many elements one thread does the pass (a thread hand-off costs more).
+SCAN_SPLIT_MIN = 1 << 20
 
 
 def _spread_flags(fn, args, n):
     from fastnet.kernels import threads
 
-    parts = 2 if _two_threads(n) else 1
+    parts = min(threads.usable_cpus(), 2) if n >= SCAN_SPLIT_MIN else 1
     cuts = [n * i // parts for i in range(parts + 1)]
     flags = 0
     for f in threads.spread(fn, [(*args[:-1], cuts[i], cuts[i + 1], args[-1]) for i in range(parts)]):
@@ -793,10 +765,6 @@ def backward_delta_cpu(G, a):
     if (type(G) is _ndarray and type(a) is _ndarray
             and ((dt := G.dtype) is _F32 or dt is _F64) and a.dtype is dt):
         try:
-            if (_two_threads(G.size) and G.ndim == 2 and G.shape == a.shape and G.flags.c_contiguous
-                    and a.flags.c_contiguous and G.flags.writeable):
-                _halves(_backward_delta_part, (G.reshape(-1), a.reshape(-1)), G.size)
-                return G
             if _backward_delta_s(G, a) == _OK:
                 return G
         except Exception:
@@ -1039,14 +1007,6 @@ def _check_Z_b_stacked(Z, b):
     return _OK
 
 
-@njit(cache=True, nogil=True)
-def _bias_sigmoid_stacked_part(Z, b, lo, hi):
-    """Rows ``lo .. hi - 1`` of every net's Z, without the GIL (checked by the caller)."""
-    for k in range(Z.shape[0]):
-        bias_sigmoid_rows(Z[k], b[k], lo, hi)
-    return 0
-
-
 @njit(cache=True)
 def _bias_sigmoid_stacked_s(Z, b):
     rc = _check_Z_b_stacked(Z, b)
@@ -1116,17 +1076,6 @@ def _sgd_stacked_s(P, grad, scales, decays):
     return _OK
 
 
-@njit(cache=True, nogil=True)
-def _sgd_stacked_part(P, grad, scales, decays, lo, hi):
-    """Elements ``lo .. hi - 1`` of every net's slice (checked by the caller), without the GIL."""
-    p, g = P.ravel(), grad.ravel()
-    per_net = P.size // P.shape[0]
-    for k in range(P.shape[0]):
-        a = k * per_net + lo
-        sgd_flat(p[a:a + hi - lo], g[a:a + hi - lo], scales[k], decays[k], 0, hi - lo)
-    return 0
-
-
 def _slow_Z_b_stacked(fn, kernel, Z, b):
     _check_array(fn, "Z", Z, 3, writable=True)
     _check_array(fn, "b", b, 2)
@@ -1147,9 +1096,6 @@ def bias_sigmoid_stacked_cpu(Z, b):
     if (type(Z) is _ndarray and type(b) is _ndarray and Z.ndim == 3 and b.ndim == 2
             and ((dt := Z.dtype) is _F32 or dt is _F64) and b.dtype is dt):
         try:
-            if _two_threads(Z.size) and Z.flags.writeable and _check_Z_b_stacked(Z, b) == _OK:
-                _halves(_bias_sigmoid_stacked_part, (Z, b), Z.shape[1])   # rows: the same values
-                return Z
             if _bias_sigmoid_stacked_s(Z, b) == _OK:
                 return Z
         except Exception:       # e.g. Numba refusing a read-only Z: say why below
@@ -1261,12 +1207,6 @@ def sgd_update_stacked_cpu(P, grad, scales, decays):
             and ((dt := P.dtype) is _F32 or dt is _F64)
             and grad.dtype is dt and scales.dtype is dt and decays.dtype is dt):
         try:
-            K = P.shape[0]
-            if (_two_threads(P.size) and P.shape == grad.shape and scales.shape == (K,) == decays.shape
-                    and P.flags.c_contiguous and grad.flags.c_contiguous and P.flags.writeable
-                    and scales.flags.c_contiguous and decays.flags.c_contiguous):
-                _halves(_sgd_stacked_part, (P, grad, scales, decays), P.size // K)
-                return P
             if _sgd_stacked_s(P, grad, scales, decays) == _OK:
                 return P
         except Exception:
