@@ -24,8 +24,9 @@ from test_kernels_cuda import run_simulator_main
 
 #: ptxas (sm_90, through nvJitLink) on the PTX of numba-cuda 0.30.4: registers per thread
 #: of the kernel, float32 / float64 (0 bytes spilled, no local memory); 80 / 110 before
-#: the kernel learnt the activation, cost and optimizer tables.
-PTXAS_REGISTERS = {"float32": 102, "float64": 120}
+#: the kernel learnt the activation, cost and optimizer tables, 102 / 120 before it summed
+#: the minibatch metrics. tests/test_ptx.py measures them where a compiler is.
+PTXAS_REGISTERS = {"float32": 120, "float64": 128}
 
 
 @pytest.mark.parametrize("sizes", [[784, 30, 10], [784, 100, 10]])

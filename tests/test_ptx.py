@@ -127,3 +127,51 @@ def _expected_targets():
         return ptx.targets()
     except Exception as exc:
         pytest.skip(f"numba.cuda cannot be imported here to count the kernels: {exc}")
+
+
+_REGISTERS = r"""
+import json, sys
+from cuda.bindings import nvjitlink as nj
+from fastnet.kernels import _cuda_api as api, epoch_cuda, ptx
+out = {}
+for t in ptx.targets():
+    if t.name != "epoch_cuda.epoch_kernel":
+        continue
+    code = api.compile_ptx(t, (9, 0))
+    code = code.encode() if isinstance(code, str) else code
+    h = nj.create(2, ["-arch=sm_90", "-verbose"])
+    nj.add_data(h, nj.InputType.PTX, code, len(code), "fused")
+    nj.complete(h)
+    log = bytearray(nj.get_info_log_size(h))
+    nj.get_info_log(h, log)
+    out[t.dtype] = log.decode(errors="replace")
+print(json.dumps({"log": out, "budget": 65536 // epoch_cuda.MAX_THREADS}))
+"""
+
+
+def test_the_fused_kernel_fits_the_register_budget_it_is_launched_with():
+    """ptxas (sm_90, through nvJitLink) on the fused kernel: at most 65536 / MAX_THREADS
+    registers a thread (128 at 512 threads; more and a 512-thread launch fails on the GPU
+    with too many resources requested) and nothing spilled. The numbers are the ones
+    tests/test_epoch_cuda.py's PTXAS_REGISTERS records."""
+    import json
+    import re
+
+    from test_epoch_cuda import PTXAS_REGISTERS
+
+    python = os.environ.get("FASTNET_PTX_PYTHON", "")
+    if not python or not Path(python).exists():
+        skip_or_fail("FASTNET_PTX_PYTHON is not set or missing: no environment with numba-cuda[cu13] and "
+                     "nvJitLink to run ptxas in (.ci/run builds one)")
+    r = subprocess.run([python, "-c", _REGISTERS], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                       env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(res["log"]) == {"float32", "float64"}
+    for dtype, log in res["log"].items():
+        used = [int(m) for m in re.findall(r"Used (\d+) registers", log)]
+        spills = [int(m) for m in re.findall(r"(\d+) bytes spill", log)]
+        assert used and spills, log
+        assert max(used) <= res["budget"], f"{dtype}: {max(used)} registers > {res['budget']}\n{log}"
+        assert not any(spills), f"{dtype} spills: {log}"
+        assert max(used) == PTXAS_REGISTERS[dtype], f"{dtype}: {max(used)} registers; update PTXAS_REGISTERS"
