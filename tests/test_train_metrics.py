@@ -145,3 +145,28 @@ def test_bad_train_metrics_is_refused_before_anything_changes(bad):
     with pytest.raises((ValueError, TypeError), match="train_metrics"):
         net.fit(X, y, epochs=1, batch_size=5, train_metrics=bad)
     assert all((w == b).all() for w, b in zip(net.weights, before))
+
+
+@pytest.mark.parametrize("train_metrics, with_val, loads_rows", [("minibatch", False, False),
+                                                                 ("exact", False, True),
+                                                                 ("minibatch", True, True)])
+def test_the_rows_metrics_pass_is_loaded_only_where_a_fit_makes_it(monkeypatch, train_metrics, with_val,
+                                                                   loads_rows):
+    """Large narrow data scores on the rows engine's threaded pass when that code is ready;
+    a fit that sums its metrics from the minibatches and has no validation data never makes
+    that pass, so it does not load (or compile) its code before epoch 1."""
+    from fastnet import engines
+
+    rng = np.random.default_rng(0)
+    n = engines.ROWS_MIN_ROWS
+    X, y = rng.random((n, 12)).astype(np.float32), rng.integers(0, 4, n)
+    net = fastnet.Network([12, 7, 4], device="cpu", seed=1)
+    real_ready, prepared = engines.is_ready, []
+    monkeypatch.setattr(engines, "is_ready", lambda u, d, depth: u == "rows" or real_ready(u, d, depth))
+    monkeypatch.setattr(engines, "prepare", lambda u, d, depth: prepared.append(u) or 0.0)
+    p = engines.plan(net, X, batch_size=10, epochs=1, y=y)
+    assert p.metrics == "rows" and p.engine != "rows" and "rows" in p.units   # the case in question
+    val = (X[:100], y[:100]) if with_val else None
+    monkeypatch.setattr(engines, "plan", lambda *a, **k: p)
+    net.fit(X, y, epochs=1, batch_size=10, eta=0.5, train_metrics=train_metrics, validation_data=val)
+    assert ("rows" in prepared) == loads_rows, prepared
