@@ -89,8 +89,9 @@ def warmup(dtype="float32", n_layers=(1, 2, 3), large=False, report=None) -> str
         ready("kernels", 0)
         versions = set()   # depths that share one compiled loop are compiled (and reported) once
         for depth in n_layers:
-            if engines._unit_depth("compiled", int(depth)) not in versions:
-                versions.add(engines._unit_depth("compiled", int(depth)))
+            version = engines._unit_depth("compiled", int(depth))
+            if version not in versions:
+                versions.add(version)
                 ready("compiled", int(depth))
             if large:
                 ready("rows", int(depth))

@@ -173,7 +173,7 @@ def check_X(X, n_features: int, name: str = "X", *, finite: bool = True):
             f"{name} has {X.shape[1]} features per sample, the network's input layer expects {n_features}"
         )
     if kind == "f" and finite:
-        if _scan_fast(X):  # NumPy: one read-only compiled pass at memory speed
+        if _all_finite_fast(X):  # NumPy: one read-only compiled pass at memory speed
             return kind
         xp = _xp(X)
         if bool(xp.all(xp.isfinite(X))):  # the common case: one pass, no per-row work
@@ -334,7 +334,7 @@ def check_targets(Y, n_samples: int, n_out: int, name: str = "Y"):
 
 
 # The answer of the last fused pass over an array (finite and inside [0, 1.5] together,
-# :func:`_scan_fast` or the cast in ``Network._to_device_checked``) to the input-scale
+# :func:`_all_finite_fast` or the cast in ``Network._to_device_checked``) to the input-scale
 # question, for the same array object, read once: fit asks it a few lines later, so X
 # is read once instead of twice. Held by a weak reference: it keeps no array alive.
 _last_scan = None
@@ -356,9 +356,11 @@ def _recall_inside(X):
     return None
 
 
-def _scan_fast(X) -> bool:
-    """As :func:`_all_finite_fast`, and when the pass also answered the input-scale
-    question (NumPy float arrays), remembers it (:func:`remember_inside`)."""
+def _all_finite_fast(X) -> bool:
+    """True when one compiled read says every element of a C-contiguous float32/float64
+    NumPy array is finite; False when it finds one that is not, or cannot tell (then the
+    caller's ``isfinite`` pass decides and words the error). The same read answers the
+    input-scale question, which is remembered for ``X`` (:func:`remember_inside`)."""
     if type(X) is not np.ndarray or X.dtype.kind != "f" or not X.flags.c_contiguous:
         return False
     try:
@@ -389,19 +391,6 @@ def cast_scan(X, dtype):
         return cast_scan_cpu(X, dtype)
     except Exception:  # noqa: BLE001 - e.g. a damaged kernel cache: the caller's way
         return None
-
-
-def _all_finite_fast(X) -> bool:
-    """True when the Numba kernel says every element of a C-contiguous float32/float64
-    NumPy array is finite; False when it finds one that is not, or cannot tell (then
-    the caller's ``isfinite`` pass decides and words the error)."""
-    if type(X) is not np.ndarray or X.dtype.kind != "f" or not X.flags.c_contiguous:
-        return False
-    try:
-        from fastnet.kernels.cpu import all_finite_cpu
-    except ImportError:  # pragma: no cover - Numba missing: the isfinite pass
-        return False
-    return bool(all_finite_cpu(X))
 
 
 def _xp(a):

@@ -195,6 +195,13 @@ class _Epochs:
         return True
 
 
+def _keep_params(est, values) -> None:
+    """Every ``__init__`` argument as the attribute of its name, nothing else (scikit-learn's
+    convention: no checks or logic in ``__init__``; ``get_params`` reads them back)."""
+    for name in est._get_param_names():
+        setattr(est, name, values[name])
+
+
 def _stochastic(est) -> bool:
     """``partial_fit`` exists for the stochastic solvers only (scikit-learn's rule)."""
     if est.solver not in ("sgd", "adam"):
@@ -678,34 +685,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000, class_weight=None, cost="cross_entropy",
                  init=None, device="cpu", dtype="float32"):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.class_weight = class_weight
-        self.cost = cost
-        self.init = init
-        self.device = device
-        self.dtype = dtype
+        _keep_params(self, locals())
 
     def _cost(self):
         return self.cost
@@ -831,33 +811,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, init=None, device="cpu",
                  dtype="float32"):
-        self.loss = loss
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.init = init
-        self.device = device
-        self.dtype = dtype
+        _keep_params(self, locals())
 
     def _check_params(self):
         hidden = super()._check_params()
