@@ -661,7 +661,7 @@ def _units(engine: Engine, r: _Request) -> tuple:
 
 
 def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=True, unit=None,
-         optimizer=None) -> Plan:
+         optimizer=None, scores=True) -> Plan:
     """Which engine trains ``model`` on ``X`` at ``batch_size`` for ``epochs``, and why.
 
     model: a Network or NetworkStack. X: the training data (only its shape is read). y:
@@ -670,7 +670,9 @@ def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=Tr
     engine: ``"auto"`` or a name of :func:`names`; a named engine that cannot serve the
     request is a ``ValueError`` naming the reason. compile_ok: False leaves out every
     engine that would compile now. unit: ``"step"`` for one step (``train_step``): the
-    epoch engines are left out.
+    epoch engines are left out. scores: whether the fit scores whole data sets (exact
+    training metrics, validation data): only then is the rows engine's threaded pass the
+    metrics path (and its code a unit to load); the rows engine itself always scores.
 
     Returns a :class:`Plan`; ``plan.rejected`` says why every other engine was not chosen.
     """
@@ -733,7 +735,7 @@ def plan(model, X, *, batch_size, epochs=1, y=None, engine="auto", compile_ok=Tr
         kernels = "xp"   # the metrics pass needs no compile of its own
     elif kernels == "njit" and "kernels" not in units:
         units += ("kernels",)
-    metrics = _metrics_path(model, r, compile_units)
+    metrics = _metrics_path(model, r, compile_units) if scores or chosen.name == "rows" else "blas"
     if metrics == "rows" and "rows" not in units:
         units += ("rows",)
     return Plan(engine=chosen.name, rejected=rejected, kernels=kernels, metrics=metrics, units=units,

@@ -455,10 +455,12 @@ class Network(DeviceData, training.Trainable):
         V.warn_input_scale(X, Xd)
         if self.cost != "mse":
             V.warn_output_width(yd, self.sizes[-1])
-        p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, y=yd, engine=engine, optimizer=opt)
+        train_metrics = V.check_choice("train_metrics", train_metrics, training.TRAIN_METRICS)
+        p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, y=yd, engine=engine, optimizer=opt,
+                         scores=train_metrics == "exact" or val is not None)
         run = {"epochs": epochs, "batch_size": batch_size, "eta": eta, "lmbda": lmbda, "n_train": n,
                "shuffle": V.check_bool("shuffle", shuffle), "optimizer": opt.config()}
-        run["train_metrics"] = V.check_choice("train_metrics", train_metrics, training.TRAIN_METRICS)
+        run["train_metrics"] = train_metrics
         if split_seed is not None:   # the held-out rows of a seed=None network: a resume draws the same
             run["split_seed"] = split_seed
         history = History(config=self.config() | run | {

@@ -327,10 +327,11 @@ class NetworkStack(DeviceData, training.Trainable):
         n = Xd.shape[0]
         for i, (e, lm) in enumerate(zip(self.etas, self.lmbdas)):   # each decay within dtype, before any step
             V.check_step(e, lm, n, self.dtype, eta_name=f"etas[{i}]", lmbda_name=f"lmbdas[{i}]", growing=True)
-        p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, y=yd, engine=engine, optimizer=opt)
+        train_metrics = V.check_choice("train_metrics", train_metrics, training.TRAIN_METRICS)
+        p = engines.plan(self, Xd, batch_size=batch_size, epochs=epochs, y=yd, engine=engine, optimizer=opt,
+                         scores=train_metrics == "exact" or val is not None)
         run = {"epochs": epochs, "batch_size": batch_size, "n_train": n, "shuffle": V.check_bool("shuffle", shuffle),
-               "optimizer": opt.config(),
-               "train_metrics": V.check_choice("train_metrics", train_metrics, training.TRAIN_METRICS)}
+               "optimizer": opt.config(), "train_metrics": train_metrics}
         base = {"sizes": list(self.sizes), "activation": self.activation, "cost": self.cost, "init": self.init,
                 "dtype": self.dtype,
                 **run, "order": self.order, "order_seed": self.order_seed, "stack_k": self.k,

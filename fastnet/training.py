@@ -776,14 +776,8 @@ class Trainable:
             start_epoch, start_step = 1, 0
         self._fit_engine = p.engine
         self._fit_histories = histories
-        # compile (or load) before the first epoch starts its clock: compile time is not training time.
-        # The rows engine's code as the metrics pass only where that pass runs: a fit summing its
-        # metrics from the minibatches without validation data never makes it (its load alone
-        # cost 27 ms a process, 9 % of a 3-epoch Nielsen fit's time over the raw loop)
-        units = p.units
-        if p.metrics == "rows" and p.engine != "rows" and run.get("train_metrics") == "minibatch" and val is None:
-            units = tuple(u for u in units if u != "rows")
-        compile_s = round(sum(engines.prepare(u, self.dtype, self.n_layers) for u in units), 3)
+        # compile (or load) before the first epoch starts its clock: compile time is not training time
+        compile_s = round(sum(engines.prepare(u, self.dtype, self.n_layers) for u in p.units), 3)
         later = engines.compile_later(p)   # a better engine the plan passed over: ready for the next run
         if later is not None:
             _say(later.line(), verbose)
@@ -811,7 +805,8 @@ class Trainable:
                  "resumed run agrees with an uninterrupted one to rounding, not bit for bit", verbose)
             return p
         try:
-            return engines.plan(self, Xd, batch_size=run["batch_size"], epochs=run["epochs"], y=yd, engine=saved)
+            return engines.plan(self, Xd, batch_size=run["batch_size"], epochs=run["epochs"], y=yd, engine=saved,
+                                scores=p.metrics == "rows")
         except ValueError as exc:
             _say(f"the checkpoint's engine {saved!r} cannot run here ({exc}); going on with {p.engine!r}, "
                  "equal to rounding", verbose)
