@@ -102,6 +102,27 @@ def test_train_step_refuses_non_finite_every_call():
         net.train_step(X, y, 0.1)
 
 
+@pytest.mark.parametrize("engine", ["auto", "step", "xp"])
+@pytest.mark.parametrize("bad", [np.nan, -np.inf])
+def test_train_step_finiteness_read_refuses_before_changing_anything(engine, bad):
+    """A float32 batch in the network's dtype gets one finiteness-only read before a step
+    on an engine that does not check its input itself; a bad value anywhere is refused,
+    naming its row, and nothing changes."""
+    rng = np.random.default_rng(6)
+    X = rng.random((300, 20)).astype(np.float32)
+    y = rng.integers(0, 5, 300)
+    net = fastnet.Network([20, 16, 5], device="cpu", seed=2)
+    net.train_step(X, y, 0.5, engine=engine)
+    before = [w.copy() for w in net.weights + net.biases]
+    X[217, 13] = bad
+    with pytest.raises(ValueError, match="first at index 217"):
+        net.train_step(X, y, 0.5, engine=engine)
+    assert all((a == b).all() for a, b in zip(before, net.weights + net.biases))
+    X[217, 13] = 2.5                           # out of [0, 1] but finite: a step like any other
+    net.train_step(X, y, 0.5, engine=engine)
+    assert not all((a == b).all() for a, b in zip(before, net.weights + net.biases))
+
+
 def test_float32_sigmoid_accuracy():
     rng = np.random.default_rng(4)
     Z = (rng.standard_normal((300, 257)) * 8).astype(np.float32)
