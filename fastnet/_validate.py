@@ -356,25 +356,23 @@ def _recall_inside(X):
     return None
 
 
-def _all_finite_fast(X, scale: bool = True) -> bool:
+def _all_finite_fast(X) -> bool:
     """True when one compiled read says every element of a C-contiguous float32/float64
     NumPy array is finite; False when it finds one that is not, or cannot tell (then the
-    caller's ``isfinite`` pass decides and words the error). With ``scale`` the same read
-    answers the input-scale question, which is remembered for ``X``
-    (:func:`remember_inside`); without, it asks finiteness alone (a cheaper read: what
-    ``train_step`` needs of each batch)."""
+    caller's ``isfinite`` pass decides and words the error). The same read answers the
+    input-scale question, which is remembered for ``X`` (:func:`remember_inside`)."""
     if type(X) is not np.ndarray or X.dtype.kind != "f" or not X.flags.c_contiguous:
         return False
     try:
-        from fastnet.kernels.cpu import all_finite_cpu, scan_cpu
+        from fastnet.kernels.cpu import scan_cpu
     except ImportError:  # pragma: no cover - Numba missing: the isfinite pass
         return False
     try:
-        r = scan_cpu(X) if scale else all_finite_cpu(X)
+        r = scan_cpu(X)
     except Exception:  # noqa: BLE001 - e.g. a damaged kernel cache: the isfinite pass decides
         return False
-    if r is None or not scale:
-        return bool(r)
+    if r is None:
+        return False
     finite, inside = r
     if finite:
         remember_inside(X, inside)

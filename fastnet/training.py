@@ -410,7 +410,7 @@ def one_step(net, X, Xd, yd, eta, decay, engine, optimizer=None) -> None:
     m = Xd.shape[0]
     p = engines.plan(net, Xd, batch_size=m, epochs=1, y=yd, engine=engine, unit="step", optimizer=optimizer)
     row = engines.get(p.engine)
-    if Xd is X and not row.checks_input and not V._all_finite_fast(X, scale=False):
+    if Xd is X and not row.checks_input and not V._all_finite_fast(X):
         V.check_X(X, net.sizes[0], "X")   # the full check, naming the first bad row
     with net._running(p):
         ws = net._workspace(m, chunked=row.chunked)

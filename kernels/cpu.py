@@ -544,57 +544,25 @@ def _colsum_add_s(delta, out, scale):
     return rc
 
 
-# --- finiteness check: one read-only pass, no temporaries ---------------------------
-# Checks the exponent bits (all ones: inf or NaN) through an integer view, so the loop
-# is an integer OR-reduction that LLVM vectorizes: memory speed, where
+# --- finiteness and range checks: one read-only pass, no temporaries ----------------
+# Both read X through integer views with two max reductions (:func:`_scan_range`, with
+# the input pass below), which LLVM vectorizes: memory speed, where
 # ``np.all(np.isfinite(X))`` writes a boolean temporary as large as X first.
-
-@njit(cache=True)
-def _all_finite_bits(bits, expo):
-    acc = bits.dtype.type(0)
-    for k in range(bits.size):
-        acc |= (bits[k] & expo) == expo
-    return acc == 0
-
-
-@njit(cache=True)
-def _outside_bits(bits, sign, big):
-    """Whether any float (as its integer bits) is below 0 (-0.0 is not) or above the float
-    whose bits are ``big`` (NaN counts as above): one OR-reduction LLVM vectorizes."""
-    acc = False
-    for k in range(bits.size):
-        b = bits[k]
-        acc |= (b < 0 and b != sign) or b > big
-    return acc
-
 
 def outside_unit_cpu(X, hi=1.5):
     """True when the C-contiguous float32/float64 ndarray ``X`` holds a value below 0 or
     above ``hi`` (one read-only pass at memory speed, not a min and a max); None for
     anything else (the caller then uses ``xp.min`` / ``xp.max``)."""
-    if type(X) is _ndarray and (X.dtype is _F32 or X.dtype is _F64) and X.flags.c_contiguous and X.size:
-        it = np.int32 if X.dtype is _F32 else np.int64
-        bits = X.reshape(-1).view(it)
-        big = np.array([hi], X.dtype).view(it)[0]
-        return bool(_outside_bits(bits, it(np.iinfo(it).min), big))
-    return None
-
-
-_EXPO32 = np.int32(0x7F800000)
-_EXPO64 = np.int64(0x7FF0000000000000)
+    r = scan_cpu(X, hi)
+    return None if r is None else not r[1]
 
 
 def all_finite_cpu(X):
     """True when every element of the C-contiguous float32/float64 ndarray ``X`` is finite.
 
     Returns None for anything else (the caller then uses ``np.isfinite``)."""
-    if (type(X) is _ndarray and (X.dtype is _F32 or X.dtype is _F64) and X.flags.c_contiguous
-            and X.size):
-        flat = X.reshape(-1)
-        if X.dtype is _F32:
-            return bool(_all_finite_bits(flat.view(np.int32), _EXPO32))
-        return bool(_all_finite_bits(flat.view(np.int64), _EXPO64))
-    return None
+    r = scan_cpu(X)
+    return None if r is None else r[0]
 
 
 # --- the input pass of fit: cast and checks in one read, on the usable cores ------------
@@ -618,14 +586,29 @@ def _cast_scan_range(src, dst, k0, k1, hi):
 
 
 @njit(cache=True, nogil=True)
-def _scan_range(a, k0, k1, hi):
-    """As :func:`_cast_scan_range` without the cast: the flags of ``a[k0:k1]``."""
-    bad = False
-    out = False
-    for k in range(k0, k1):
-        x = a[k]
-        bad |= (x - x) != 0
-        out |= not (x >= 0 and x <= hi)
+def _scan_range(bits, ubits, k0, k1, top, big, sign, ntop):
+    """The flags of :func:`_cast_scan_range` for ``a[k0:k1]``, read as its bits: ``bits``
+    and ``ubits`` are ``a`` viewed as signed and unsigned integers of its width. Two max
+    reductions, which LLVM vectorizes at the CPU's full width (the float comparisons ran
+    at a third of the speed): for a float of positive sign the signed order of its bits is
+    its order, NaN and inf above every finite one, so the signed maximum above ``top``
+    (the largest finite float's bits) means +inf or NaN, above ``big`` (``hi``'s bits)
+    a value beyond ``hi``; a negative sign puts the unsigned bits at or above ``sign``
+    (-0.0's bits, the one negative value inside [0, hi]), and at or above ``ntop``
+    (-inf's bits) for -inf and NaN."""
+    if k1 <= k0:
+        return 0
+    sb = bits[k0:k1]                  # slices: a loop from 0 vectorizes, one from k0 not as well
+    ub = ubits[k0:k1]
+    smax = sb[0]
+    umax = ub[0]
+    for k in range(sb.size):
+        x = sb[k]
+        u = ub[k]
+        smax = x if x > smax else smax    # a select, not max(): that form vectorizes worse
+        umax = u if u > umax else umax
+    bad = smax > top or umax >= ntop
+    out = smax > big or umax > sign
     return int(bad) + 2 * int(out)
 
 
@@ -633,13 +616,15 @@ def _scan_range(a, k0, k1, hi):
 SCAN_SPLIT_MIN = 1 << 20
 
 
-def _spread_flags(fn, args, n):
+def _spread_flags(fn, head, tail, n):
+    """``fn(*head, k0, k1, *tail)`` over ``[0, n)`` (in two halves on two threads when
+    large), the returned flags OR-ed."""
     from fastnet.kernels import threads
 
     parts = min(threads.usable_cpus(), 2) if n >= SCAN_SPLIT_MIN else 1
     cuts = [n * i // parts for i in range(parts + 1)]
     flags = 0
-    for f in threads.spread(fn, [(*args[:-1], cuts[i], cuts[i + 1], args[-1]) for i in range(parts)]):
+    for f in threads.spread(fn, [(*head, cuts[i], cuts[i + 1], *tail) for i in range(parts)]):
         flags |= f
     return flags
 
@@ -654,7 +639,7 @@ def cast_scan_cpu(X, dtype, hi=1.5):
             and X.flags.c_contiguous and X.size):
         return None
     out = np.empty(X.shape, dt)
-    flags = _spread_flags(_cast_scan_range, (X.reshape(-1), out.reshape(-1), X.dtype.type(hi)), X.size)
+    flags = _spread_flags(_cast_scan_range, (X.reshape(-1), out.reshape(-1)), (X.dtype.type(hi),), X.size)
     return out, not flags & 1, not flags & 2
 
 
@@ -663,7 +648,11 @@ def scan_cpu(X, hi=1.5):
     :func:`cast_scan_cpu`); None for anything else."""
     if not (type(X) is _ndarray and (X.dtype is _F32 or X.dtype is _F64) and X.flags.c_contiguous and X.size):
         return None
-    flags = _spread_flags(_scan_range, (X.reshape(-1), X.dtype.type(hi)), X.size)
+    flat = X.reshape(-1)
+    it, ut = (np.int32, np.uint32) if X.dtype is _F32 else (np.int64, np.uint64)
+    top, big = np.array([np.finfo(X.dtype).max, hi], X.dtype).view(it)
+    sign, ntop = np.array([-0.0, -np.inf], X.dtype).view(ut)
+    flags = _spread_flags(_scan_range, (flat.view(it), flat.view(ut)), (top, big, sign, ntop), X.size)
     return not flags & 1, not flags & 2
 
 

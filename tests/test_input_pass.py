@@ -53,6 +53,27 @@ def test_the_flags_find_a_value_in_either_half(where, bad, finite, inside):
     with np.errstate(over="ignore"):
         X32 = X.astype(np.float32)
     assert cpu.scan_cpu(X32) == (finite, inside)
+    assert cpu.scan_cpu(X) == ((finite, inside) if bad != 1e40 else (True, False))   # float64 as is
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 5, 17, 40])
+def test_the_scan_reads_every_element_of_short_arrays_by_its_bits(dtype, n):
+    # the scan reads the floats as integers (two max reductions over signed and unsigned
+    # views); every sign and class of float, at every place of short arrays (the vector
+    # loop's remainder included), and the three wrappers agree with NumPy
+    cases = [np.nan, -np.nan, np.inf, -np.inf, -0.0, 0.0, -1e-45, 1e-45, 1.5, 1.5000001,
+             np.nextafter(dtype(1.5), dtype(2)), -1.0, 2.0, np.finfo(dtype).max, -np.finfo(dtype).max]
+    for v in cases:
+        for where in range(n):
+            X = np.full(n, 0.75, dtype)
+            X[where] = v
+            finite = bool(np.isfinite(X).all())
+            with np.errstate(invalid="ignore"):
+                inside = bool(((X >= 0) & (X <= 1.5)).all())
+            assert cpu.scan_cpu(X) == (finite, inside), (v, where)
+            assert cpu.all_finite_cpu(X) is finite
+            assert cpu.outside_unit_cpu(X) is (not inside)
 
 
 def test_anything_but_a_contiguous_float_array_is_left_to_the_caller():
