@@ -226,8 +226,9 @@ def _sigmoid_row(Z, b, i, n):  # pragma: no cover - replaced by the overload in 
 
 @overload(_sigmoid_row, inline="always")
 def _sigmoid_row_ov(Z, b, i, n):
-    """Row i of ``Z <- sigmoid(Z + b)``: in whole vectors of the CPU's width (the rest one
-    by one) for C-contiguous float32 arrays, else element by element."""
+    """Row i of ``Z <- sigmoid(Z + b)``: in whole vectors of the CPU's width, then one
+    8-lane vector where it fits, the rest one by one, for C-contiguous float32 arrays;
+    else element by element."""
     if (Z.dtype == _nbtypes.float32 and b.dtype == _nbtypes.float32
             and Z.layout == "C" and b.layout == "C"):
         def wide(Z, b, i, n):
@@ -238,6 +239,10 @@ def _sigmoid_row_ov(Z, b, i, n):
             while j + L <= n:
                 simd.store(Z, r + j, _sigmoid_add_vec(simd.load(Z, r + j, v), simd.load(b, j, v)))
                 j += L
+            h = simd.narrow_zero(Z)           # 8 lanes: the rest of a 30-wide row, with AVX-512
+            if L > simd.lanes(h) and j + simd.lanes(h) <= n:
+                simd.store(Z, r + j, _sigmoid_add_vec(simd.load(Z, r + j, h), simd.load(b, j, h)))
+                j += simd.lanes(h)
             while j < n:
                 Z[i, j] = _sigmoid_f32(Z[i, j] + b[j])
                 j += 1

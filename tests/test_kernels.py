@@ -399,7 +399,7 @@ def _edge_floats(rng, n):
                                rng.uniform(-110, -80, n).astype(np.float32), bits])
 
 
-@pytest.mark.parametrize("n", [1, 5, 15, 16, 17, 31, 40, 500])
+@pytest.mark.parametrize("n", [1, 5, 15, 16, 17, 24, 30, 31, 40, 500])
 def test_float32_sigmoid_rows_equal_the_scalar_formula_bit_for_bit(n):
     # bias_sigmoid_rows runs whole vectors of the CPU's width (16 or 8 float32 lanes) and
     # the rest of a row one by one; every element must be the scalar _sigmoid_f32 of
