@@ -274,10 +274,10 @@ def _inside_unit_fast(Xd) -> bool:
         return known
     try:
         from fastnet.kernels.cpu import outside_unit_cpu
-    except Exception:  # noqa: BLE001 - no Numba: the min and max
+
+        return outside_unit_cpu(Xd) is False
+    except Exception:  # noqa: BLE001 - no Numba, or a damaged kernel cache: the min and max
         return False
-    out = outside_unit_cpu(Xd)
-    return out is False
 
 
 def warn_input_scale(X, Xd, name: str = "X") -> None:

@@ -307,11 +307,10 @@ def sgd_step(kt, v, X, y, ws, m, scales, decays, ones, *, check=None, n_in=None,
         stop = min(k0 + c, m)
         Xc, yc = (X, y) if stop - k0 == m else (X[k0:stop, ...], y[k0:stop, ...])
         if check is not None:
-            from fastnet.kernels.cpu import all_finite_cpu
+            from fastnet import _validate as V
 
-            if not all_finite_cpu(Xc):
-                from fastnet import _validate as V
-
+            # the compiled read, or NumPy's where it cannot tell (e.g. a damaged kernel cache)
+            if not V._all_finite_fast(Xc) and not bool(np.isfinite(Xc).all()):
                 V.check_X(check, n_in, "X")   # raises, naming the first bad row
                 raise ValueError("X must be finite")   # pragma: no cover - check_X raised
         grad_sums(kt, v, Xc, yc, ws, stop - k0, accumulate=k0 > 0, b_scale=b_scale, meter=meter)

@@ -123,6 +123,37 @@ def test_train_step_finiteness_read_refuses_before_changing_anything(engine, bad
     assert not all((a == b).all() for a, b in zip(before, net.weights + net.biases))
 
 
+def test_a_broken_compiled_scan_leaves_the_checks_to_numpy(monkeypatch):
+    """Where the compiled input scan cannot run (e.g. a damaged kernel cache raising on
+    load), the chunked step, train_step and fit's scale warning fall back to NumPy: good
+    data trains, bad data is refused naming its row, nothing changes."""
+    from fastnet.kernels import cpu
+
+    def broken(*_a, **_k):
+        raise ValueError("invalid literal for int() with base 10: 'arbage'")
+
+    rng = np.random.default_rng(7)
+    m = 20_001
+    X = rng.random((m, 200)).astype(np.float32)
+    y = rng.integers(0, 10, m)
+    net = fastnet.Network([200, 16, 10], device="cpu", seed=1)
+    small = fastnet.Network([200, 10], device="cpu", seed=0)
+    for engine in ("chunked", "auto"):         # the engines' code loaded before the scan breaks
+        net.train_step(X, y, 0.5, engine=engine)
+    small.fit(X[:200], y[:200], epochs=1, batch_size=50, eta=0.1)
+    monkeypatch.setattr(cpu, "scan_cpu", broken)
+    for engine in ("chunked", "auto"):
+        net.train_step(X, y, 0.5, engine=engine)
+        before = [w.copy() for w in net.weights + net.biases]
+        X[m - 2, 7] = np.nan
+        with pytest.raises(ValueError, match=f"first at index {m - 2}"):
+            net.train_step(X, y, 0.5, engine=engine)
+        assert all((a == b).all() for a, b in zip(before, net.weights + net.biases))
+        X[m - 2, 7] = 0.5
+    with pytest.warns(fastnet.InputScaleWarning):
+        small.fit(X[:200] * 255, y[:200], epochs=1, batch_size=50, eta=0.1)
+
+
 def test_float32_sigmoid_accuracy():
     rng = np.random.default_rng(4)
     Z = (rng.standard_normal((300, 257)) * 8).astype(np.float32)
