@@ -106,6 +106,19 @@ def _check_mat_vec(M, v):
 # sigmoid a large share of a [784, 500, 500, 10] step at large batches. float64 keeps
 # _math.sigmoid (libm exp), so float64 results are unchanged.
 
+def _pow2_ir(builder, k):
+    """LLVM IR for ``2.0f ** k``, ``k`` a float32 (or a vector of them) holding an integer in
+    [-126, 127]: the integer, biased and shifted into the exponent bits."""
+    i32 = _ir.IntType(32)
+    ity, n = (i32, None) if isinstance(k.type, _ir.FloatType) else (_ir.VectorType(i32, k.type.count), k.type.count)
+
+    def const(x):
+        return _ir.Constant(ity, x if n is None else [x] * n)
+
+    i = builder.shl(builder.add(builder.fptosi(k, ity), const(127)), const(23))
+    return builder.bitcast(i, k.type)
+
+
 @intrinsic
 def _pow2_f32(typingctx, k):
     """``2.0f ** k`` for a float32 ``k`` holding an integer in [-126, 127]: the exponent bits."""
@@ -113,10 +126,7 @@ def _pow2_f32(typingctx, k):
         return None
 
     def codegen(context, builder, sig, args):
-        i32 = _ir.IntType(32)
-        i = builder.fptosi(args[0], i32)
-        i = builder.shl(builder.add(i, _ir.Constant(i32, 127)), _ir.Constant(i32, 23))
-        return builder.bitcast(i, _ir.FloatType())
+        return _pow2_ir(builder, args[0])
 
     return _nbtypes.float32(k), codegen
 
@@ -164,9 +174,6 @@ def _sigmoid_ov(z, one):
     return lambda z, one: _math.sigmoid(z, one)
 
 
-_F32_CONST = (lambda x: _ir.Constant(_ir.FloatType(), float(np.float32(x))))
-
-
 @intrinsic
 def _sigmoid_add_vec(typingctx, z, b):
     """``_sigmoid_f32(z + b)`` lane by lane on two float32 vectors: the very operations of
@@ -182,20 +189,14 @@ def _sigmoid_add_vec(typingctx, z, b):
     def codegen(context, builder, sig, args):
         vf = args[0].type
         L = vf.count
-        vi = _ir.VectorType(_ir.IntType(32), L)
 
-        def c(x):
-            return _ir.Constant(vf, [_F32_CONST(x)] * L)
+        def c(x):   # a float32 constant in every lane (rounded as np.float32 rounds it)
+            return _ir.Constant(vf, [_ir.Constant(_ir.FloatType(), float(np.float32(x)))] * L)
 
         def call(name, *xs):
             fn = cgutils.get_or_insert_function(builder.module, _ir.FunctionType(vf, [vf] * len(xs)),
                                                 f"llvm.{name}.v{L}f32")
             return builder.call(fn, list(xs))
-
-        def pow2(k):   # 2.0f ** k for k holding an integer in [-126, 127]: the exponent bits
-            i = builder.fptosi(k, vi)
-            i = builder.shl(builder.add(i, _ir.Constant(vi, [127] * L)), _ir.Constant(vi, [23] * L))
-            return builder.bitcast(i, vf)
 
         def fma(a, b, cc):
             return call("fma", a, b, cc)
@@ -212,7 +213,7 @@ def _sigmoid_add_vec(typingctx, z, b):
             p = fma(p, r, c(k))
         p = fadd(fma(p, fmul(r, r), r), c(1.0))
         n1 = call("floor", fmul(n, c(0.5)))
-        e = fmul(fmul(p, pow2(n1)), pow2(fsub(n, n1)))
+        e = fmul(fmul(p, _pow2_ir(builder, n1)), _pow2_ir(builder, fsub(n, n1)))
         s = builder.fdiv(c(1.0), fadd(c(1.0), e))
         out = builder.select(builder.fcmp_ordered(">=", z, c(0.0)), s, fmul(e, s))
         return builder.select(builder.fcmp_unordered("uno", z, z), z, out)
