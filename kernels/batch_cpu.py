@@ -23,7 +23,9 @@ Arithmetic. The products are the register-blocked FMA loops of
 ``G <- G + A.T @ D``): each element one chain of fused multiply-adds in index
 order from 0. A layer with at least one wide vector of outputs (16 float32 with AVX-512,
 8 with AVX2) uses wide vectors, else 32-byte ones (overlapping last tiles, no padding).
-The element-wise maths is that of :mod:`fastnet.kernels.cpu` (imported).
+The element-wise maths is that of :mod:`fastnet.kernels.cpu` (imported). Subnormal numbers
+are flushed to zero on each thread while it runs (``simd.without_subnormals``; see
+:mod:`fastnet.kernels.epoch_cpu`).
 
 What the result depends on. Every activation and delta row depends on its own row only.
 A gradient element is: per chunk, an FMA chain over the chunk's rows from zero (bias:
@@ -46,7 +48,7 @@ from numba import njit
 
 from fastnet.kernels import _math
 from fastnet.kernels.cpu import bias_sigmoid_rows, bias_softmax_rows, delta_labels_rows
-from fastnet.kernels.simd import lanes, mm, narrow_zero, upd, wide_zero
+from fastnet.kernels.simd import lanes, mm, narrow_zero, upd, wide_zero, without_subnormals
 from fastnet.kernels.threads import spread, usable_cpus
 
 __all__ = ["LargeStep", "large_step", "default_chunk"]
@@ -209,6 +211,12 @@ def _part_metrics(X, y, k0, k1, chunk, quadratic, sizes, Ws, bs, acts, rows, xro
     out[1] = correct
 
 
+#: The two per-thread loops with subnormals flushed to zero on their thread
+#: (``simd.without_subnormals``: a saturated sigmoid's derivative is one).
+_grads_flushed = without_subnormals(_part_grads)
+_metrics_flushed = without_subnormals(_part_metrics)
+
+
 @njit(cache=True)
 def _add_into(a, b):
     """``a += b`` (flat, same length)."""
@@ -347,7 +355,7 @@ class LargeStep:
         args = (tuple(W.ravel() for W in Ws), tuple(bs))
         jobs = [(X, y, cuts[t] * C, min(cuts[t + 1] * C, m), C, bool(quadratic), self._sizes, *args,
                  self._parts[t].acts, self._parts[t].rows, self._parts[t].xrows, outs[t]) for t in range(T)]
-        spread(_part_metrics, jobs)
+        spread(_metrics_flushed, jobs)
         return sum(float(o[0]) for o in outs), int(sum(o[1] for o in outs))
 
     def _run(self, X, y, Ws, bs, eta, decay, quadratic):
@@ -367,7 +375,7 @@ class LargeStep:
             jobs.append((X, y, cuts[t] * C, min(cuts[t + 1] * C, m), C, quadratic, self._sizes,
                          Wf, WTs, bt, p.acts, p.deltas, p.rows, p.gWs, p.gbs, self._ones,
                          p.acc, p.xrows, p.yb))
-        spread(_part_grads, jobs)
+        spread(_grads_flushed, jobs)
         # the partial sums, in thread order, then the update
         p0 = self._parts[0]
         for t in range(1, T):

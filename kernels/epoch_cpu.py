@@ -60,7 +60,12 @@ the CPU has (:data:`WIDE_BYTES`); the small layers use 32-byte vectors, whose 8 
 lanes fit their 10 outputs. The element-wise maths is that of :mod:`fastnet.kernels.cpu`
 and :mod:`fastnet.kernels._math`. No BLAS, so no BLAS threads compete, and nothing is
 allocated per step (the next minibatch's rows are prefetched while the current one
-trains).
+trains). Subnormal numbers are flushed to zero while the loop runs (x86 MXCSR FTZ and DAZ,
+set on each loop thread and put back when the call returns: ``simd.without_subnormals``),
+as XLA does for JAX: saturated sigmoids make a(1 - a) and the deltas behind it
+subnormal, and every operation on one costs x86 a microcode assist. Without the flush
+Nielsen's Fashion-MNIST epoch went from 0.05 s (epoch 1) to 0.28 s (epoch 30); with it,
+0.05 s throughout. A value below float32's 1.2e-38 (float64's 2.2e-308) becomes 0.
 
 Tried and dropped: 10-row register blocks (the ten row addresses spill general
 registers: slower); skipping the input columns that are zero in the whole batch (finding
@@ -77,7 +82,7 @@ from numba import njit
 from fastnet.kernels import _math
 from fastnet.kernels.cpu import bias_act_rows, bias_softmax_rows, delta_labels_rows, metrics_rows, sqerr_row
 from fastnet.kernels.simd import (WIDE_BYTES, X86_64_LINUX, atomic_store, mm, narrow_zero, prefetch, upd, wait_for,
-                                  wide_zero)
+                                  wide_zero, without_subnormals)
 from fastnet.kernels import threads as _threads
 from fastnet.kernels.threads import spread, usable_cpus
 
@@ -361,6 +366,10 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
     return min(s1 * B, n) - s0 * B
 
 
+#: :func:`_group_steps` with subnormals flushed to zero on its thread (``simd.without_subnormals``).
+_flushed_steps = without_subnormals(_group_steps)
+
+
 @njit(cache=True)
 def _w0_update(Xf, xrows, D0, W0, gW0, dv, zdv, r0, r1, m, sgd, wv):
     """Rows ``r0 .. r1 - 1`` of layer 0 from the scaled delta D0: plain SGD's fused
@@ -512,7 +521,7 @@ class _Group:
 
     def steps(self, X, y, T, order, s0, s1, quadratic, codes, opt, role=0):
         two = role == 2
-        return _group_steps(X, y, T, order, s0, s1, quadratic, self.sizes, self.g, self.W0, self.Ws,
+        return _flushed_steps(X, y, T, order, s0, s1, quadratic, self.sizes, self.g, self.W0, self.Ws,
                             self.bs, self.dvs, self.ecols, self.nscs, self.acts, self.deltas,
                             self.sdeltas, self.rows, self.acc, self.WT, self.xrows2 if two else self.xrows,
                             self.yb2 if two else self.yb, codes, opt,
