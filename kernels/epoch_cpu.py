@@ -34,8 +34,9 @@ one product per net, reading and writing its columns of the wide buffers in plac
 
 One net on two threads (``split``, the default for a lone net with two usable CPUs on
 x86-64 Linux): layer 0's inputs are halved at row ``h = n_0 / 2`` of W0. The second
-thread computes ``X_b[:, h:] @ W0[h:]`` into its own buffer, hands it over, waits for the
-layer-0 delta, then updates rows ``h ..`` of W0 (and their optimizer state); the first
+thread computes ``X_b[:, h:] @ W0[h:]`` into its own buffer, hands it over, prefetches
+the next batch's rows while it waits for the layer-0 delta, then updates rows ``h ..`` of
+W0 (and their optimizer state); the first
 does ``X_b[:, :h] @ W0[:h]``, adds the other half, runs the rest of the step and updates
 rows ``.. h``. Two one-way flags per step (``simd.atomic_store`` / ``wait_for``: spin with
 ``pause``, then yield the CPU), no locks, nothing allocated. Whoever computes them, the two
@@ -238,10 +239,8 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
             xrows[i] = r * n0
             yb[i] = r if targets else y[r]
         tick = tick0 + (step - s0) + 1
-        for i in range(k + m, min(k + m + B, n)):   # start fetching the next one (own half)
-            row = order[i] * n0
-            for j in range(h if role == 2 else 0, h if role == 1 else n0, line):
-                prefetch(X, row + j)
+        if role == 0:                          # start fetching the next one (split: role 2, below)
+            _prefetch_rows(X, order, k + m, min(k + m + B, n), n0, line)
         if m != last_m and role != 2:          # per-column -eta / m (the last batch is short)
             for l in range(n_layers):      # (another optimizer: 1 / m, its mean gradient)
                 for c in range(nscs[l].shape[0]):
@@ -262,6 +261,10 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
         if h > 0:
             if role == 2:                      # hand the half over; wait for the delta
                 atomic_store(sync, 0, tick)
+                # the wait is role 1's serial part of the step (~1/3 of it): meanwhile fetch
+                # the whole next batch, both halves (measured: 5-13 % faster a step than
+                # each role fetching its own half before its product)
+                _prefetch_rows(X, order, k + m, min(k + m + B, n), n0, line)
                 wait_for(sync, 8, tick)
                 _w0_update(Xf, xrows, deltas[0], W0, gW0, dvs[0], zdv[0], h, n0, m, sgd, wv)
                 if not sgd:
@@ -364,6 +367,16 @@ def _group_steps(X, y, T, order, s0, s1, quadratic, sizes, g, W0, Ws, bs, dvs, e
                                 sts[l][1][j].ravel(), i0, i1, nin * nout, i0, ocode, lrs[l][j * nout],
                                 l2s[l][j * nout], one, h0, h1, h2, f0_, f1_, tiny)
     return min(s1 * B, n) - s0 * B
+
+
+@njit(cache=True, inline="always")
+def _prefetch_rows(X, order, i0, i1, n0, line):
+    """Hint the cache lines of rows ``order[i0:i1]`` of X (``n0`` values each, ``line``
+    values a line) into the caches: the next batch, read at random from memory."""
+    for i in range(i0, i1):
+        row = order[i] * n0
+        for j in range(0, n0, line):
+            prefetch(X, row + j)
 
 
 #: :func:`_group_steps` with subnormals flushed to zero on its thread (``simd.without_subnormals``).
