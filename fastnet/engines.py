@@ -890,10 +890,10 @@ def _lock_unit(unit: str, dtype: str, depth: int):
 def compile_in_background(engine_names, dtype: str, depth: int):
     """Compile what ``engine_names`` need for ``dtype`` and ``depth`` in a separate, detached
     process (its own interpreter at a lower CPU priority, nice 10 for it and for its
-    Linux autogroup, so training here keeps both the GIL and its speed); the next run finds it in Numba's disk cache. Returns the
-    ``subprocess.Popen``, or None when other processes are compiling every one of those
-    units already: a lock per unit (held by the child until it exits) lets one background
-    compile per unit run at a time. The child writes a unit's ready marker only once the
+    Linux autogroup, so training here keeps both the GIL and its speed); the next run
+    finds it in Numba's disk cache. Returns the ``subprocess.Popen``, or None when other
+    processes are compiling every one of those units already: a lock per unit (held by
+    the child until it exits) lets one background compile per unit run at a time. The child writes a unit's ready marker only once the
     unit is compiled and cached, so a compiler killed half-way leaves no marker, and its
     lock goes with it. See :func:`compile_later` for the call ``fit`` makes."""
     import subprocess

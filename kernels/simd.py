@@ -18,6 +18,7 @@ checks: the callers keep every index in range.
 """
 from __future__ import annotations
 
+import functools as _functools
 import platform as _platform
 import sys as _sys
 
@@ -293,21 +294,22 @@ MXCSR_DAZ_FTZ = 0x0040 | 0x8000
 HAS_MXCSR = _platform.machine().lower() in ("x86_64", "amd64")
 
 
-def _mxcsr_call(builder, name, slot):
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [slot.type]),
+def _mxcsr_op(builder, name, slot):
+    """``llvm.x86.sse.<name>`` (stmxcsr / ldmxcsr) on the i32 ``slot``."""
+    ptr = builder.bitcast(slot, ir.IntType(8).as_pointer())
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr.type]),
                                         f"llvm.x86.sse.{name}")
-    builder.call(fn, [slot])
+    builder.call(fn, [ptr])
 
 
 @intrinsic
 def get_mxcsr(typingctx):
     """The calling thread's x86 MXCSR (0 where there is none)."""
     def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
         if not HAS_MXCSR:
             return context.get_constant(types.int64, 0)
-        slot = cgutils.alloca_once(builder, i32)
-        _mxcsr_call(builder, "stmxcsr", builder.bitcast(slot, ir.IntType(8).as_pointer()))
+        slot = cgutils.alloca_once(builder, ir.IntType(32))
+        _mxcsr_op(builder, "stmxcsr", slot)
         return builder.zext(builder.load(slot), ir.IntType(64))
     return types.int64(), codegen
 
@@ -320,10 +322,10 @@ def set_mxcsr(typingctx, value):
 
     def codegen(context, builder, sig, args):
         if HAS_MXCSR:
-            i32 = ir.IntType(32)
-            slot = cgutils.alloca_once(builder, i32)
-            builder.store(builder.trunc(context.cast(builder, args[0], sig.args[0], types.int64), i32), slot)
-            _mxcsr_call(builder, "ldmxcsr", builder.bitcast(slot, ir.IntType(8).as_pointer()))
+            slot = cgutils.alloca_once(builder, ir.IntType(32))
+            value64 = context.cast(builder, args[0], sig.args[0], types.int64)
+            builder.store(builder.trunc(value64, ir.IntType(32)), slot)
+            _mxcsr_op(builder, "ldmxcsr", slot)
         return context.get_dummy_value()
     return types.none(value), codegen
 
@@ -339,16 +341,14 @@ def flush_subnormals():
     """Set FTZ and DAZ in the calling thread's MXCSR; returns the MXCSR before, for
     :func:`restore_mxcsr` (0 and nothing done where there is no MXCSR)."""
     old = get_mxcsr()
-    if HAS_MXCSR:
-        set_mxcsr(old | MXCSR_DAZ_FTZ)
+    set_mxcsr(old | MXCSR_DAZ_FTZ)
     return old
 
 
 @njit(cache=True)
 def restore_mxcsr(old):
     """Put back the MXCSR that :func:`flush_subnormals` returned."""
-    if HAS_MXCSR:
-        set_mxcsr(old)
+    set_mxcsr(old)
 
 
 def without_subnormals(fn):
@@ -359,14 +359,13 @@ def without_subnormals(fn):
     if not HAS_MXCSR:
         return fn
 
+    @_functools.wraps(fn)
     def call(*args):
         old = flush_subnormals()
         try:
             return fn(*args)
         finally:
             restore_mxcsr(old)
-    call.__wrapped__ = fn
-    call.__doc__ = fn.__doc__
     return call
 
 
